@@ -1,0 +1,136 @@
+//! The link from a g to its scheduler: a data pointer plus a `#[repr(C)]` vtable.
+//!
+//! The runtime calls a g's scheduler only through this link, at every decision point. The
+//! vtable is built from a Rust trait by `goro-sched`; a scheduler written in another language
+//! can fill one in by hand.
+
+use core::fmt;
+
+use crate::header::GRef;
+
+/// Index of a P (processor) within its runtime, `0..procs`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(transparent)]
+pub struct PId(pub u32);
+
+impl PId {
+    /// The index as a `usize`, for indexing per-P arrays.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Debug for PId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "p{}", self.0)
+    }
+}
+
+/// Why a g is handed to [`SchedVTable::ready`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ReadyCause {
+    /// The g was just spawned.
+    Spawn = 0,
+    /// A parked g was woken.
+    Wake = 1,
+    /// The g yielded.
+    Yield = 2,
+    /// The g left a syscall without a P, or its scheduler asked to requeue it there.
+    SyscallExit = 3,
+}
+
+/// What a scheduler decides when its g leaves a syscall on the fast path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum SyscallExit {
+    /// Keep running the g on the P it got back.
+    Continue = 0,
+    /// Put the g back in the scheduler's queue and let the P pick again.
+    Requeue = 1,
+}
+
+/// The scheduler's operations, called by the runtime at each decision point.
+///
+/// Every function takes the link's data pointer first. The contract of each entry (calling
+/// thread and stack, what it may do) is the contract of the matching method of
+/// `goro_sched::Scheduler`.
+#[repr(C)]
+pub struct SchedVTable {
+    /// The [`ABI_VERSION`](crate::ABI_VERSION) the vtable was built for.
+    pub abi_version: u32,
+    /// Short name of the scheduler, for dumps and traces.
+    pub name: unsafe fn(data: *const ()) -> &'static str,
+    /// Called once when the runtime starts, with its number of Ps.
+    pub start: unsafe fn(data: *const (), procs: usize),
+    /// The g became runnable; queue it. `p` is the caller's P, if the caller holds one.
+    pub ready: unsafe fn(data: *const (), g: GRef, cause: ReadyCause, p: Option<PId>),
+    /// Returns the next g to run on P `p`, or `None` when the scheduler has no work for it.
+    pub next: unsafe fn(data: *const (), p: PId) -> Option<GRef>,
+    /// Returns whether any g is queued, for idle Ms rechecking before they sleep.
+    pub has_work: unsafe fn(data: *const ()) -> bool,
+    /// The running g yielded; it has left its stack. Usually requeues it.
+    pub on_yield: unsafe fn(data: *const (), g: GRef, p: PId),
+    /// The running g parked; it has left its stack.
+    pub on_park: unsafe fn(data: *const (), g: GRef, p: PId),
+    /// The running g is entering a syscall on P `p`.
+    pub on_entersyscall: unsafe fn(data: *const (), g: GRef, p: PId),
+    /// The g left a syscall and got P `p` back; decide whether it keeps running.
+    pub on_exitsyscall: unsafe fn(data: *const (), g: GRef, p: PId) -> SyscallExit,
+    /// P `p` is about to be handed to another M or to the idle list: publish any work kept
+    /// privately for it (a runnext slot), so that nothing waits behind a blocked M.
+    pub on_release_p: unsafe fn(data: *const (), p: PId),
+    /// The g finished; it has left its stack.
+    pub on_exit: unsafe fn(data: *const (), g: GRef, p: PId),
+}
+
+/// A g's scheduler: the data pointer and the vtable that operates on it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct SchedLink {
+    /// The scheduler's state; passed to every vtable function.
+    pub data: *const (),
+    /// The scheduler's operations; null when the g has no scheduler yet.
+    pub vtable: *const SchedVTable,
+}
+
+// SAFETY: a link is a pair of pointers to a scheduler, which must be `Sync` to be shared by Ms
+// (goro_sched::Scheduler requires `Send + Sync`); the link adds no thread-bound state.
+unsafe impl Send for SchedLink {}
+// SAFETY: as above.
+unsafe impl Sync for SchedLink {}
+
+impl SchedLink {
+    /// Returns whether the link points to a scheduler.
+    pub fn is_set(&self) -> bool {
+        !self.vtable.is_null()
+    }
+
+    /// The vtable.
+    ///
+    /// # Panics
+    ///
+    /// Panics when the link is unset: a g without a scheduler reached a decision point.
+    pub fn vtable(&self) -> &'static SchedVTable {
+        assert!(self.is_set(), "SchedLink::vtable: the g has no scheduler linked");
+        // SAFETY: vtables are statics (or leaked) for as long as any g links to them; the
+        // builder of a link guarantees this.
+        unsafe { &*self.vtable }
+    }
+
+    /// The scheduler's name.
+    pub fn name(&self) -> &'static str {
+        // SAFETY: the vtable's functions accept the data pointer they were built with.
+        unsafe { (self.vtable().name)(self.data) }
+    }
+}
+
+impl fmt::Debug for SchedLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_set() {
+            write!(f, "SchedLink({})", self.name())
+        } else {
+            f.write_str("SchedLink(unset)")
+        }
+    }
+}

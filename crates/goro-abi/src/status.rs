@@ -1,0 +1,238 @@
+//! The g status word and its named transitions.
+//!
+//! ```text
+//!            ready_new            start_running
+//!   Idle ─────────────▶ Runnable ──────────────▶ Running ──exit──▶ Dead
+//!                          ▲  ▲  ◀──stop_running──┘ │  ▲
+//!                   wake   │  │                park │  │ exitsyscall
+//!                          │  └─requeue_from_syscall│  │
+//!                       Waiting ◀───────────────────┘  │
+//!                                        Syscall ◀─────┘ entersyscall
+//! ```
+//!
+//! The status is one atomic word. Each transition is a compare-and-swap from the one state it
+//! accepts; any other current state is a runtime bug and panics naming both states.
+
+use core::fmt;
+use core::sync::atomic::Ordering;
+
+use crate::header::GHeader;
+
+/// The status of a g.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum GStatus {
+    /// Allocated, never made runnable; the runtime may still set up the header.
+    Idle = 0,
+    /// In its scheduler's hands, waiting to run.
+    Runnable = 1,
+    /// Running on an M that holds a P.
+    Running = 2,
+    /// Running on an M inside a syscall; its P may be retaken.
+    Syscall = 3,
+    /// Parked; only a wakeup makes it runnable again.
+    Waiting = 4,
+    /// Its body returned or panicked; the stack is gone.
+    Dead = 5,
+}
+
+impl GStatus {
+    /// Decodes a raw status word. Unknown values decode as `Dead` never: they panic, because
+    /// they can only come from memory that is not a g header.
+    pub fn from_u32(raw: u32) -> GStatus {
+        match raw {
+            0 => GStatus::Idle,
+            1 => GStatus::Runnable,
+            2 => GStatus::Running,
+            3 => GStatus::Syscall,
+            4 => GStatus::Waiting,
+            5 => GStatus::Dead,
+            other => panic!("invalid g status word {other}: the pointer is not a g header"),
+        }
+    }
+
+    /// The status as Go's runtime names it in dumps.
+    pub fn name(self) -> &'static str {
+        match self {
+            GStatus::Idle => "idle",
+            GStatus::Runnable => "runnable",
+            GStatus::Running => "running",
+            GStatus::Syscall => "syscall",
+            GStatus::Waiting => "waiting",
+            GStatus::Dead => "dead",
+        }
+    }
+}
+
+impl fmt::Display for GStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a waiting g waits, for dumps and deadlock reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum WaitReason {
+    /// Not waiting.
+    None = 0,
+    /// Parked by user code through `park`.
+    Park = 1,
+    /// Waiting for another goroutine to finish.
+    Join = 2,
+    /// Sleeping until a deadline.
+    Sleep = 3,
+    /// Blocked sending on a channel.
+    ChanSend = 4,
+    /// Blocked receiving from a channel.
+    ChanRecv = 5,
+    /// Blocked in a select.
+    Select = 6,
+    /// Waiting for a mutex or a read-write lock.
+    Lock = 7,
+    /// Waiting on a wait group.
+    WaitGroup = 8,
+}
+
+impl WaitReason {
+    /// Decodes a raw wait reason; unknown values decode as `None`.
+    pub fn from_u32(raw: u32) -> WaitReason {
+        match raw {
+            1 => WaitReason::Park,
+            2 => WaitReason::Join,
+            3 => WaitReason::Sleep,
+            4 => WaitReason::ChanSend,
+            5 => WaitReason::ChanRecv,
+            6 => WaitReason::Select,
+            7 => WaitReason::Lock,
+            8 => WaitReason::WaitGroup,
+            _ => WaitReason::None,
+        }
+    }
+
+    /// The reason as it appears in dumps.
+    pub fn name(self) -> &'static str {
+        match self {
+            WaitReason::None => "",
+            WaitReason::Park => "park",
+            WaitReason::Join => "join",
+            WaitReason::Sleep => "sleep",
+            WaitReason::ChanSend => "chan send",
+            WaitReason::ChanRecv => "chan receive",
+            WaitReason::Select => "select",
+            WaitReason::Lock => "lock",
+            WaitReason::WaitGroup => "wait group",
+        }
+    }
+}
+
+/// A completed status change, returned by every transition so the caller decides what it
+/// implies (for example, whether a wakeup must follow).
+#[must_use = "a status transition is a decision point; use or explicitly drop its result"]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// The status before the change.
+    pub from: GStatus,
+    /// The status after the change.
+    pub to: GStatus,
+}
+
+impl GHeader {
+    fn transition(&self, from: GStatus, to: GStatus, function: &'static str) -> Transition {
+        // AcqRel: the status word orders nothing by itself (queues and permits do), but
+        // acquiring the previous writer's release makes dumps and assertions on other threads
+        // see the fields written before the change.
+        match self.status_word().compare_exchange(
+            from as u32,
+            to as u32,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => Transition { from, to },
+            Err(actual) => panic!(
+                "{function}: illegal g status transition for g {}: status is {}, expected {} to \
+                 move to {}",
+                self.goid(),
+                GStatus::from_u32(actual),
+                from,
+                to
+            ),
+        }
+    }
+
+    /// `Idle -> Runnable`: a new g is handed to its scheduler for the first time.
+    pub fn ready_new(&self) -> Transition {
+        self.transition(GStatus::Idle, GStatus::Runnable, "ready_new")
+    }
+
+    /// `Runnable -> Running`: an M takes the g from its scheduler and switches to it.
+    pub fn start_running(&self) -> Transition {
+        self.transition(GStatus::Runnable, GStatus::Running, "start_running")
+    }
+
+    /// `Running -> Runnable`: the g yields or is requeued by its scheduler.
+    pub fn stop_running(&self) -> Transition {
+        self.transition(GStatus::Running, GStatus::Runnable, "stop_running")
+    }
+
+    /// `Running -> Waiting`: the g parks.
+    pub fn park(&self) -> Transition {
+        self.transition(GStatus::Running, GStatus::Waiting, "park")
+    }
+
+    /// `Waiting -> Runnable`: a wakeup readies a parked g.
+    pub fn wake(&self) -> Transition {
+        self.transition(GStatus::Waiting, GStatus::Runnable, "wake")
+    }
+
+    /// `Running -> Syscall`: the g enters a syscall.
+    pub fn entersyscall(&self) -> Transition {
+        self.transition(GStatus::Running, GStatus::Syscall, "entersyscall")
+    }
+
+    /// `Syscall -> Running`: the g leaves a syscall and keeps running on a P.
+    pub fn exitsyscall(&self) -> Transition {
+        self.transition(GStatus::Syscall, GStatus::Running, "exitsyscall")
+    }
+
+    /// `Syscall -> Runnable`: the g left a syscall without a P and goes back to its scheduler.
+    pub fn requeue_from_syscall(&self) -> Transition {
+        self.transition(GStatus::Syscall, GStatus::Runnable, "requeue_from_syscall")
+    }
+
+    /// `Running -> Dead`: the g's body returned or panicked.
+    pub fn exit(&self) -> Transition {
+        self.transition(GStatus::Running, GStatus::Dead, "exit")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_follows_named_transitions() {
+        let g = GHeader::new();
+        assert_eq!(g.ready_new(), Transition { from: GStatus::Idle, to: GStatus::Runnable });
+        let _ = g.start_running();
+        let _ = g.entersyscall();
+        let _ = g.requeue_from_syscall();
+        let _ = g.start_running();
+        let _ = g.park();
+        assert_eq!(g.status(), GStatus::Waiting);
+        let _ = g.wake();
+        let _ = g.start_running();
+        let _ = g.exit();
+        assert_eq!(g.status(), GStatus::Dead);
+    }
+
+    #[test]
+    #[should_panic(expected = "start_running: illegal g status transition for g 0: status is waiting")]
+    fn illegal_transition_names_both_states() {
+        let g = GHeader::new();
+        let _ = g.ready_new();
+        let _ = g.start_running();
+        let _ = g.park();
+        let _ = g.start_running();
+    }
+}
