@@ -125,6 +125,114 @@ impl SchedLink {
     }
 }
 
+/// Calls into the linked scheduler, one method per vtable entry.
+///
+/// # Safety
+///
+/// For every method: the scheduler behind the link must be alive, which the runtime
+/// guarantees by holding an owner of it while any g links to it.
+impl SchedLink {
+    /// Calls `start`.
+    ///
+    /// # Safety
+    ///
+    /// See the impl block: the scheduler must be alive.
+    pub unsafe fn start(&self, procs: usize) {
+        // SAFETY: the caller keeps the scheduler alive; the link pairs data and vtable.
+        unsafe { (self.vtable().start)(self.data, procs) }
+    }
+
+    /// Calls `ready`.
+    ///
+    /// # Safety
+    ///
+    /// See the impl block: the scheduler must be alive.
+    pub unsafe fn ready(&self, g: GRef, cause: ReadyCause, p: Option<PId>) {
+        // SAFETY: as in `start`.
+        unsafe { (self.vtable().ready)(self.data, g, cause, p) }
+    }
+
+    /// Calls `next`.
+    ///
+    /// # Safety
+    ///
+    /// See the impl block: the scheduler must be alive.
+    pub unsafe fn next(&self, p: PId) -> Option<GRef> {
+        // SAFETY: as in `start`.
+        unsafe { (self.vtable().next)(self.data, p) }
+    }
+
+    /// Calls `has_work`.
+    ///
+    /// # Safety
+    ///
+    /// See the impl block: the scheduler must be alive.
+    pub unsafe fn has_work(&self) -> bool {
+        // SAFETY: as in `start`.
+        unsafe { (self.vtable().has_work)(self.data) }
+    }
+
+    /// Calls `on_yield`.
+    ///
+    /// # Safety
+    ///
+    /// See the impl block: the scheduler must be alive.
+    pub unsafe fn on_yield(&self, g: GRef, p: PId) {
+        // SAFETY: as in `start`.
+        unsafe { (self.vtable().on_yield)(self.data, g, p) }
+    }
+
+    /// Calls `on_park`.
+    ///
+    /// # Safety
+    ///
+    /// See the impl block: the scheduler must be alive.
+    pub unsafe fn on_park(&self, g: GRef, p: PId) {
+        // SAFETY: as in `start`.
+        unsafe { (self.vtable().on_park)(self.data, g, p) }
+    }
+
+    /// Calls `on_entersyscall`.
+    ///
+    /// # Safety
+    ///
+    /// See the impl block: the scheduler must be alive.
+    pub unsafe fn on_entersyscall(&self, g: GRef, p: PId) {
+        // SAFETY: as in `start`.
+        unsafe { (self.vtable().on_entersyscall)(self.data, g, p) }
+    }
+
+    /// Calls `on_exitsyscall`.
+    ///
+    /// # Safety
+    ///
+    /// See the impl block: the scheduler must be alive.
+    pub unsafe fn on_exitsyscall(&self, g: GRef, p: PId) -> SyscallExit {
+        // SAFETY: as in `start`.
+        unsafe { (self.vtable().on_exitsyscall)(self.data, g, p) }
+    }
+
+    /// Calls `on_release_p`.
+    ///
+    /// # Safety
+    ///
+    /// See the impl block: the scheduler must be alive.
+    pub unsafe fn on_release_p(&self, p: PId) {
+        // SAFETY: as in `start`.
+        unsafe { (self.vtable().on_release_p)(self.data, p) }
+    }
+
+    /// Calls `on_exit`.
+    ///
+    /// # Safety
+    ///
+    /// See the impl block: the scheduler must be alive.
+    pub unsafe fn on_exit(&self, g: GRef, p: PId) {
+        // SAFETY: as in `start`.
+        unsafe { (self.vtable().on_exit)(self.data, g, p) }
+    }
+}
+
 impl fmt::Debug for SchedLink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_set() {

@@ -1,0 +1,126 @@
+//! The FIFO scheduler: one global queue, gs run in the order they became ready.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use goro_abi::{GRef, PId, ReadyCause};
+
+use crate::gqueue::GQueue;
+use crate::scheduler::Scheduler;
+
+/// One global run queue shared by every P: gs run in the order they became ready, whichever P
+/// picks them up.
+///
+/// Simple and fair, and the reference for what a scheduler must do. Every operation takes one
+/// short lock, so it scales to a few Ps; the work-stealing scheduler is for more.
+#[derive(Debug, Default)]
+pub struct Fifo {
+    queue: Mutex<GQueue>,
+    /// Copy of the queue's length, written under the lock, read without it by `has_work`.
+    len: AtomicUsize,
+}
+
+impl Fifo {
+    /// An empty FIFO scheduler.
+    pub fn new() -> Fifo {
+        Fifo::default()
+    }
+
+    /// Number of queued gs.
+    pub fn len(&self) -> usize {
+        // Relaxed: a snapshot for the runtime, which orders its idle checks with its own
+        // SeqCst fences after `ready` and before `has_work`.
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Returns whether no g is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GQueue> {
+        // A panic while holding this lock can only come from a broken g header; the queue
+        // itself is still consistent, so poisoning is ignored.
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+// SAFETY: `next` pops what `ready` pushed, so each g comes out once per time it went in.
+unsafe impl Scheduler for Fifo {
+    fn name(&self) -> &'static str {
+        "fifo"
+    }
+
+    fn ready(&self, g: GRef, _cause: ReadyCause, _p: Option<PId>) {
+        let mut queue = self.lock();
+        queue.push_back(g);
+        // Relaxed: see `len`; the mutex orders the queue contents themselves.
+        self.len.store(queue.len(), Ordering::Relaxed);
+    }
+
+    fn next(&self, _p: PId) -> Option<GRef> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut queue = self.lock();
+        let g = queue.pop_front();
+        self.len.store(queue.len(), Ordering::Relaxed);
+        g
+    }
+
+    fn has_work(&self) -> bool {
+        !self.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ptr::NonNull;
+
+    use goro_abi::GHeader;
+
+    use super::*;
+
+    fn gs(n: u64) -> Vec<Box<GHeader>> {
+        (1..=n)
+            .map(|goid| {
+                let g = Box::new(GHeader::new());
+                g.set_goid(goid);
+                g
+            })
+            .collect()
+    }
+
+    fn gref(g: &GHeader) -> GRef {
+        // SAFETY: the boxes outlive every use of the refs in these tests.
+        unsafe { GRef::from_raw(NonNull::from(g)) }
+    }
+
+    #[test]
+    fn runs_in_ready_order() {
+        let headers = gs(5);
+        let fifo = Fifo::new();
+        for g in &headers {
+            fifo.ready(gref(g), ReadyCause::Spawn, None);
+        }
+        assert!(fifo.has_work());
+        let order: Vec<u64> =
+            std::iter::from_fn(|| fifo.next(PId(0))).map(|g| g.header().goid()).collect();
+        assert_eq!(order, [1, 2, 3, 4, 5]);
+        assert!(!fifo.has_work());
+    }
+
+    #[test]
+    fn yield_goes_to_the_back() {
+        let headers = gs(3);
+        let fifo = Fifo::new();
+        for g in &headers {
+            fifo.ready(gref(g), ReadyCause::Spawn, None);
+        }
+        let first = fifo.next(PId(0)).unwrap();
+        fifo.on_yield(first, PId(0));
+        let order: Vec<u64> =
+            std::iter::from_fn(|| fifo.next(PId(1))).map(|g| g.header().goid()).collect();
+        assert_eq!(order, [2, 3, 1]);
+    }
+}

@@ -1,0 +1,72 @@
+//! An intrusive FIFO of gs, linked through the headers' `sched_next` field.
+
+use core::ptr::{self, NonNull};
+use core::sync::atomic::Ordering;
+
+use goro_abi::{GHeader, GRef};
+
+/// A singly linked FIFO of gs (Go's `gQueue`). Pushing and popping never allocate: the link is
+/// the `sched_next` word of each g's header, which the header reserves for its scheduler.
+///
+/// Not synchronized: the owner wraps it in a lock. A g may be in at most one queue at a time.
+#[derive(Debug)]
+pub struct GQueue {
+    head: *mut GHeader,
+    tail: *mut GHeader,
+    len: usize,
+}
+
+// SAFETY: the queue only holds GRefs, which are Send; the owner provides mutual exclusion.
+unsafe impl Send for GQueue {}
+
+impl GQueue {
+    /// An empty queue.
+    pub const fn new() -> GQueue {
+        GQueue { head: ptr::null_mut(), tail: ptr::null_mut(), len: 0 }
+    }
+
+    /// Number of queued gs.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Returns whether the queue is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends `g` at the back.
+    pub fn push_back(&mut self, g: GRef) {
+        let header = g.header();
+        // Relaxed: the link is only read under the owner's lock, which orders it.
+        header.sched_next().store(ptr::null_mut(), Ordering::Relaxed);
+        if self.tail.is_null() {
+            self.head = g.as_ptr();
+        } else {
+            // SAFETY: `tail` is a queued g, alive while queued (GRef's contract).
+            unsafe { &*self.tail }.sched_next().store(g.as_ptr(), Ordering::Relaxed);
+        }
+        self.tail = g.as_ptr();
+        self.len += 1;
+    }
+
+    /// Removes and returns the g at the front.
+    pub fn pop_front(&mut self) -> Option<GRef> {
+        let head = NonNull::new(self.head)?;
+        // SAFETY: `head` was pushed as a GRef and stays alive while queued.
+        let g = unsafe { GRef::from_raw(head) };
+        let next = g.header().sched_next().load(Ordering::Relaxed);
+        self.head = next;
+        if next.is_null() {
+            self.tail = ptr::null_mut();
+        }
+        self.len -= 1;
+        Some(g)
+    }
+}
+
+impl Default for GQueue {
+    fn default() -> Self {
+        GQueue::new()
+    }
+}

@@ -1,0 +1,174 @@
+//! The `Scheduler` trait and its vtable.
+
+use goro_abi::{GRef, PId, ReadyCause, SchedVTable, SyscallExit, ABI_VERSION};
+
+/// A goroutine scheduler: decides which g runs next and what happens to a g at each decision
+/// point.
+///
+/// # Where each hook runs
+///
+/// * [`ready`](Scheduler::ready) runs on any thread and any stack: on a g's own stack when a g
+///   spawns or wakes another, on an M's g0 when a g yields or leaves a syscall without a P, and
+///   on threads that run no g at all (a `block_on` caller, a timer). `p` is the caller's P when
+///   it holds one, a hint for schedulers with per-P queues.
+/// * [`next`](Scheduler::next) and [`has_work`](Scheduler::has_work) run on the g0 of the M that
+///   holds P `p`, between goroutines.
+/// * [`on_yield`](Scheduler::on_yield), [`on_park`](Scheduler::on_park) and
+///   [`on_exit`](Scheduler::on_exit) run on the g0 of the M that ran the g, after the g has left
+///   its stack: another M may resume the g as soon as it is published, so publishing it earlier
+///   would let two Ms run on one stack.
+/// * [`on_entersyscall`](Scheduler::on_entersyscall) and
+///   [`on_exitsyscall`](Scheduler::on_exitsyscall) run on the g's own stack, on the fast path of
+///   every syscall wrapper: keep them cheap.
+/// * [`on_release_p`](Scheduler::on_release_p) runs on the M that gives P `p` away (to the idle
+///   list or to another M), before it does.
+///
+/// No hook may switch goroutines, park or block the thread on something a goroutine must do:
+/// they run inside the runtime's own protocol. Short critical sections on a lock are fine.
+///
+/// # What a scheduler must guarantee
+///
+/// * Every g passed to `ready` is eventually returned by `next` on some P, as long as Ps keep
+///   asking.
+/// * No lost wakeup: once `ready` has returned, a `has_work` or `next` call that starts after it
+///   on any thread sees the g (the queue is linearizable). The runtime does the rest: after
+///   `ready` it wakes an idle M if there is one, and an M going idle publishes that before it
+///   rechecks `has_work`.
+///
+/// # Safety
+///
+/// The runtime runs whatever `next` returns. An implementation must return each g at most
+/// once for each time it was passed to `ready` (or `on_yield`), and never a g it was not given:
+/// returning a g twice would run one stack on two threads.
+pub unsafe trait Scheduler: Send + Sync + 'static {
+    /// A short name for dumps and traces, such as `"fifo"`.
+    fn name(&self) -> &'static str;
+
+    /// Called once when a runtime starts using this scheduler, with its number of Ps. A
+    /// scheduler with per-P queues sizes them here.
+    fn start(&self, procs: usize) {
+        let _ = procs;
+    }
+
+    /// Queues `g`, which has become runnable for the reason `cause`.
+    fn ready(&self, g: GRef, cause: ReadyCause, p: Option<PId>);
+
+    /// Returns the next g to run on P `p`, or `None` when there is none for it.
+    fn next(&self, p: PId) -> Option<GRef>;
+
+    /// Returns whether any g is queued anywhere in this scheduler.
+    fn has_work(&self) -> bool;
+
+    /// The running g yielded on P `p`. The default requeues it at the back.
+    fn on_yield(&self, g: GRef, p: PId) {
+        self.ready(g, ReadyCause::Yield, Some(p));
+    }
+
+    /// The running g parked on P `p`; a later wakeup will pass it to `ready`.
+    fn on_park(&self, g: GRef, p: PId) {
+        let _ = (g, p);
+    }
+
+    /// The running g is entering a syscall on P `p`.
+    fn on_entersyscall(&self, g: GRef, p: PId) {
+        let _ = (g, p);
+    }
+
+    /// The g left a syscall and got P `p` back. Return [`SyscallExit::Requeue`] to put it back
+    /// in the queue (the runtime then calls `ready` with [`ReadyCause::SyscallExit`] from g0).
+    fn on_exitsyscall(&self, g: GRef, p: PId) -> SyscallExit {
+        let _ = (g, p);
+        SyscallExit::Continue
+    }
+
+    /// P `p` is leaving its M; move any g kept privately for it where other Ps can take it.
+    fn on_release_p(&self, p: PId) {
+        let _ = p;
+    }
+
+    /// The g finished on P `p`.
+    fn on_exit(&self, g: GRef, p: PId) {
+        let _ = (g, p);
+    }
+}
+
+struct VTableOf<S>(core::marker::PhantomData<S>);
+
+impl<S: Scheduler> VTableOf<S> {
+    const VTABLE: SchedVTable = SchedVTable {
+        abi_version: ABI_VERSION,
+        name: name::<S>,
+        start: start::<S>,
+        ready: ready::<S>,
+        next: next::<S>,
+        has_work: has_work::<S>,
+        on_yield: on_yield::<S>,
+        on_park: on_park::<S>,
+        on_entersyscall: on_entersyscall::<S>,
+        on_exitsyscall: on_exitsyscall::<S>,
+        on_release_p: on_release_p::<S>,
+        on_exit: on_exit::<S>,
+    };
+}
+
+/// The vtable that calls `S`'s methods, for a [`SchedLink`](goro_abi::SchedLink) whose data
+/// pointer is a `*const S`.
+pub fn vtable_of<S: Scheduler>() -> &'static SchedVTable {
+    &VTableOf::<S>::VTABLE
+}
+
+/// # Safety
+///
+/// `data` must point to a live `S`.
+unsafe fn this<'a, S>(data: *const ()) -> &'a S {
+    // SAFETY: the caller passes the data pointer the vtable was paired with.
+    unsafe { &*(data as *const S) }
+}
+
+// Each shim below has the contract of `this`: the runtime calls a vtable only with the data
+// pointer of the link it came from, and keeps the scheduler alive while its gs exist.
+
+unsafe fn name<S: Scheduler>(data: *const ()) -> &'static str {
+    // SAFETY: see the comment above the shims.
+    unsafe { this::<S>(data) }.name()
+}
+unsafe fn start<S: Scheduler>(data: *const (), procs: usize) {
+    // SAFETY: see the comment above the shims.
+    unsafe { this::<S>(data) }.start(procs)
+}
+unsafe fn ready<S: Scheduler>(data: *const (), g: GRef, cause: ReadyCause, p: Option<PId>) {
+    // SAFETY: see the comment above the shims.
+    unsafe { this::<S>(data) }.ready(g, cause, p)
+}
+unsafe fn next<S: Scheduler>(data: *const (), p: PId) -> Option<GRef> {
+    // SAFETY: see the comment above the shims.
+    unsafe { this::<S>(data) }.next(p)
+}
+unsafe fn has_work<S: Scheduler>(data: *const ()) -> bool {
+    // SAFETY: see the comment above the shims.
+    unsafe { this::<S>(data) }.has_work()
+}
+unsafe fn on_yield<S: Scheduler>(data: *const (), g: GRef, p: PId) {
+    // SAFETY: see the comment above the shims.
+    unsafe { this::<S>(data) }.on_yield(g, p)
+}
+unsafe fn on_park<S: Scheduler>(data: *const (), g: GRef, p: PId) {
+    // SAFETY: see the comment above the shims.
+    unsafe { this::<S>(data) }.on_park(g, p)
+}
+unsafe fn on_entersyscall<S: Scheduler>(data: *const (), g: GRef, p: PId) {
+    // SAFETY: see the comment above the shims.
+    unsafe { this::<S>(data) }.on_entersyscall(g, p)
+}
+unsafe fn on_exitsyscall<S: Scheduler>(data: *const (), g: GRef, p: PId) -> SyscallExit {
+    // SAFETY: see the comment above the shims.
+    unsafe { this::<S>(data) }.on_exitsyscall(g, p)
+}
+unsafe fn on_release_p<S: Scheduler>(data: *const (), p: PId) {
+    // SAFETY: see the comment above the shims.
+    unsafe { this::<S>(data) }.on_release_p(p)
+}
+unsafe fn on_exit<S: Scheduler>(data: *const (), g: GRef, p: PId) {
+    // SAFETY: see the comment above the shims.
+    unsafe { this::<S>(data) }.on_exit(g, p)
+}
