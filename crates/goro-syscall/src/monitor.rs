@@ -1,0 +1,181 @@
+//! The monitor's decisions: which Ps to retake from Ms stuck in syscalls, and how long to sleep
+//! between scans. Pure logic over observations, driven by the runtime's monitor thread.
+
+use std::time::Duration;
+
+use crate::pstate::{MId, POwner};
+
+/// Tuning of the monitor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MonitorConfig {
+    /// Shortest sleep between scans, used while Ps are busy (Go's sysmon: 20 us).
+    pub min_period: Duration,
+    /// Longest sleep between scans, reached after many scans with nothing to do (Go: 10 ms).
+    pub max_period: Duration,
+    /// A syscall shorter than this never loses its P.
+    pub grace: Duration,
+    /// A syscall longer than this loses its P even when no goroutine waits for one, so that
+    /// work arriving later finds a P at once.
+    pub force_retake_after: Duration,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            min_period: Duration::from_micros(20),
+            max_period: Duration::from_millis(10),
+            grace: Duration::from_micros(20),
+            force_retake_after: Duration::from_millis(10),
+        }
+    }
+}
+
+/// What the monitor reads of one P in a scan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PObservation {
+    /// The P's owner.
+    pub owner: POwner,
+    /// The P's syscall counter, bumped by its M at every entersyscall; the same value in two
+    /// scans means the same syscall is still going.
+    pub syscalltick: u32,
+}
+
+/// The monitor's verdict for one P.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetakeDecision {
+    /// Leave the P with its owner.
+    Leave,
+    /// Retake the P from M `MId`, blocked in a syscall (with `PState::retake`).
+    Retake(MId),
+}
+
+/// Scans to wait, with nothing retaken, before the period starts doubling (Go: 50).
+const IDLE_SCANS_BEFORE_BACKOFF: u32 = 50;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct SyscallSeen {
+    tick: u32,
+    since_ns: u64,
+    valid: bool,
+}
+
+/// The monitor's memory between scans.
+#[derive(Debug)]
+pub struct Monitor {
+    config: MonitorConfig,
+    seen: Vec<SyscallSeen>,
+    idle_scans: u32,
+    period: Duration,
+}
+
+impl Monitor {
+    /// A monitor for `procs` Ps.
+    pub fn new(config: MonitorConfig, procs: usize) -> Monitor {
+        Monitor {
+            config,
+            seen: vec![SyscallSeen::default(); procs],
+            idle_scans: 0,
+            period: config.min_period,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MonitorConfig {
+        &self.config
+    }
+
+    /// Decides about P `p`, observed at `now_ns` (nanoseconds on any monotonic clock).
+    /// `work_waiting` tells whether any goroutine waits for a P.
+    pub fn observe(
+        &mut self,
+        p: usize,
+        observation: PObservation,
+        now_ns: u64,
+        work_waiting: bool,
+    ) -> RetakeDecision {
+        let seen = &mut self.seen[p];
+        let POwner::Syscall(m) = observation.owner else {
+            seen.valid = false;
+            return RetakeDecision::Leave;
+        };
+        if !seen.valid || seen.tick != observation.syscalltick {
+            // A syscall this scan has not seen before: start its clock.
+            *seen = SyscallSeen { tick: observation.syscalltick, since_ns: now_ns, valid: true };
+            return RetakeDecision::Leave;
+        }
+        let elapsed = Duration::from_nanos(now_ns.saturating_sub(seen.since_ns));
+        let long_enough = elapsed >= self.config.grace;
+        if long_enough && (work_waiting || elapsed >= self.config.force_retake_after) {
+            seen.valid = false;
+            RetakeDecision::Retake(m)
+        } else {
+            RetakeDecision::Leave
+        }
+    }
+
+    /// Returns how long to sleep before the next scan. `retook` tells whether this scan retook
+    /// any P; `all_idle` whether every P is idle (then nothing can be retaken soon).
+    pub fn next_period(&mut self, retook: bool, any_syscall: bool, all_idle: bool) -> Duration {
+        if retook || any_syscall {
+            self.idle_scans = 0;
+            self.period = self.config.min_period;
+        } else if all_idle {
+            self.period = self.config.max_period;
+        } else {
+            self.idle_scans = self.idle_scans.saturating_add(1);
+            if self.idle_scans > IDLE_SCANS_BEFORE_BACKOFF {
+                self.period = (self.period * 2).min(self.config.max_period);
+            }
+        }
+        self.period
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn syscall(m: u32, tick: u32) -> PObservation {
+        PObservation { owner: POwner::Syscall(MId(m)), syscalltick: tick }
+    }
+
+    #[test]
+    fn retakes_only_after_grace_with_waiting_work() {
+        let mut monitor = Monitor::new(MonitorConfig::default(), 1);
+        assert_eq!(monitor.observe(0, syscall(1, 7), 0, true), RetakeDecision::Leave);
+        assert_eq!(monitor.observe(0, syscall(1, 7), 10_000, true), RetakeDecision::Leave);
+        assert_eq!(monitor.observe(0, syscall(1, 7), 25_000, false), RetakeDecision::Leave);
+        assert_eq!(monitor.observe(0, syscall(1, 7), 25_000, true), RetakeDecision::Retake(MId(1)));
+    }
+
+    #[test]
+    fn a_new_syscall_restarts_the_clock() {
+        let mut monitor = Monitor::new(MonitorConfig::default(), 1);
+        let _ = monitor.observe(0, syscall(1, 7), 0, true);
+        assert_eq!(monitor.observe(0, syscall(1, 8), 50_000, true), RetakeDecision::Leave);
+        assert_eq!(monitor.observe(0, syscall(1, 8), 80_000, true), RetakeDecision::Retake(MId(1)));
+    }
+
+    #[test]
+    fn long_syscall_is_retaken_without_waiting_work() {
+        let mut monitor = Monitor::new(MonitorConfig::default(), 1);
+        let _ = monitor.observe(0, syscall(3, 1), 0, false);
+        assert_eq!(monitor.observe(0, syscall(3, 1), 9_000_000, false), RetakeDecision::Leave);
+        assert_eq!(
+            monitor.observe(0, syscall(3, 1), 10_000_000, false),
+            RetakeDecision::Retake(MId(3))
+        );
+    }
+
+    #[test]
+    fn period_backs_off_when_quiet_and_resets_on_syscalls() {
+        let config = MonitorConfig::default();
+        let mut monitor = Monitor::new(config, 2);
+        for _ in 0..IDLE_SCANS_BEFORE_BACKOFF {
+            assert_eq!(monitor.next_period(false, false, false), config.min_period);
+        }
+        assert_eq!(monitor.next_period(false, false, false), config.min_period * 2);
+        assert_eq!(monitor.next_period(false, false, true), config.max_period);
+        assert_eq!(monitor.next_period(false, true, false), config.min_period);
+    }
+}

@@ -1,0 +1,8 @@
+//! Atomics facade: `std` normally, `loom` under `--cfg loom`, so the protocol's models check
+//! the code the runtime runs.
+
+#[cfg(loom)]
+pub use loom::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+#[cfg(not(loom))]
+pub use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
