@@ -1,0 +1,622 @@
+//! A bounded pool of same-sized stacks with a global cache and per-M local caches.
+//!
+//! ```text
+//!   M 1: LocalCache ─┐                          ┌─▶ get: mmap a new stack when both are empty
+//!   M 2: LocalCache ─┼─ batches ─▶ global cache ┤
+//!   M n: LocalCache ─┘  (mutex)    ≤ max_cached └─▶ put: munmap the stacks beyond the bound
+//! ```
+//!
+//! The hot path is [`LocalCache::get`] and [`LocalCache::put`]: a push or pop on a vector owned
+//! by one M, with no system call and no shared lock. A local cache moves half its capacity at
+//! a time to or from the global cache, so the mutex is taken once per batch. Stacks that enter
+//! the global cache give their memory back to the kernel except for the top
+//! [`PoolConfig::keep_resident`] bytes, where a new goroutine's first frames land.
+//! [`StackPool::get`] and [`StackPool::put`] use the global cache directly; they suit callers
+//! that have no M, and cost a lock and a `madvise` per put.
+//!
+//! The explicit `LocalCache` object was chosen over a hidden thread-local cache because the
+//! runtime already keeps per-M state, and an object's lifetime is visible: dropping it returns
+//! its stacks, where a thread-local cache would keep them until its thread exits.
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crossbeam_utils::CachePadded;
+
+use crate::DEFAULT_GUARD_SIZE;
+use crate::error::StackError;
+use crate::stack::{Stack, validate_guard_size, validate_stack_size};
+use crate::sys::round_up_to_pages;
+
+/// Settings of a [`StackPool`] other than its stack size.
+///
+/// ```
+/// use goro_stack::PoolConfig;
+///
+/// let config = PoolConfig::new().max_cached(256).local_capacity(8);
+/// assert_eq!(config.max_cached_stacks(), 256);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolConfig {
+    guard_size: usize,
+    max_cached: usize,
+    local_capacity: usize,
+    keep_resident: usize,
+}
+
+impl PoolConfig {
+    /// Default of [`PoolConfig::max_cached`]: stacks kept in the global cache.
+    pub const DEFAULT_MAX_CACHED: usize = 64;
+    /// Default of [`PoolConfig::local_capacity`]: stacks kept per [`LocalCache`].
+    pub const DEFAULT_LOCAL_CAPACITY: usize = 4;
+    /// Default of [`PoolConfig::keep_resident`]: bytes at the top of a cached stack that stay
+    /// resident.
+    pub const DEFAULT_KEEP_RESIDENT: usize = 16 * 1024;
+
+    /// The default configuration: a [`DEFAULT_GUARD_SIZE`] guard, and the `DEFAULT_*` constants
+    /// above.
+    pub const fn new() -> PoolConfig {
+        PoolConfig {
+            guard_size: DEFAULT_GUARD_SIZE,
+            max_cached: PoolConfig::DEFAULT_MAX_CACHED,
+            local_capacity: PoolConfig::DEFAULT_LOCAL_CAPACITY,
+            keep_resident: PoolConfig::DEFAULT_KEEP_RESIDENT,
+        }
+    }
+
+    /// Sets the guard size of the pool's stacks in bytes (rounded up to pages; see
+    /// [`Stack::with_guard`]).
+    pub const fn guard_size(mut self, bytes: usize) -> PoolConfig {
+        self.guard_size = bytes;
+        self
+    }
+
+    /// Sets how many stacks the global cache keeps at most; a stack put beyond that is unmapped.
+    /// Zero caches nothing globally.
+    pub const fn max_cached(mut self, stacks: usize) -> PoolConfig {
+        self.max_cached = stacks;
+        self
+    }
+
+    /// Sets how many stacks each [`LocalCache`] keeps at most. Zero makes local caches pass every
+    /// call through to the global cache.
+    pub const fn local_capacity(mut self, stacks: usize) -> PoolConfig {
+        self.local_capacity = stacks;
+        self
+    }
+
+    /// Sets how many bytes at the top of a stack stay resident when it enters the global cache
+    /// (rounded up to pages; more than the stack size keeps the whole stack).
+    pub const fn keep_resident(mut self, bytes: usize) -> PoolConfig {
+        self.keep_resident = bytes;
+        self
+    }
+
+    /// The configured maximum of the global cache, in stacks.
+    pub const fn max_cached_stacks(&self) -> usize {
+        self.max_cached
+    }
+}
+
+impl Default for PoolConfig {
+    fn default() -> PoolConfig {
+        PoolConfig::new()
+    }
+}
+
+/// A snapshot of a pool's counters.
+///
+/// Byte counts are usable stack bytes (`stacks * stack_size`); each stack also reserves its
+/// guard in address space. While other threads use the pool, a stack moving between a local
+/// and the global cache may be missing from `cached_stacks` for a moment; with no concurrent
+/// use the counts are exact.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Usable bytes of each stack.
+    pub stack_size: usize,
+    /// Stacks mapped by the pool and not yet unmapped: in use plus cached.
+    pub mapped_stacks: usize,
+    /// Stacks in the global cache and in all local caches.
+    pub cached_stacks: usize,
+    /// The part of `cached_stacks` held by local caches.
+    pub local_cached_stacks: usize,
+    /// Stacks handed out and not yet put back or dropped.
+    pub in_use_stacks: usize,
+    /// Live [`LocalCache`] objects of the pool.
+    pub local_caches: usize,
+    /// The most stacks the pool may cache now: the global bound plus each local cache's
+    /// capacity.
+    pub max_cached_stacks: usize,
+    /// `mapped_stacks * stack_size`.
+    pub mapped_bytes: usize,
+    /// `cached_stacks * stack_size`.
+    pub cached_bytes: usize,
+    /// `in_use_stacks * stack_size`.
+    pub in_use_bytes: usize,
+}
+
+/// The state shared by a pool, its local caches and the stacks it mapped.
+pub(crate) struct PoolShared {
+    size: usize,
+    guard_size: usize,
+    max_cached: usize,
+    local_capacity: usize,
+    keep_resident: usize,
+    /// The global cache; the last element is the most recently cached stack.
+    cache: Mutex<Vec<Stack>>,
+    /// Stacks of this pool that are mapped. A statistic: Relaxed, it orders nothing.
+    mapped: AtomicUsize,
+    /// Each live local cache's published length, summed by `stats`.
+    locals: Mutex<Vec<Arc<CachePadded<AtomicUsize>>>>,
+}
+
+impl PoolShared {
+    fn lock_cache(&self) -> MutexGuard<'_, Vec<Stack>> {
+        // The lock guards only pushes and pops, which leave the vector valid even on a panic.
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_locals(&self) -> MutexGuard<'_, Vec<Arc<CachePadded<AtomicUsize>>>> {
+        self.locals.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Maps a new stack owned by this pool.
+    fn map_stack(self: &Arc<Self>) -> Result<Stack, StackError> {
+        let mut stack = Stack::map(self.size, self.guard_size)?;
+        stack.owner = Some(Arc::downgrade(self));
+        // Relaxed: a statistic (see `mapped`).
+        self.mapped.fetch_add(1, Ordering::Relaxed);
+        Ok(stack)
+    }
+
+    /// Called by `Stack::drop` for a stack of this pool.
+    pub(crate) fn note_unmapped(&self) {
+        // Relaxed: a statistic (see `mapped`).
+        self.mapped.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Panics unless `stack` was mapped by this pool; `function` names the caller.
+    fn check_owner(&self, stack: &Stack, function: &str) {
+        let ours = stack
+            .owner
+            .as_ref()
+            .is_some_and(|owner| std::ptr::eq(owner.as_ptr(), self));
+        assert!(
+            ours,
+            "{function}: {stack:?} was not taken from this pool of {}-byte stacks; drop it or \
+             put it into the pool it came from",
+            self.size
+        );
+    }
+
+    /// Puts one stack into the global cache, or unmaps it when the cache is full.
+    fn cache_one(&self, mut stack: Stack) {
+        stack.release_memory(self.keep_resident);
+        let mut cache = self.lock_cache();
+        if cache.len() < self.max_cached {
+            cache.push(stack);
+            return;
+        }
+        drop(cache);
+        // Unmapped here, outside the lock.
+        drop(stack);
+    }
+
+    /// Moves all of `stacks` into the global cache; those beyond the bound are unmapped.
+    fn cache_batch(&self, stacks: &mut Vec<Stack>) {
+        // madvise before taking the lock, so that other Ms wait for no system call.
+        for stack in stacks.iter_mut() {
+            stack.release_memory(self.keep_resident);
+        }
+        {
+            let mut cache = self.lock_cache();
+            let room = self.max_cached.saturating_sub(cache.len());
+            let moved = room.min(stacks.len());
+            cache.extend(stacks.drain(..moved));
+        }
+        // The rest is unmapped here, outside the lock.
+        stacks.clear();
+    }
+
+    /// Moves up to `count` of the most recently cached stacks from the global cache to `into`.
+    fn take_batch(&self, count: usize, into: &mut Vec<Stack>) {
+        let mut cache = self.lock_cache();
+        let start = cache.len() - count.min(cache.len());
+        into.extend(cache.drain(start..));
+    }
+}
+
+/// A pool of stacks of one size.
+///
+/// The pool is `Sync`: share it between threads by reference or in an `Arc`. Each M should
+/// keep a [`LocalCache`] from [`StackPool::local_cache`] for its hot path. Stacks stay valid
+/// after the pool is dropped; they are then unmapped when dropped or put into a local cache
+/// that is dropped.
+pub struct StackPool {
+    shared: Arc<PoolShared>,
+}
+
+impl StackPool {
+    /// Creates an empty pool of stacks with `size` usable bytes (rounded up to pages).
+    ///
+    /// # Errors
+    ///
+    /// [`StackError::InvalidSize`] for a size outside
+    /// [`MIN_STACK_SIZE`](crate::MIN_STACK_SIZE)`..=`[`MAX_STACK_SIZE`](crate::MAX_STACK_SIZE),
+    /// [`StackError::InvalidGuardSize`] for an invalid [`PoolConfig::guard_size`].
+    pub fn new(size: usize, config: PoolConfig) -> Result<StackPool, StackError> {
+        let size = validate_stack_size(size)?;
+        let guard_size = validate_guard_size(config.guard_size)?;
+        let keep_resident = round_up_to_pages(config.keep_resident)
+            .unwrap_or(usize::MAX)
+            .min(size);
+        Ok(StackPool {
+            shared: Arc::new(PoolShared {
+                size,
+                guard_size,
+                max_cached: config.max_cached,
+                local_capacity: config.local_capacity,
+                keep_resident,
+                cache: Mutex::new(Vec::new()),
+                mapped: AtomicUsize::new(0),
+                locals: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Usable bytes of each stack.
+    pub fn stack_size(&self) -> usize {
+        self.shared.size
+    }
+
+    /// Guard bytes of each stack.
+    pub fn guard_size(&self) -> usize {
+        self.shared.guard_size
+    }
+
+    /// Returns a stack from the global cache, or maps a new one when the cache is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`StackError::MapFailed`] when a new stack is needed and the kernel refuses it.
+    pub fn get(&self) -> Result<Stack, StackError> {
+        let cached = self.shared.lock_cache().pop();
+        match cached {
+            Some(stack) => Ok(stack),
+            None => self.shared.map_stack(),
+        }
+    }
+
+    /// Puts a stack back: into the global cache, with its memory released below the top
+    /// [`PoolConfig::keep_resident`] bytes, or unmapped when the cache is full.
+    ///
+    /// # Panics
+    ///
+    /// When `stack` was not taken from this pool.
+    pub fn put(&self, stack: Stack) {
+        self.shared.check_owner(&stack, "StackPool::put");
+        self.shared.cache_one(stack);
+    }
+
+    /// Creates a cache for one M (or any single thread of use).
+    pub fn local_cache(&self) -> LocalCache {
+        let published = Arc::new(CachePadded::new(AtomicUsize::new(0)));
+        self.shared.lock_locals().push(Arc::clone(&published));
+        LocalCache {
+            shared: Arc::clone(&self.shared),
+            stacks: Vec::with_capacity(self.shared.local_capacity),
+            spill: Vec::with_capacity(self.shared.local_capacity),
+            published,
+        }
+    }
+
+    /// Reads the pool's counters.
+    pub fn stats(&self) -> PoolStats {
+        let shared = &self.shared;
+        // Relaxed: a statistic (see `PoolShared::mapped`).
+        let mapped = shared.mapped.load(Ordering::Relaxed);
+        let global = shared.lock_cache().len();
+        let (local_caches, local) = {
+            let locals = shared.lock_locals();
+            // Relaxed: each length is a statistic published by its cache's owner.
+            let sum = locals.iter().map(|len| len.load(Ordering::Relaxed)).sum();
+            (locals.len(), sum)
+        };
+        let cached = global + local;
+        let in_use = mapped.saturating_sub(cached);
+        PoolStats {
+            stack_size: shared.size,
+            mapped_stacks: mapped,
+            cached_stacks: cached,
+            local_cached_stacks: local,
+            in_use_stacks: in_use,
+            local_caches,
+            max_cached_stacks: shared.max_cached + local_caches * shared.local_capacity,
+            mapped_bytes: mapped * shared.size,
+            cached_bytes: cached * shared.size,
+            in_use_bytes: in_use * shared.size,
+        }
+    }
+}
+
+impl fmt::Debug for StackPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StackPool")
+            .field("stack_size", &self.shared.size)
+            .field("guard_size", &self.shared.guard_size)
+            .field("max_cached", &self.shared.max_cached)
+            .field("local_capacity", &self.shared.local_capacity)
+            .field("keep_resident", &self.shared.keep_resident)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A per-M cache of a pool's stacks: the pool's hot path.
+///
+/// `get` and `put` make no system call and take no lock while the cache has a stack to give or
+/// room to take one; otherwise they move half the capacity from or to the global cache in one
+/// locked step. Stacks held here keep their memory resident, so an M holds at most
+/// [`PoolConfig::local_capacity`] stacks' worth of touched pages. Dropping the cache returns
+/// its stacks to the pool.
+pub struct LocalCache {
+    shared: Arc<PoolShared>,
+    /// The cached stacks; the last is the most recently put and the first to be reused.
+    stacks: Vec<Stack>,
+    /// An empty buffer reused to move stacks to the global cache without allocating.
+    spill: Vec<Stack>,
+    /// `stacks.len()`, published for `StackPool::stats`.
+    published: Arc<CachePadded<AtomicUsize>>,
+}
+
+impl LocalCache {
+    /// Returns a cached stack, refills from the global cache, or maps a new stack.
+    ///
+    /// # Errors
+    ///
+    /// [`StackError::MapFailed`] when a new stack is needed and the kernel refuses it.
+    pub fn get(&mut self) -> Result<Stack, StackError> {
+        if self.stacks.is_empty() {
+            let batch = self.batch_size();
+            self.shared.take_batch(batch, &mut self.stacks);
+        }
+        match self.stacks.pop() {
+            Some(stack) => {
+                self.publish_len();
+                Ok(stack)
+            }
+            None => self.shared.map_stack(),
+        }
+    }
+
+    /// Caches a stack; when the cache is full, first moves its older half to the global cache.
+    ///
+    /// # Panics
+    ///
+    /// When `stack` was not taken from this cache's pool.
+    pub fn put(&mut self, stack: Stack) {
+        self.shared.check_owner(&stack, "LocalCache::put");
+        if self.shared.local_capacity == 0 {
+            self.shared.cache_one(stack);
+            return;
+        }
+        if self.stacks.len() == self.shared.local_capacity {
+            self.spill(self.batch_size());
+        }
+        self.stacks.push(stack);
+        self.publish_len();
+    }
+
+    /// Moves every cached stack to the global cache, for an M that goes idle.
+    pub fn flush(&mut self) {
+        self.spill(self.stacks.len());
+    }
+
+    /// Number of stacks cached here.
+    pub fn len(&self) -> usize {
+        self.stacks.len()
+    }
+
+    /// Reports whether no stack is cached here.
+    pub fn is_empty(&self) -> bool {
+        self.stacks.is_empty()
+    }
+
+    /// Stacks moved per refill or spill: half the capacity, rounded up.
+    fn batch_size(&self) -> usize {
+        self.shared.local_capacity.div_ceil(2).max(1)
+    }
+
+    /// Moves the `count` oldest cached stacks to the global cache.
+    fn spill(&mut self, count: usize) {
+        self.spill.extend(self.stacks.drain(..count));
+        self.publish_len();
+        self.shared.cache_batch(&mut self.spill);
+    }
+
+    fn publish_len(&self) {
+        // Relaxed: a statistic read by `StackPool::stats`; it orders nothing.
+        self.published.store(self.stacks.len(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for LocalCache {
+    fn drop(&mut self) {
+        self.flush();
+        let mut locals = self.shared.lock_locals();
+        locals.retain(|published| !Arc::ptr_eq(published, &self.published));
+    }
+}
+
+impl fmt::Debug for LocalCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalCache")
+            .field("stack_size", &self.shared.size)
+            .field("len", &self.stacks.len())
+            .field("capacity", &self.shared.local_capacity)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MIN_STACK_SIZE;
+    use crate::sys::page_size;
+
+    fn small_pool(max_cached: usize, local_capacity: usize) -> StackPool {
+        let config = PoolConfig::new()
+            .max_cached(max_cached)
+            .local_capacity(local_capacity);
+        StackPool::new(MIN_STACK_SIZE, config).expect("valid pool")
+    }
+
+    #[test]
+    fn new_validates_sizes() {
+        assert!(matches!(
+            StackPool::new(MIN_STACK_SIZE - 1, PoolConfig::new()),
+            Err(StackError::InvalidSize { .. })
+        ));
+        assert!(matches!(
+            StackPool::new(MIN_STACK_SIZE, PoolConfig::new().guard_size(0)),
+            Err(StackError::InvalidGuardSize { size: 0, .. })
+        ));
+        let pool = StackPool::new(MIN_STACK_SIZE + 1, PoolConfig::new()).expect("valid pool");
+        assert_eq!(pool.stack_size() % page_size(), 0);
+        assert!(pool.stack_size() > MIN_STACK_SIZE);
+    }
+
+    #[test]
+    fn put_then_get_reuses_stack() {
+        let pool = small_pool(4, 0);
+        let stack = pool.get().expect("mapping succeeds");
+        let lo = stack.lo();
+        pool.put(stack);
+        let again = pool.get().expect("cached stack");
+        assert_eq!(again.lo(), lo, "the cached stack was not reused");
+        assert_eq!(pool.stats().mapped_stacks, 1);
+    }
+
+    #[test]
+    fn global_cache_is_bounded() {
+        let pool = small_pool(2, 0);
+        let stacks: Vec<Stack> = (0..5).map(|_| pool.get().expect("mapping")).collect();
+        assert_eq!(pool.stats().in_use_stacks, 5);
+        for stack in stacks {
+            pool.put(stack);
+        }
+        let stats = pool.stats();
+        assert_eq!(stats.cached_stacks, 2);
+        assert_eq!(
+            stats.mapped_stacks, 2,
+            "stacks beyond the bound were not unmapped"
+        );
+        assert_eq!(stats.in_use_stacks, 0);
+        assert_eq!(stats.cached_bytes, 2 * pool.stack_size());
+    }
+
+    #[test]
+    fn dropped_stack_leaves_counters() {
+        let pool = small_pool(2, 0);
+        let stack = pool.get().expect("mapping");
+        assert_eq!(pool.stats().mapped_stacks, 1);
+        drop(stack);
+        assert_eq!(pool.stats().mapped_stacks, 0);
+        assert_eq!(pool.stats().in_use_stacks, 0);
+    }
+
+    #[test]
+    fn local_cache_spills_and_refills() {
+        let pool = small_pool(8, 4);
+        let mut local = pool.local_cache();
+        let stacks: Vec<Stack> = (0..6).map(|_| local.get().expect("mapping")).collect();
+        for stack in stacks {
+            local.put(stack);
+        }
+        // 4 fit; the fifth put spilled 2, the sixth fit again.
+        assert_eq!(local.len(), 4);
+        let stats = pool.stats();
+        assert_eq!(stats.local_cached_stacks, 4);
+        assert_eq!(stats.cached_stacks, 6);
+        assert_eq!(stats.local_caches, 1);
+        assert_eq!(stats.max_cached_stacks, 12);
+
+        for _ in 0..4 {
+            drop(local.get().expect("cached"));
+        }
+        assert!(local.is_empty());
+        let refilled = local.get().expect("refill from the global cache");
+        assert_eq!(local.len(), 1, "a refill takes half the capacity");
+        assert_eq!(pool.stats().cached_stacks, 1);
+        assert_eq!(pool.stats().mapped_stacks, 2);
+        drop(refilled);
+    }
+
+    #[test]
+    fn local_cache_drop_returns_stacks() {
+        let pool = small_pool(8, 4);
+        let mut local = pool.local_cache();
+        let stack = local.get().expect("mapping");
+        local.put(stack);
+        drop(local);
+        let stats = pool.stats();
+        assert_eq!(stats.local_caches, 0);
+        assert_eq!(stats.local_cached_stacks, 0);
+        assert_eq!(stats.cached_stacks, 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "StackPool::put: Stack")]
+    fn put_foreign_stack_panics() {
+        let pool = small_pool(2, 0);
+        pool.put(Stack::new(MIN_STACK_SIZE).expect("mapping"));
+    }
+
+    #[test]
+    #[should_panic(expected = "LocalCache::put: Stack")]
+    fn put_other_pools_stack_panics() {
+        let first = small_pool(2, 2);
+        let second = small_pool(2, 2);
+        let mut local = first.local_cache();
+        local.put(second.get().expect("mapping"));
+    }
+
+    #[test]
+    fn stacks_outlive_pool() {
+        let pool = small_pool(2, 2);
+        let mut local = pool.local_cache();
+        let stack = local.get().expect("mapping");
+        drop(pool);
+        // SAFETY: the byte lies in the stack's usable range.
+        unsafe { std::ptr::write_volatile((stack.hi() - 1) as *mut u8, 1) };
+        local.put(stack);
+        drop(local);
+    }
+
+    #[test]
+    fn global_cache_releases_memory() {
+        let pool = StackPool::new(
+            16 * page_size(),
+            PoolConfig::new().keep_resident(page_size()),
+        )
+        .expect("valid pool");
+        let stack = pool.get().expect("mapping");
+        // SAFETY: the whole usable range belongs to the stack and nothing runs on it.
+        unsafe { std::ptr::write_bytes(stack.lo() as *mut u8, 0xa5, stack.size()) };
+        pool.put(stack);
+        let stack = pool.get().expect("cached stack");
+        if !crate::sys::discard_zeroes_memory() {
+            // QEMU 7.2 user mode ignores madvise; there is nothing to observe.
+            return;
+        }
+        // SAFETY: both bytes lie in the stack's usable range.
+        let (low, top) = unsafe {
+            (
+                std::ptr::read_volatile(stack.lo() as *const u8),
+                std::ptr::read_volatile((stack.hi() - 1) as *const u8),
+            )
+        };
+        assert_eq!(low, 0, "memory below the kept top was not released");
+        assert_eq!(top, 0xa5, "the kept top was released");
+    }
+}

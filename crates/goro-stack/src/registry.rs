@@ -1,0 +1,222 @@
+//! The registry of live guard ranges, read by the fault handler.
+//!
+//! Every [`Stack`](crate::Stack) records its guard here while it is mapped, so that the fault
+//! handler can tell a stack overflow from any other fault even when the faulting thread runs no
+//! g (a plain coroutine, or a runtime bug that left the g register stale).
+//!
+//! Registering and unregistering happen next to `mmap` and `munmap` and take a mutex for the
+//! free-slot list. The handler never takes it: it scans the slots with atomic loads only,
+//! allocates nothing, and so is async-signal-safe. Each slot is one `AtomicU64` packing the
+//! stack's lowest usable page number and its guard size in pages, so the handler never sees a
+//! half-written entry.
+
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use crate::sys::page_size;
+
+/// Slots per chunk; chunks are allocated on demand and never freed.
+const CHUNK_SLOTS: usize = 4096;
+/// Chunks at most, so the registry holds up to 4,194,304 guards: more than two mappings per
+/// stack allow under the default `vm.max_map_count` of 65,530.
+const MAX_CHUNKS: usize = 1024;
+/// Bits of a slot that hold the guard size in pages; the rest holds the page number of `lo`.
+const GUARD_BITS: u32 = 20;
+
+/// Chunk pointers. A chunk is published (Release) before any slot index inside it is handed
+/// out, and the handler loads it with Acquire, so it sees the chunk's zeroed slots.
+static CHUNKS: [AtomicPtr<AtomicU64>; MAX_CHUNKS] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_CHUNKS];
+
+/// Number of slots ever handed out: the handler scans `0..SLOTS_USED`. Stored with Release
+/// after the chunk holding the new slot is published; the handler loads it with Acquire.
+static SLOTS_USED: AtomicUsize = AtomicUsize::new(0);
+
+/// Indices of free slots below `SLOTS_USED`. Only `register` and `unregister` take the lock.
+static FREE_SLOTS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// A registered guard; unregister it before unmapping the stack.
+#[derive(Debug)]
+pub(crate) struct Slot(u32);
+
+/// A guard found by [`find_guard`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GuardEntry {
+    /// Lowest usable address of the stack, which is the end of its guard.
+    pub(crate) lo: usize,
+    /// Guard size in bytes; the guard is `lo - guard_size..lo`.
+    pub(crate) guard_size: usize,
+}
+
+fn pack(lo: usize, guard_size: usize) -> Option<u64> {
+    let shift = page_size().trailing_zeros();
+    let page_number = (lo >> shift) as u64;
+    let guard_pages = (guard_size >> shift) as u64;
+    if guard_pages == 0 || guard_pages >= 1 << GUARD_BITS || page_number >= 1 << (64 - GUARD_BITS) {
+        return None;
+    }
+    Some(page_number << GUARD_BITS | guard_pages)
+}
+
+fn unpack(word: u64) -> GuardEntry {
+    let shift = page_size().trailing_zeros();
+    GuardEntry {
+        lo: ((word >> GUARD_BITS) as usize) << shift,
+        guard_size: ((word & ((1 << GUARD_BITS) - 1)) as usize) << shift,
+    }
+}
+
+fn slot_word(index: usize) -> Option<&'static AtomicU64> {
+    // Acquire pairs with the Release store that published the chunk in `claim_slot`.
+    let chunk = CHUNKS[index / CHUNK_SLOTS].load(Ordering::Acquire);
+    if chunk.is_null() {
+        return None;
+    }
+    // SAFETY: a published chunk holds CHUNK_SLOTS atomics and is never freed.
+    Some(unsafe { &*chunk.add(index % CHUNK_SLOTS) })
+}
+
+/// Records the guard below `lo`. Returns `None` when the registry is full or the address does
+/// not fit a slot; the fault handler then recognizes an overflow on this stack only through the
+/// running g's header.
+pub(crate) fn register(lo: usize, guard_size: usize) -> Option<Slot> {
+    let word = pack(lo, guard_size)?;
+    let index = claim_slot()?;
+    let slot = slot_word(index).expect("claim_slot publishes the chunk of every slot it returns");
+    // Release pairs with the handler's Acquire load in `find_guard`. The faulting thread itself
+    // or whoever handed it the stack has already ordered this store before the fault.
+    slot.store(word, Ordering::Release);
+    Some(Slot(index as u32))
+}
+
+/// Removes a guard recorded by [`register`]. Call it before unmapping the stack, so that the
+/// handler never attributes a fault to a range that may have been mapped again for other use.
+pub(crate) fn unregister(slot: Slot) {
+    let index = slot.0 as usize;
+    let word = slot_word(index).expect("a registered slot lies in a published chunk");
+    // Release: orders the clearing before the munmap that follows, for the handler's Acquire.
+    word.store(0, Ordering::Release);
+    FREE_SLOTS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(slot.0);
+}
+
+fn claim_slot() -> Option<usize> {
+    let mut free = FREE_SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(index) = free.pop() {
+        return Some(index as usize);
+    }
+    // The lock serializes all writers of SLOTS_USED, so a relaxed read sees the latest value.
+    let index = SLOTS_USED.load(Ordering::Relaxed);
+    if index == CHUNK_SLOTS * MAX_CHUNKS {
+        return None;
+    }
+    let chunk = &CHUNKS[index / CHUNK_SLOTS];
+    if chunk.load(Ordering::Relaxed).is_null() {
+        let slots: Box<[AtomicU64]> = (0..CHUNK_SLOTS).map(|_| AtomicU64::new(0)).collect();
+        // Release: publishes the zeroed slots to the handler's Acquire load in `slot_word`.
+        chunk.store(Box::leak(slots).as_mut_ptr(), Ordering::Release);
+    }
+    // Release: the handler that reads the new count (Acquire) also sees the chunk pointer.
+    SLOTS_USED.store(index + 1, Ordering::Release);
+    Some(index)
+}
+
+/// Returns the registered guard that contains `address`.
+///
+/// Async-signal-safe: atomic loads only, no locks, no allocation.
+pub(crate) fn find_guard(address: usize) -> Option<GuardEntry> {
+    // Acquire pairs with the Release store in `claim_slot`.
+    let used = SLOTS_USED.load(Ordering::Acquire);
+    for index in 0..used {
+        let Some(slot) = slot_word(index) else {
+            continue;
+        };
+        // Acquire pairs with the Release store in `register`.
+        let word = slot.load(Ordering::Acquire);
+        if word == 0 {
+            continue;
+        }
+        let entry = unpack(word);
+        if entry.lo - entry.guard_size <= address && address < entry.lo {
+            return Some(entry);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_round_trips() {
+        let page = page_size();
+        let lo = 0x7fff_1234_5000 & !(page - 1);
+        let word = pack(lo, 4 * page).expect("address fits");
+        assert_eq!(
+            unpack(word),
+            GuardEntry {
+                lo,
+                guard_size: 4 * page
+            }
+        );
+    }
+
+    #[test]
+    fn pack_rejects_unrepresentable() {
+        let page = page_size();
+        assert_eq!(pack(0x1000_0000, 0), None, "empty guard");
+        assert_eq!(
+            pack(0x1000_0000, page << GUARD_BITS),
+            None,
+            "guard too large"
+        );
+        assert_eq!(
+            pack(usize::MAX & !(page - 1), page),
+            None,
+            "address too high"
+        );
+    }
+
+    #[test]
+    fn find_guard_sees_registered_range() {
+        let page = page_size();
+        // The registry only stores numbers and nothing is mapped here, so any page-aligned
+        // address will do. Each test of this module uses its own, far from the others.
+        let lo = (1usize << 46) - 64 * page;
+        let slot = register(lo, 2 * page).expect("registry has room");
+        let expected = GuardEntry {
+            lo,
+            guard_size: 2 * page,
+        };
+        assert_eq!(
+            find_guard(lo - 2 * page),
+            Some(expected),
+            "lowest guard byte"
+        );
+        assert_eq!(find_guard(lo - 1), Some(expected), "highest guard byte");
+        assert_eq!(find_guard(lo), None, "lowest usable byte");
+        assert_eq!(find_guard(lo - 2 * page - 1), None, "byte below the guard");
+        unregister(slot);
+        assert_eq!(find_guard(lo - 1), None, "after unregister");
+    }
+
+    #[test]
+    fn freed_slots_are_reused() {
+        let page = page_size();
+        let lo = (1usize << 45) - 256 * page;
+        let before = SLOTS_USED.load(Ordering::Relaxed);
+        for _ in 0..10_000 {
+            let slot = register(lo, page).expect("registry has room");
+            unregister(slot);
+        }
+        // Tests running in parallel register their own stacks, but far fewer than 10,000.
+        let grown = SLOTS_USED.load(Ordering::Relaxed) - before;
+        assert!(
+            grown < 1000,
+            "registry grew by {grown} slots over 10,000 register/unregister"
+        );
+    }
+}

@@ -1,0 +1,251 @@
+//! Page size, the memory-mapping system calls, and the diagnosis of a full mapping table.
+
+use std::fs::File;
+use std::io::Read;
+use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::error::MapCount;
+
+/// Cached `sysconf(_SC_PAGESIZE)`; 0 until the first call of [`page_size`].
+static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// Returns the size of a virtual memory page in bytes.
+///
+/// Stack sizes, guard sizes and stack addresses are multiples of it. The value comes from
+/// `sysconf(_SC_PAGESIZE)` once and is cached, so later calls are a single load and are safe
+/// inside a signal handler.
+pub fn page_size() -> usize {
+    // Relaxed: every thread computes the same value, so a race only repeats the sysconf call.
+    let cached = PAGE_SIZE.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let raw = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let size = usize::try_from(raw).unwrap_or(0);
+    assert!(
+        size.is_power_of_two(),
+        "page_size: sysconf(_SC_PAGESIZE) returned {raw}, which is not a power of two"
+    );
+    PAGE_SIZE.store(size, Ordering::Relaxed);
+    size
+}
+
+/// Rounds `bytes` up to a multiple of the page size, or returns `None` on overflow.
+pub(crate) fn round_up_to_pages(bytes: usize) -> Option<usize> {
+    bytes.checked_next_multiple_of(page_size())
+}
+
+/// Returns the calling thread's `errno`.
+pub(crate) fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// A failed system call: its name and the `errno` it set.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SysError {
+    pub(crate) call: &'static str,
+    pub(crate) errno: i32,
+}
+
+/// Maps `guard_size + usable_size` bytes of private anonymous memory whose lowest `guard_size`
+/// bytes stay `PROT_NONE` and whose rest is readable and writable. Returns the base address
+/// (the start of the guard).
+///
+/// Both sizes must be non-zero multiples of the page size. The mapping takes two entries of the
+/// process's mapping table (the guard and the usable range), because their protections differ.
+pub(crate) fn map_guarded(guard_size: usize, usable_size: usize) -> Result<usize, SysError> {
+    debug_assert!(guard_size > 0 && guard_size % page_size() == 0);
+    debug_assert!(usable_size > 0 && usable_size % page_size() == 0);
+    let len = guard_size + usable_size;
+
+    // MAP_NORESERVE: a stack is touched sparsely, so the kernel's overcommit heuristic should not
+    // charge the whole range up front. MAP_STACK tells the kernel (6.7 and later) not to back
+    // the range with transparent huge pages, which would make every stack cost 2 MiB.
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK;
+    // SAFETY: an anonymous mapping at an address the kernel chooses replaces no existing memory.
+    let base = unsafe { libc::mmap(ptr::null_mut(), len, libc::PROT_NONE, flags, -1, 0) };
+    if base == libc::MAP_FAILED {
+        return Err(SysError {
+            call: "mmap",
+            errno: last_errno(),
+        });
+    }
+
+    let usable = base as usize + guard_size;
+    let protection = libc::PROT_READ | libc::PROT_WRITE;
+    // SAFETY: the range lies inside the mapping created above, which nothing else references.
+    let rc = unsafe { libc::mprotect(usable as *mut libc::c_void, usable_size, protection) };
+    if rc != 0 {
+        let errno = last_errno();
+        // SAFETY: the whole mapping was created above and nothing else references it.
+        unsafe { unmap(base as usize, len) };
+        return Err(SysError {
+            call: "mprotect",
+            errno,
+        });
+    }
+    Ok(base as usize)
+}
+
+/// Unmaps `len` bytes at `base`.
+///
+/// # Safety
+///
+/// The range must be a mapping (or whole pages of one) that this crate created and that nothing
+/// will access again.
+pub(crate) unsafe fn unmap(base: usize, len: usize) {
+    // SAFETY: the caller hands over a range of our own mapping that is no longer used.
+    let rc = unsafe { libc::munmap(base as *mut libc::c_void, len) };
+    // munmap of whole mappings only fails on invalid arguments, which would be a bug here. If
+    // it fails anyway, the range stays mapped: memory is leaked, never reused while live.
+    debug_assert_eq!(
+        rc,
+        0,
+        "munmap({base:#x}, {len}) failed: errno {}",
+        last_errno()
+    );
+}
+
+/// Gives the pages of `[start, start + len)` back to the kernel; they read as zeros afterwards.
+///
+/// MADV_DONTNEED rather than MADV_FREE: the memory leaves the process's resident set at once,
+/// so RSS figures and the pool's statistics agree, and the contents are deterministic.
+///
+/// # Safety
+///
+/// The range must lie in a readable and writable mapping of this crate whose contents nobody
+/// needs any more.
+pub(crate) unsafe fn discard(start: usize, len: usize) {
+    if len == 0 {
+        return;
+    }
+    // SAFETY: the caller vouches that the range is ours and its contents are dead.
+    let rc = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+    // madvise only fails here on invalid arguments; the pages then simply stay resident.
+    debug_assert_eq!(
+        rc,
+        0,
+        "madvise({start:#x}, {len}) failed: errno {}",
+        last_errno()
+    );
+}
+
+/// Reports whether [`discard`] really zeroes memory here. QEMU 7.2 user mode accepts
+/// `madvise` and does nothing, so tests that observe the effect check this first.
+#[cfg(test)]
+pub(crate) fn discard_zeroes_memory() -> bool {
+    let page = page_size();
+    let base = map_guarded(page, page).expect("mapping a probe page failed");
+    let probe = (base + page) as *mut u8;
+    // SAFETY: `probe` is the first byte of the readable and writable page mapped above.
+    unsafe { ptr::write_volatile(probe, 1) };
+    // SAFETY: the probe page is ours and its contents are dead.
+    unsafe { discard(base + page, page) };
+    // SAFETY: as above; discarded pages stay mapped.
+    let zeroed = unsafe { ptr::read_volatile(probe) } == 0;
+    // SAFETY: the mapping was created above and is not used afterwards.
+    unsafe { unmap(base, 2 * page) };
+    zeroed
+}
+
+/// Returns the process's mapping count and `vm.max_map_count` when the count is close enough
+/// to the limit that the limit is the likely cause of an `ENOMEM` from `mmap` or `mprotect`.
+///
+/// "Close enough" means within 1/16 of the limit (4,095 entries at the default of 65,530). The
+/// slack covers mappings that `/proc/self/maps` does not show, such as those of an emulator
+/// like QEMU user mode, which lists only the guest's mappings.
+pub(crate) fn map_count_near_limit() -> Option<MapCount> {
+    let max = read_max_map_count()?;
+    let current = count_own_mappings()?;
+    if current.saturating_add(max / 16) >= max {
+        Some(MapCount { current, max })
+    } else {
+        None
+    }
+}
+
+fn read_max_map_count() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/sys/vm/max_map_count").ok()?;
+    text.trim().parse().ok()
+}
+
+/// Counts the lines of `/proc/self/maps`: one per mapping table entry.
+pub(crate) fn count_own_mappings() -> Option<usize> {
+    let mut file = File::open("/proc/self/maps").ok()?;
+    let mut buffer = [0u8; 64 * 1024];
+    let mut lines = 0;
+    loop {
+        match file.read(&mut buffer) {
+            Ok(0) => return Some(lines),
+            Ok(read) => lines += buffer[..read].iter().filter(|&&b| b == b'\n').count(),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_size_is_power_of_two() {
+        let size = page_size();
+        assert!(size.is_power_of_two(), "{size}");
+        assert!(size >= 4096, "{size}");
+        assert_eq!(page_size(), size, "cached value differs");
+    }
+
+    #[test]
+    fn round_up_to_pages_rounds() {
+        let page = page_size();
+        assert_eq!(round_up_to_pages(0), Some(0));
+        assert_eq!(round_up_to_pages(1), Some(page));
+        assert_eq!(round_up_to_pages(page), Some(page));
+        assert_eq!(round_up_to_pages(page + 1), Some(2 * page));
+        assert_eq!(round_up_to_pages(usize::MAX), None);
+    }
+
+    #[test]
+    fn map_guarded_protects_guard() {
+        let page = page_size();
+        let base = map_guarded(page, 4 * page).expect("map_guarded failed");
+        // The usable range is writable from its first to its last byte.
+        for offset in [page, 5 * page - 1] {
+            // SAFETY: the byte lies in the readable and writable part of the mapping.
+            unsafe { ptr::write_volatile((base + offset) as *mut u8, 0xa5) };
+        }
+        assert_eq!(
+            protection_at(base),
+            Some((base, base + page, "---p".into())),
+            "guard"
+        );
+        let usable = Some((base + page, base + 5 * page, "rw-p".into()));
+        assert_eq!(protection_at(base + page), usable, "usable range");
+        // SAFETY: the mapping was created above and is not used afterwards.
+        unsafe { unmap(base, 5 * page) };
+    }
+
+    #[test]
+    fn own_mappings_are_counted() {
+        let count = count_own_mappings().expect("/proc/self/maps is unreadable");
+        assert!(count > 0);
+    }
+
+    /// Returns the bounds and permissions of the `/proc/self/maps` entry containing `address`.
+    fn protection_at(address: usize) -> Option<(usize, usize, String)> {
+        let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps");
+        maps.lines().find_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (start, end) = fields.next()?.split_once('-')?;
+            let start = usize::from_str_radix(start, 16).ok()?;
+            let end = usize::from_str_radix(end, 16).ok()?;
+            let permissions = fields.next()?.to_string();
+            (start..end)
+                .contains(&address)
+                .then_some((start, end, permissions))
+        })
+    }
+}
