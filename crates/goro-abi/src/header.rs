@@ -217,8 +217,10 @@ impl GHeader {
     /// Links the g to its scheduler. Written by the runtime while the g is
     /// [`GStatus::Idle`]; the queue that first publishes the g orders it for other threads.
     pub fn set_sched(&self, link: SchedLink) {
-        self.sched_data.store(link.data as *mut (), Ordering::Relaxed);
-        self.sched_vtable.store(link.vtable as *mut SchedVTable, Ordering::Relaxed);
+        self.sched_data
+            .store(link.data as *mut (), Ordering::Relaxed);
+        self.sched_vtable
+            .store(link.vtable as *mut SchedVTable, Ordering::Relaxed);
     }
 
     /// Stack pointer saved at syscall entry, or 0 outside a syscall.
@@ -250,7 +252,8 @@ impl GHeader {
     /// Stamps the concrete type of the block. Written by the runtime at spawn, while the g is
     /// [`GStatus::Idle`].
     pub fn set_gtype(&self, gtype: &'static GType) {
-        self.gtype.store(gtype as *const GType as *mut GType, Ordering::Relaxed);
+        self.gtype
+            .store(gtype as *const GType as *mut GType, Ordering::Relaxed);
     }
 
     /// The M running the g, as the runtime's own type; null while the g does not run.
@@ -303,7 +306,10 @@ impl fmt::Debug for GHeader {
             .field("goid", &self.goid())
             .field("status", &self.status())
             .field("wait_reason", &self.wait_reason())
-            .field("stack", &format_args!("{:#x}..{:#x}", self.stack_lo(), self.stack_hi()))
+            .field(
+                "stack",
+                &format_args!("{:#x}..{:#x}", self.stack_lo(), self.stack_hi()),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -41,7 +41,7 @@ mod status;
 
 pub use custom::{CustomG, GType};
 pub use gregister::{getg, getg_as, setg};
-pub use header::{offsets, GHeader, GRef, ABI_VERSION, G_HEADER_SIZE};
+pub use header::{ABI_VERSION, G_HEADER_SIZE, GHeader, GRef, offsets};
 pub use sched_link::{PId, ReadyCause, SchedLink, SchedVTable, SyscallExit};
 pub use status::{GStatus, Transition, WaitReason};
 

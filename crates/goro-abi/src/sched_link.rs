@@ -112,7 +112,10 @@ impl SchedLink {
     ///
     /// Panics when the link is unset: a g without a scheduler reached a decision point.
     pub fn vtable(&self) -> &'static SchedVTable {
-        assert!(self.is_set(), "SchedLink::vtable: the g has no scheduler linked");
+        assert!(
+            self.is_set(),
+            "SchedLink::vtable: the g has no scheduler linked"
+        );
         // SAFETY: vtables are statics (or leaked) for as long as any g links to them; the
         // builder of a link guarantees this.
         unsafe { &*self.vtable }

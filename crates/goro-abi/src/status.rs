@@ -213,7 +213,13 @@ mod tests {
     #[test]
     fn lifecycle_follows_named_transitions() {
         let g = GHeader::new();
-        assert_eq!(g.ready_new(), Transition { from: GStatus::Idle, to: GStatus::Runnable });
+        assert_eq!(
+            g.ready_new(),
+            Transition {
+                from: GStatus::Idle,
+                to: GStatus::Runnable
+            }
+        );
         let _ = g.start_running();
         let _ = g.entersyscall();
         let _ = g.requeue_from_syscall();
@@ -227,7 +233,9 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "start_running: illegal g status transition for g 0: status is waiting")]
+    #[should_panic(
+        expected = "start_running: illegal g status transition for g 0: status is waiting"
+    )]
     fn illegal_transition_names_both_states() {
         let g = GHeader::new();
         let _ = g.ready_new();

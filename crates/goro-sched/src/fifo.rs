@@ -1,7 +1,7 @@
 //! The FIFO scheduler: one global queue, gs run in the order they became ready.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use goro_abi::{GRef, PId, ReadyCause};
 
@@ -41,7 +41,9 @@ impl Fifo {
     fn lock(&self) -> std::sync::MutexGuard<'_, GQueue> {
         // A panic while holding this lock can only come from a broken g header; the queue
         // itself is still consistent, so poisoning is ignored.
-        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -104,8 +106,9 @@ mod tests {
             fifo.ready(gref(g), ReadyCause::Spawn, None);
         }
         assert!(fifo.has_work());
-        let order: Vec<u64> =
-            std::iter::from_fn(|| fifo.next(PId(0))).map(|g| g.header().goid()).collect();
+        let order: Vec<u64> = std::iter::from_fn(|| fifo.next(PId(0)))
+            .map(|g| g.header().goid())
+            .collect();
         assert_eq!(order, [1, 2, 3, 4, 5]);
         assert!(!fifo.has_work());
     }
@@ -119,8 +122,9 @@ mod tests {
         }
         let first = fifo.next(PId(0)).unwrap();
         fifo.on_yield(first, PId(0));
-        let order: Vec<u64> =
-            std::iter::from_fn(|| fifo.next(PId(1))).map(|g| g.header().goid()).collect();
+        let order: Vec<u64> = std::iter::from_fn(|| fifo.next(PId(1)))
+            .map(|g| g.header().goid())
+            .collect();
         assert_eq!(order, [2, 3, 1]);
     }
 }

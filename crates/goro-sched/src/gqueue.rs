@@ -22,7 +22,11 @@ unsafe impl Send for GQueue {}
 impl GQueue {
     /// An empty queue.
     pub const fn new() -> GQueue {
-        GQueue { head: ptr::null_mut(), tail: ptr::null_mut(), len: 0 }
+        GQueue {
+            head: ptr::null_mut(),
+            tail: ptr::null_mut(),
+            len: 0,
+        }
     }
 
     /// Number of queued gs.
@@ -39,12 +43,16 @@ impl GQueue {
     pub fn push_back(&mut self, g: GRef) {
         let header = g.header();
         // Relaxed: the link is only read under the owner's lock, which orders it.
-        header.sched_next().store(ptr::null_mut(), Ordering::Relaxed);
+        header
+            .sched_next()
+            .store(ptr::null_mut(), Ordering::Relaxed);
         if self.tail.is_null() {
             self.head = g.as_ptr();
         } else {
             // SAFETY: `tail` is a queued g, alive while queued (GRef's contract).
-            unsafe { &*self.tail }.sched_next().store(g.as_ptr(), Ordering::Relaxed);
+            unsafe { &*self.tail }
+                .sched_next()
+                .store(g.as_ptr(), Ordering::Relaxed);
         }
         self.tail = g.as_ptr();
         self.len += 1;

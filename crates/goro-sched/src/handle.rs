@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use goro_abi::{GRef, PId, ReadyCause, SchedLink};
 
-use crate::scheduler::{vtable_of, Scheduler};
+use crate::scheduler::{Scheduler, vtable_of};
 
 /// Owns a scheduler and the [`SchedLink`] that g headers store to reach it.
 ///
@@ -25,7 +25,10 @@ impl SchedHandle {
             data: Arc::as_ptr(&scheduler) as *const (),
             vtable: vtable_of::<S>(),
         };
-        SchedHandle { link, _owner: scheduler }
+        SchedHandle {
+            link,
+            _owner: scheduler,
+        }
     }
 
     /// The link to store in the headers of this scheduler's gs.

@@ -48,6 +48,6 @@ mod scheduler;
 pub use fifo::Fifo;
 pub use gqueue::GQueue;
 pub use handle::SchedHandle;
-pub use scheduler::{vtable_of, Scheduler};
+pub use scheduler::{Scheduler, vtable_of};
 
 pub use goro_abi::{GRef, PId, ReadyCause, SchedLink, SchedVTable, SyscallExit};

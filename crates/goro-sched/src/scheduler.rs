@@ -1,6 +1,6 @@
 //! The `Scheduler` trait and its vtable.
 
-use goro_abi::{GRef, PId, ReadyCause, SchedVTable, SyscallExit, ABI_VERSION};
+use goro_abi::{ABI_VERSION, GRef, PId, ReadyCause, SchedVTable, SyscallExit};
 
 /// A goroutine scheduler: decides which g runs next and what happens to a g at each decision
 /// point.

@@ -100,7 +100,11 @@ impl Monitor {
         };
         if !seen.valid || seen.tick != observation.syscalltick {
             // A syscall this scan has not seen before: start its clock.
-            *seen = SyscallSeen { tick: observation.syscalltick, since_ns: now_ns, valid: true };
+            *seen = SyscallSeen {
+                tick: observation.syscalltick,
+                since_ns: now_ns,
+                valid: true,
+            };
             return RetakeDecision::Leave;
         }
         let elapsed = Duration::from_nanos(now_ns.saturating_sub(seen.since_ns));
@@ -136,31 +140,55 @@ mod tests {
     use super::*;
 
     fn syscall(m: u32, tick: u32) -> PObservation {
-        PObservation { owner: POwner::Syscall(MId(m)), syscalltick: tick }
+        PObservation {
+            owner: POwner::Syscall(MId(m)),
+            syscalltick: tick,
+        }
     }
 
     #[test]
     fn retakes_only_after_grace_with_waiting_work() {
         let mut monitor = Monitor::new(MonitorConfig::default(), 1);
-        assert_eq!(monitor.observe(0, syscall(1, 7), 0, true), RetakeDecision::Leave);
-        assert_eq!(monitor.observe(0, syscall(1, 7), 10_000, true), RetakeDecision::Leave);
-        assert_eq!(monitor.observe(0, syscall(1, 7), 25_000, false), RetakeDecision::Leave);
-        assert_eq!(monitor.observe(0, syscall(1, 7), 25_000, true), RetakeDecision::Retake(MId(1)));
+        assert_eq!(
+            monitor.observe(0, syscall(1, 7), 0, true),
+            RetakeDecision::Leave
+        );
+        assert_eq!(
+            monitor.observe(0, syscall(1, 7), 10_000, true),
+            RetakeDecision::Leave
+        );
+        assert_eq!(
+            monitor.observe(0, syscall(1, 7), 25_000, false),
+            RetakeDecision::Leave
+        );
+        assert_eq!(
+            monitor.observe(0, syscall(1, 7), 25_000, true),
+            RetakeDecision::Retake(MId(1))
+        );
     }
 
     #[test]
     fn a_new_syscall_restarts_the_clock() {
         let mut monitor = Monitor::new(MonitorConfig::default(), 1);
         let _ = monitor.observe(0, syscall(1, 7), 0, true);
-        assert_eq!(monitor.observe(0, syscall(1, 8), 50_000, true), RetakeDecision::Leave);
-        assert_eq!(monitor.observe(0, syscall(1, 8), 80_000, true), RetakeDecision::Retake(MId(1)));
+        assert_eq!(
+            monitor.observe(0, syscall(1, 8), 50_000, true),
+            RetakeDecision::Leave
+        );
+        assert_eq!(
+            monitor.observe(0, syscall(1, 8), 80_000, true),
+            RetakeDecision::Retake(MId(1))
+        );
     }
 
     #[test]
     fn long_syscall_is_retaken_without_waiting_work() {
         let mut monitor = Monitor::new(MonitorConfig::default(), 1);
         let _ = monitor.observe(0, syscall(3, 1), 0, false);
-        assert_eq!(monitor.observe(0, syscall(3, 1), 9_000_000, false), RetakeDecision::Leave);
+        assert_eq!(
+            monitor.observe(0, syscall(3, 1), 9_000_000, false),
+            RetakeDecision::Leave
+        );
         assert_eq!(
             monitor.observe(0, syscall(3, 1), 10_000_000, false),
             RetakeDecision::Retake(MId(3))
@@ -174,7 +202,10 @@ mod tests {
         for _ in 0..IDLE_SCANS_BEFORE_BACKOFF {
             assert_eq!(monitor.next_period(false, false, false), config.min_period);
         }
-        assert_eq!(monitor.next_period(false, false, false), config.min_period * 2);
+        assert_eq!(
+            monitor.next_period(false, false, false),
+            config.min_period * 2
+        );
         assert_eq!(monitor.next_period(false, false, true), config.max_period);
         assert_eq!(monitor.next_period(false, true, false), config.min_period);
     }

@@ -73,7 +73,9 @@ pub struct PState {
 impl PState {
     /// A P on the idle list.
     pub fn new_idle() -> PState {
-        PState { word: AtomicU64::new(POwner::Idle.encode()) }
+        PState {
+            word: AtomicU64::new(POwner::Idle.encode()),
+        }
     }
 
     /// The current owner. A snapshot: it may change right after unless the caller is the owner.
@@ -94,7 +96,12 @@ impl PState {
         // AcqRel: the winner takes the P (Acquire of the previous owner's Release) and
         // publishes its own writes to the next one (Release).
         self.word
-            .compare_exchange(from.encode(), to.encode(), Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                from.encode(),
+                to.encode(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .map(drop)
             .map_err(POwner::decode)
     }
@@ -104,6 +111,13 @@ impl PState {
     #[must_use = "the P is only yours when acquire returns Ok"]
     pub fn acquire(&self, m: MId) -> Result<(), POwner> {
         self.cas(POwner::Idle, POwner::Running(m))
+    }
+
+    /// `Idle -> Transit`: the P leaves the idle list to be handed to another M, which then
+    /// calls `accept`. Fails with the actual owner when another party was faster.
+    #[must_use = "the P is only in transit when reserve returns Ok"]
+    pub fn reserve(&self) -> Result<(), POwner> {
+        self.cas(POwner::Idle, POwner::Transit)
     }
 
     /// `Running(m) -> Idle`: M `m` puts the P on the idle list (it pushes the P right after).
@@ -117,9 +131,14 @@ impl PState {
     ///
     /// A plain store, not a CAS: in `Running(m)` only `m` may change the word.
     pub fn entersyscall(&self, m: MId) {
-        debug_assert_eq!(self.owner(), POwner::Running(m), "PState::entersyscall: not the owner");
+        debug_assert_eq!(
+            self.owner(),
+            POwner::Running(m),
+            "PState::entersyscall: not the owner"
+        );
         // Release: pairs with the monitor's AcqRel `retake`, which takes the P's data with it.
-        self.word.store(POwner::Syscall(m).encode(), Ordering::Release);
+        self.word
+            .store(POwner::Syscall(m).encode(), Ordering::Release);
     }
 
     /// `Syscall(m) -> Running(m)`: M `m` is back from its syscall and keeps its P (the fast

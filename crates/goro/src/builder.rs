@@ -1,0 +1,224 @@
+//! Runtime configuration and its validation.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use goro_sched::{Fifo, SchedHandle, Scheduler};
+use goro_syscall::MonitorConfig;
+
+use crate::runtime::Runtime;
+
+/// Largest number of Ps a runtime accepts.
+pub const MAX_PROCS: usize = 1024;
+
+/// Go's default limit on OS threads per program.
+pub const DEFAULT_MAX_THREADS: usize = 10_000;
+
+/// Configures and builds a [`Runtime`].
+///
+/// ```
+/// let rt = goro::Runtime::builder()
+///     .procs(4)
+///     .stack_size(128 * 1024)
+///     .build()
+///     .unwrap();
+/// assert_eq!(rt.procs(), 4);
+/// ```
+#[derive(Debug)]
+pub struct Builder {
+    pub(crate) procs: usize,
+    pub(crate) max_threads: usize,
+    pub(crate) stack_size: usize,
+    pub(crate) default_scheduler: SchedHandle,
+    pub(crate) extra_schedulers: Vec<SchedHandle>,
+    pub(crate) monitor: MonitorConfig,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+impl Builder {
+    /// A builder with the defaults: one P per CPU, the FIFO scheduler, stacks of
+    /// [`goro_stack::DEFAULT_STACK_SIZE`] and at most 10,000 Ms.
+    pub fn new() -> Builder {
+        Builder {
+            procs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_threads: DEFAULT_MAX_THREADS,
+            stack_size: goro_stack::DEFAULT_STACK_SIZE,
+            default_scheduler: SchedHandle::new(Arc::new(Fifo::new())),
+            extra_schedulers: Vec::new(),
+            monitor: MonitorConfig::default(),
+        }
+    }
+
+    /// Sets the number of Ps: how many goroutines run in parallel (Go's `GOMAXPROCS`).
+    /// Valid: `1..=1024`.
+    pub fn procs(mut self, procs: usize) -> Builder {
+        self.procs = procs;
+        self
+    }
+
+    /// Sets the most Ms (OS threads) the runtime may start, counting Ms blocked in syscalls.
+    /// Must be at least `procs`.
+    pub fn max_threads(mut self, max_threads: usize) -> Builder {
+        self.max_threads = max_threads;
+        self
+    }
+
+    /// Sets the usable size of each goroutine's stack in bytes, rounded up to pages. Valid:
+    /// `goro_stack::MIN_STACK_SIZE..=goro_stack::MAX_STACK_SIZE`.
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// Sets the default scheduler, used by [`Runtime::spawn`] and [`crate::spawn`].
+    pub fn scheduler<S: Scheduler>(mut self, scheduler: S) -> Builder {
+        self.default_scheduler = SchedHandle::new(Arc::new(scheduler));
+        self
+    }
+
+    /// Adds a further scheduler to the runtime. Its goroutines are spawned with
+    /// [`Runtime::spawn_g`]; every P asks each scheduler for work in turn.
+    pub fn add_scheduler(mut self, scheduler: SchedHandle) -> Builder {
+        self.extra_schedulers.push(scheduler);
+        self
+    }
+
+    /// Sets the grace period after which the monitor may retake the P of an M blocked in a
+    /// syscall. Valid: 1 us to 1 s.
+    pub fn syscall_grace(mut self, grace: Duration) -> Builder {
+        self.monitor.grace = grace;
+        self
+    }
+
+    /// Sets the shortest and longest sleep of the monitor between scans. Valid: 1 us to 1 s,
+    /// `min <= max`.
+    pub fn monitor_period(mut self, min: Duration, max: Duration) -> Builder {
+        self.monitor.min_period = min;
+        self.monitor.max_period = max;
+        self
+    }
+
+    /// Validates the configuration and starts the runtime.
+    pub fn build(self) -> Result<Runtime, BuildError> {
+        self.validate()?;
+        Runtime::start(self)
+    }
+
+    fn validate(&self) -> Result<(), BuildError> {
+        if !(1..=MAX_PROCS).contains(&self.procs) {
+            return Err(BuildError::Procs { procs: self.procs });
+        }
+        if self.max_threads < self.procs {
+            return Err(BuildError::MaxThreads {
+                max_threads: self.max_threads,
+                procs: self.procs,
+            });
+        }
+        goro_stack::validate_stack_size(self.stack_size).map_err(BuildError::StackSize)?;
+        let range = Duration::from_micros(1)..=Duration::from_secs(1);
+        for (name, value) in [
+            ("syscall grace", self.monitor.grace),
+            ("minimum monitor period", self.monitor.min_period),
+            ("maximum monitor period", self.monitor.max_period),
+        ] {
+            if !range.contains(&value) {
+                return Err(BuildError::Duration { name, value });
+            }
+        }
+        if self.monitor.min_period > self.monitor.max_period {
+            return Err(BuildError::Duration {
+                name: "minimum monitor period (above the maximum)",
+                value: self.monitor.min_period,
+            });
+        }
+        let mut seen = vec![self.default_scheduler.link()];
+        for extra in &self.extra_schedulers {
+            if seen.contains(&extra.link()) {
+                return Err(BuildError::DuplicateScheduler { name: extra.name() });
+            }
+            seen.push(extra.link());
+        }
+        Ok(())
+    }
+}
+
+/// Why a runtime could not be built.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `procs` is outside `1..=1024`.
+    Procs {
+        /// The rejected value.
+        procs: usize,
+    },
+    /// `max_threads` is below `procs`.
+    MaxThreads {
+        /// The rejected value.
+        max_threads: usize,
+        /// The number of Ps.
+        procs: usize,
+    },
+    /// The stack size is outside the valid range.
+    StackSize(goro_stack::StackError),
+    /// A duration setting is outside 1 us to 1 s.
+    Duration {
+        /// Which setting.
+        name: &'static str,
+        /// The rejected value.
+        value: Duration,
+    },
+    /// The same scheduler was added twice.
+    DuplicateScheduler {
+        /// Its name.
+        name: &'static str,
+    },
+    /// The first M could not be started.
+    Thread(std::io::Error),
+    /// The stack pool could not be created.
+    Stack(goro_stack::StackError),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Procs { procs } => {
+                write!(
+                    f,
+                    "invalid procs {procs}: the number of Ps must be in 1..={MAX_PROCS}"
+                )
+            }
+            BuildError::MaxThreads { max_threads, procs } => write!(
+                f,
+                "invalid max_threads {max_threads}: it must be at least procs ({procs}), since \
+                 every P needs an M"
+            ),
+            BuildError::StackSize(error) => write!(f, "invalid stack size: {error}"),
+            BuildError::Duration { name, value } => {
+                write!(f, "invalid {name} {value:?}: it must be between 1us and 1s")
+            }
+            BuildError::DuplicateScheduler { name } => {
+                write!(f, "scheduler {name:?} was added to the runtime twice")
+            }
+            BuildError::Thread(error) => {
+                write!(f, "failed to start the runtime's first M: {error}")
+            }
+            BuildError::Stack(error) => write!(f, "failed to create the stack pool: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BuildError::StackSize(error) | BuildError::Stack(error) => Some(error),
+            BuildError::Thread(error) => Some(error),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! Ms (the OS threads of a runtime), their g0 scheduling loop, and the switch between a g and
+//! its M's g0.
+//!
+//! An M runs goroutines while it holds a P. Its loop runs on g0, the thread's native stack:
+//! pick a g from the schedulers ([`find_runnable`]), switch to it ([`execute`]), and when the g
+//! switches back with a [`Request`], act on it ([`handle`]) now that the g's stack is left. When
+//! no scheduler has work, the M gives its P to the idle list and sleeps on its note until
+//! another M hands it a P ([`stopm`]).
+
+use std::cell::UnsafeCell;
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use goro_abi::{GHeader, GRef, PId, ReadyCause, WaitReason, getg, setg};
+use goro_syscall::MId;
+
+use crate::runtime::Shared;
+use crate::task::Record;
+
+/// What a g asks of its M's g0 when it switches there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub(crate) enum Request {
+    /// Requeue the g through its scheduler's `on_yield`.
+    Yield = 1,
+    /// Park the g, then run the commit function the g left in `M::park_commit`.
+    Park = 2,
+    /// The g's body returned: finish the g and free its stack.
+    Exit = 3,
+    /// The g left a syscall and found no P: hand it to its scheduler, then stop the M.
+    SyscallRequeue = 4,
+    /// The g's scheduler chose to requeue it after a syscall although it got its P back.
+    RequeueRunning = 5,
+}
+
+impl Request {
+    fn from_usize(raw: usize) -> Request {
+        match raw {
+            1 => Request::Yield,
+            2 => Request::Park,
+            3 => Request::Exit,
+            4 => Request::SyscallRequeue,
+            5 => Request::RequeueRunning,
+            other => panic!("M::handle: invalid request {other} from a g"),
+        }
+    }
+}
+
+/// Sentinel for "no P" in `M::p`.
+const NO_P: u32 = u32::MAX;
+
+/// Function run on g0 after a g parked: returns `false` to cancel the park (the g runs on).
+pub(crate) type ParkCommit = unsafe fn(data: *const (), g: GRef) -> bool;
+
+/// Counters of one M, written only by the M's own thread (plain load and store, no RMW) and
+/// summed by [`crate::Runtime::stats`].
+#[derive(Debug, Default)]
+pub(crate) struct MCounters {
+    pub(crate) context_switches: AtomicU64,
+    pub(crate) goroutines_run: AtomicU64,
+    pub(crate) syscalls_entered: AtomicU64,
+    pub(crate) fast_exits: AtomicU64,
+    pub(crate) slow_exits: AtomicU64,
+}
+
+impl MCounters {
+    /// Adds one to a counter that only the calling thread writes.
+    pub(crate) fn bump(counter: &AtomicU64) {
+        // Relaxed: the counters are statistics; a reader may see a slightly old value.
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+}
+
+/// The hand-off slot through which an idle M receives a P (or the order to exit).
+#[derive(Debug, Default)]
+struct Note {
+    slot: Mutex<NoteSlot>,
+    wakeup: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct NoteSlot {
+    woken: bool,
+    p: Option<PId>,
+}
+
+impl Note {
+    fn wake(&self, p: Option<PId>) {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        slot.woken = true;
+        slot.p = p;
+        self.wakeup.notify_one();
+    }
+
+    fn wait(&self) -> Option<PId> {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        while !slot.woken {
+            slot = self.wakeup.wait(slot).unwrap_or_else(|e| e.into_inner());
+        }
+        slot.woken = false;
+        slot.p.take()
+    }
+}
+
+/// An M: one OS thread of a runtime.
+pub(crate) struct M {
+    pub(crate) id: MId,
+    pub(crate) shared: Arc<Shared>,
+    /// The header of g0, the M's native stack. Its `sched_sp` holds g0's stack pointer while a
+    /// g runs; its `m` field points back to this M.
+    g0: GHeader,
+    /// The P this M holds, or `NO_P`. Written only by the M's own thread (on g0 or by the g
+    /// it runs); Relaxed, since only that thread reads it for decisions.
+    p: AtomicU32,
+    /// The P held when the running g entered its syscall.
+    pub(crate) syscall_p: AtomicU32,
+    /// The commit function of a pending park, set by the g right before it switches to g0.
+    park_commit: UnsafeCell<Option<(ParkCommit, *const ())>>,
+    /// Rotates the order in which the M asks the schedulers for work.
+    schedtick: AtomicU32,
+    note: Note,
+    pub(crate) counters: MCounters,
+}
+
+// SAFETY: `park_commit` is only touched by the M's own thread (set by the g it runs, read by
+// its g0 right after); everything else is atomic or Sync.
+unsafe impl Sync for M {}
+// SAFETY: as above; the raw pointer in `park_commit` is only meaningful on the M's thread.
+unsafe impl Send for M {}
+
+impl M {
+    pub(crate) fn new(id: MId, shared: Arc<Shared>) -> M {
+        M {
+            id,
+            shared,
+            g0: GHeader::new(),
+            p: AtomicU32::new(NO_P),
+            syscall_p: AtomicU32::new(NO_P),
+            park_commit: UnsafeCell::new(None),
+            schedtick: AtomicU32::new(0),
+            note: Note::default(),
+            counters: MCounters::default(),
+        }
+    }
+
+    /// The P this M holds.
+    pub(crate) fn p(&self) -> Option<PId> {
+        match self.p.load(Ordering::Relaxed) {
+            NO_P => None,
+            p => Some(PId(p)),
+        }
+    }
+
+    pub(crate) fn set_p(&self, p: Option<PId>) {
+        self.p.store(p.map_or(NO_P, |p| p.0), Ordering::Relaxed);
+    }
+
+    pub(crate) fn take_syscall_p(&self) -> Option<PId> {
+        match self.syscall_p.swap(NO_P, Ordering::Relaxed) {
+            NO_P => None,
+            p => Some(PId(p)),
+        }
+    }
+
+    pub(crate) fn set_syscall_p(&self, p: PId) {
+        self.syscall_p.store(p.0, Ordering::Relaxed);
+    }
+
+    /// Hands this idle M a P (or `None`: exit) and wakes it.
+    pub(crate) fn wake(&self, p: Option<PId>) {
+        self.note.wake(p);
+    }
+}
+
+/// Returns the M running the calling code, when the calling thread is an M (on g0 or in a g).
+pub(crate) fn current_m() -> Option<&'static M> {
+    let g = getg();
+    if g.is_null() {
+        return None;
+    }
+    // SAFETY: the g register points to a live header on this thread (setg's contract), and
+    // its `m` field, set by the M before it ran the g, points to the M that runs this thread.
+    // An M outlives every g it runs and its own g0.
+    let m = unsafe { &*g }.m() as *const M;
+    // SAFETY: as above.
+    (!m.is_null()).then(|| unsafe { &*m })
+}
+
+/// Returns the record of the running goroutine, or `None` on g0 or on a thread that runs no
+/// goroutine.
+pub(crate) fn current_record() -> Option<NonNull<Record>> {
+    let g = getg();
+    if g.is_null() {
+        return None;
+    }
+    // SAFETY: as in `current_m`; g0's header has no runtime record, gs spawned by a runtime
+    // always have one.
+    NonNull::new(unsafe { &*g }.runtime() as *mut Record)
+}
+
+/// Switches from the running g to its M's g0 with `request`, and returns when the g is
+/// resumed, possibly on another M.
+pub(crate) fn mcall(request: Request) {
+    let g = getg();
+    let m = current_m().expect("mcall: called from a thread that runs no goroutine");
+    assert!(
+        !ptr::eq(g, &m.g0),
+        "mcall: called on g0; only a goroutine can switch to g0"
+    );
+    // SAFETY: `g` is the running g (it is not g0) and `m` its M. Its g0 is suspended in
+    // `execute`, with its stack pointer saved in its header by the switch that started `g`.
+    unsafe {
+        let g0_sp = *m.g0.sched_sp_ptr();
+        goro_context::switch((*g).sched_sp_ptr(), g0_sp, request as usize);
+    }
+}
+
+/// Parks the running g: switches to g0, which marks the g waiting and then runs
+/// `commit(data, g)`. The g stays parked unless `commit` returns `false`. Whoever wakes it
+/// later calls [`ready`].
+pub(crate) fn gopark(reason: WaitReason, commit: ParkCommit, data: *const ()) {
+    let m = current_m().expect("gopark: called from a thread that runs no goroutine");
+    // SAFETY: the g register is the running g of this thread.
+    unsafe { &*getg() }.set_wait_reason(reason);
+    // SAFETY: only this thread touches `park_commit`; g0 reads it right after the switch.
+    unsafe { *m.park_commit.get() = Some((commit, data)) };
+    mcall(Request::Park);
+}
+
+/// Hands a g that has become runnable to its scheduler and wakes an idle M if the g's
+/// runtime has an idle P. Callable from any thread and stack.
+pub(crate) fn ready(g: GRef, cause: ReadyCause) {
+    // SAFETY: every g readied here was spawned by a runtime, so it has a record, and the
+    // record's runtime outlives it.
+    let shared = unsafe { Record::of(g).as_ref().shared() };
+    let p = current_m()
+        .filter(|m| Arc::ptr_eq(&m.shared, shared))
+        .and_then(M::p);
+    // SAFETY: the runtime holds the handle of every scheduler its gs link to.
+    unsafe { g.header().sched().ready(g, cause, p) };
+    shared.wakep();
+}
+
+/// The body of an M's thread.
+pub(crate) fn mstart(m: Arc<M>, p: Option<PId>) {
+    let shared = m.shared.clone();
+    m.g0.set_m(Arc::as_ptr(&m) as *mut ());
+    // SAFETY: g0's header lives in `m`, which this thread keeps alive until it returns.
+    unsafe { setg(&m.g0 as *const GHeader as *mut GHeader) };
+    let _altstack = goro_stack::AltStack::install().ok();
+    if let Some(p) = p {
+        shared.ps[p.index()].state.accept(m.id);
+        m.set_p(Some(p));
+    }
+    // A panic on g0 is a bug in the runtime or in a scheduler hook. Unwinding would leave Ps
+    // and gs owned by a dead thread and hang the program, so it is fatal, as Go's `throw` is.
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| schedule(&m))) {
+        let message = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(non-string panic payload)");
+        eprintln!(
+            "fatal error: goro: panic on the g0 of M {:?}: {message}",
+            m.id
+        );
+        std::process::abort();
+    }
+    // SAFETY: clearing the g register is always sound.
+    unsafe { setg(ptr::null_mut()) };
+}
+
+/// The scheduling loop of an M, on g0. Returns when the runtime shuts down.
+fn schedule(m: &Arc<M>) {
+    let shared = &*m.shared;
+    loop {
+        if shared.is_shutdown() {
+            shared.release_p_at_exit(m);
+            return;
+        }
+        let Some(p) = m.p() else {
+            match stopm(m) {
+                Some(p) => m.set_p(Some(p)),
+                None => return,
+            }
+            continue;
+        };
+        match find_runnable(m, p) {
+            Some(g) => execute(m, p, g),
+            None => shared.go_idle(m, p),
+        }
+    }
+}
+
+/// Asks every scheduler of the runtime for a g for P `p`, starting with a different one each
+/// time so that no scheduler starves the others.
+fn find_runnable(m: &M, p: PId) -> Option<GRef> {
+    let schedulers = &m.shared.schedulers;
+    let tick = m.schedtick.load(Ordering::Relaxed);
+    m.schedtick.store(tick.wrapping_add(1), Ordering::Relaxed);
+    let start = tick as usize % schedulers.len();
+    (0..schedulers.len()).find_map(|i| schedulers[(start + i) % schedulers.len()].next(p))
+}
+
+/// Parks the M until another M hands it a P. Returns `None` when the runtime shuts down.
+fn stopm(m: &Arc<M>) -> Option<PId> {
+    if !m.shared.push_idle_m(m) {
+        return None;
+    }
+    let p = m.note.wait()?;
+    m.shared.ps[p.index()].state.accept(m.id);
+    Some(p)
+}
+
+/// Runs `g` on this M until it switches back, then acts on its request.
+fn execute(m: &M, p: PId, g: GRef) {
+    let mut next = Some((p, g));
+    while let Some((p, g)) = next.take() {
+        let header = g.header();
+        let _ = header.start_running();
+        header.set_m(m as *const M as *mut ());
+        MCounters::bump(&m.counters.context_switches);
+        // SAFETY: `g` came from its scheduler, which hands each g out once: no other M runs
+        // it. Its header and stack are alive (the record holds them until exit), and its saved
+        // stack pointer was stored by the switch that suspended it (or by spawn) before the
+        // scheduler's queue published it to us.
+        let request = unsafe {
+            setg(g.as_ptr());
+            let request = goro_context::switch(m.g0.sched_sp_ptr(), *header.sched_sp_ptr(), 0);
+            setg(&m.g0 as *const GHeader as *mut GHeader);
+            request
+        };
+        next = handle(m, p, g, Request::from_usize(request));
+    }
+}
+
+/// Acts on the request of a g that has just switched to g0. Returns a g to run at once when a
+/// park was cancelled.
+fn handle(m: &M, p: PId, g: GRef, request: Request) -> Option<(PId, GRef)> {
+    let header = g.header();
+    let sched = header.sched();
+    header.set_m(ptr::null_mut());
+    match request {
+        Request::Yield => {
+            let _ = header.stop_running();
+            // SAFETY: the runtime keeps every linked scheduler alive.
+            unsafe { sched.on_yield(g, p) };
+        }
+        Request::Park => {
+            let _ = header.park();
+            // SAFETY: set by the g right before it switched here, on this thread.
+            let (commit, data) = unsafe { (*m.park_commit.get()).take() }
+                .expect("M::handle: park request without a commit function");
+            // SAFETY: the commit function's data lives in the suspended g's record or stack,
+            // which nobody can free while the g is parked and not yet published.
+            if !unsafe { commit(data, g) } {
+                header.set_wait_reason(WaitReason::None);
+                let _ = header.wake();
+                return Some((p, g));
+            }
+            // SAFETY: as for on_yield.
+            unsafe { sched.on_park(g, p) };
+        }
+        Request::Exit => {
+            let _ = header.exit();
+            // SAFETY: as for on_yield.
+            unsafe { sched.on_exit(g, p) };
+            MCounters::bump(&m.counters.goroutines_run);
+            m.shared.finish(g);
+        }
+        Request::SyscallRequeue => {
+            let _ = header.requeue_from_syscall();
+            // The M has no P: any P may run the g.
+            // SAFETY: as for on_yield.
+            unsafe { sched.ready(g, ReadyCause::SyscallExit, None) };
+            m.shared.wakep();
+        }
+        Request::RequeueRunning => {
+            let _ = header.stop_running();
+            // SAFETY: as for on_yield.
+            unsafe { sched.ready(g, ReadyCause::SyscallExit, Some(p)) };
+        }
+    }
+    None
+}
+
+/// The first frame of every goroutine, on its own stack: runs the body, then switches to g0
+/// for good.
+///
+/// # Safety
+///
+/// Called only by the context switch, as the entry of a stack prepared by `Shared::spawn_g`
+/// with `data` the g's record.
+pub(crate) unsafe extern "C" fn g_entry(_arg: usize, data: usize) -> ! {
+    let record = NonNull::new(data as *mut Record).expect("g_entry: null record");
+    // SAFETY: the record is alive while its g runs, and this is its first and only run; the
+    // body catches its own panics, so nothing unwinds into the switch.
+    unsafe { Record::run(record) };
+    // A body that panicked between a bare entersyscall and its exitsyscall left the g in a
+    // syscall; finish the protocol so that the M gets a P back before the g exits.
+    // SAFETY: the running g's header.
+    if unsafe { &*getg() }.status() == goro_abi::GStatus::Syscall {
+        crate::syscall::exitsyscall();
+    }
+    mcall(Request::Exit);
+    unreachable!("g_entry: a dead goroutine was resumed");
+}

@@ -1,0 +1,203 @@
+//! Parking and unparking goroutines, and yielding.
+
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use goro_abi::{GRef, ReadyCause, WaitReason};
+
+use crate::m::{self, Request, current_record};
+use crate::task::Record;
+
+const EMPTY: u32 = 0;
+const NOTIFIED: u32 = 1;
+const PARKED: u32 = 2;
+
+/// A one-token wakeup permit, as `std::thread::park` keeps per thread.
+///
+/// `EMPTY -> NOTIFIED` by an unpark that finds the g running; `NOTIFIED -> EMPTY` by the park
+/// that consumes it; `EMPTY -> PARKED` by the g's M on g0, after the g has left its stack;
+/// `PARKED -> EMPTY` by the unpark that readies it.
+#[derive(Debug)]
+pub(crate) struct Permit {
+    state: AtomicU32,
+}
+
+impl Permit {
+    pub(crate) const fn new() -> Permit {
+        Permit {
+            state: AtomicU32::new(EMPTY),
+        }
+    }
+
+    /// Consumes a stored wakeup, if there is one.
+    fn try_consume(&self) -> bool {
+        // Acquire: pairs with the unparker's Release, so the parker sees what was written
+        // before the unpark.
+        self.state
+            .compare_exchange(NOTIFIED, EMPTY, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Commits a park on g0. Returns `false` when a wakeup arrived since `try_consume`, which
+    /// is consumed: the g must then keep running.
+    fn commit_park(&self) -> bool {
+        // AcqRel: Release publishes the g's parked state to the unparker that will ready it;
+        // on failure, the Acquire load sees the unparker's NOTIFIED.
+        match self
+            .state
+            .compare_exchange(EMPTY, PARKED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(NOTIFIED) => {
+                self.state.store(EMPTY, Ordering::Relaxed);
+                false
+            }
+            Err(other) => panic!("Permit::commit_park: permit in state {other}, expected empty"),
+        }
+    }
+
+    /// Stores a wakeup; returns `true` when the g was parked and must now be readied.
+    fn unpark(&self) -> bool {
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            let next = match state {
+                NOTIFIED => return false,
+                EMPTY => NOTIFIED,
+                PARKED => EMPTY,
+                other => panic!("Permit::unpark: corrupt permit state {other}"),
+            };
+            // AcqRel: Release publishes the unparker's writes to the g; Acquire (on PARKED)
+            // takes the parked state that commit_park released.
+            match self
+                .state
+                .compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return state == PARKED,
+                Err(actual) => state = actual,
+            }
+        }
+    }
+}
+
+/// Parks the running goroutine on `permit` until an unpark of the same permit, unless a
+/// wakeup is already stored.
+pub(crate) fn park_on(permit: &Permit, reason: WaitReason) {
+    if permit.try_consume() {
+        return;
+    }
+    unsafe fn commit(data: *const (), _g: GRef) -> bool {
+        // SAFETY: `data` is the permit passed below, alive in the suspended g's record.
+        unsafe { &*(data as *const Permit) }.commit_park()
+    }
+    m::gopark(reason, commit, permit as *const Permit as *const ());
+}
+
+/// A handle to a goroutine, for waking it with [`Goroutine::unpark`]. Keeps the goroutine's
+/// block alive, not the goroutine running.
+pub struct Goroutine {
+    record: NonNull<Record>,
+}
+
+// SAFETY: the record is reference-counted with atomics and its permits are atomics.
+unsafe impl Send for Goroutine {}
+// SAFETY: as above.
+unsafe impl Sync for Goroutine {}
+
+impl Goroutine {
+    pub(crate) fn from_record(record: NonNull<Record>) -> Goroutine {
+        // SAFETY: the caller holds the record alive (the running g, or another handle).
+        unsafe { record.as_ref() }.retain();
+        Goroutine { record }
+    }
+
+    fn record(&self) -> &Record {
+        // SAFETY: this handle owns a reference.
+        unsafe { self.record.as_ref() }
+    }
+
+    /// The goroutine's id.
+    pub fn goid(&self) -> u64 {
+        self.record().g().header().goid()
+    }
+
+    /// Makes the goroutine's permit available: a parked goroutine wakes, and a running one
+    /// returns at once from its next [`park`].
+    pub fn unpark(&self) {
+        if self.record().permit.unpark() {
+            self.ready_woken();
+        }
+    }
+
+    pub(crate) fn unpark_internal(&self) {
+        if self.record().internal_permit.unpark() {
+            self.ready_woken();
+        }
+    }
+
+    fn ready_woken(&self) {
+        let g = self.record().g();
+        let _ = g.header().wake();
+        m::ready(g, ReadyCause::Wake);
+    }
+}
+
+impl Clone for Goroutine {
+    fn clone(&self) -> Goroutine {
+        Goroutine::from_record(self.record)
+    }
+}
+
+impl Drop for Goroutine {
+    fn drop(&mut self) {
+        // SAFETY: this handle owns one reference and gives it up here.
+        unsafe { Record::release(self.record) }
+    }
+}
+
+impl fmt::Debug for Goroutine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Goroutine(g{})", self.goid())
+    }
+}
+
+/// Returns a handle to the running goroutine.
+///
+/// # Panics
+///
+/// Panics when called from a thread that runs no goroutine.
+pub fn current() -> Goroutine {
+    match current_record() {
+        Some(record) => Goroutine::from_record(record),
+        None => panic!("goro::current called from a thread that runs no goroutine"),
+    }
+}
+
+/// Blocks the running goroutine until its permit is made available by
+/// [`Goroutine::unpark`], and consumes it. Returns at once when the permit is already there.
+/// As with `std::thread::park`, callers recheck their condition in a loop.
+///
+/// # Panics
+///
+/// Panics when called from a thread that runs no goroutine.
+pub fn park() {
+    let Some(record) = current_record() else {
+        panic!("goro::park called from a thread that runs no goroutine");
+    };
+    // SAFETY: the running goroutine's record is alive while it runs.
+    let permit = unsafe { &record.as_ref().permit };
+    park_on(permit, WaitReason::Park);
+}
+
+/// Lets other goroutines run: the running goroutine goes back to its scheduler, which decides
+/// when it runs again (the FIFO scheduler puts it at the back of its queue).
+///
+/// # Panics
+///
+/// Panics when called from a thread that runs no goroutine.
+pub fn yield_now() {
+    if current_record().is_none() {
+        panic!("goro::yield_now called from a thread that runs no goroutine");
+    }
+    m::mcall(Request::Yield);
+}

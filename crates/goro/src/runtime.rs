@@ -1,0 +1,557 @@
+//! The runtime: its Ps, idle lists, M start-up and shutdown, and spawning.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle as ThreadHandle;
+
+use goro_abi::{CustomG, GRef, PId, ReadyCause};
+use goro_sched::SchedHandle;
+use goro_stack::{PoolConfig, StackError, StackPool};
+use goro_syscall::{MId, MonitorConfig, PState};
+
+use crate::builder::{BuildError, Builder};
+use crate::join::{JoinError, JoinHandle};
+use crate::m::{self, M, current_m};
+use crate::stats::Stats;
+use crate::task::{DefaultG, Record};
+
+/// Process-wide goroutine ids, so that ids stay unique across runtimes.
+static NEXT_GOID: AtomicU64 = AtomicU64::new(1);
+
+/// A P: the token an M must hold to run goroutines.
+pub(crate) struct P {
+    /// Who owns the P; see `goro_syscall::PState`.
+    pub(crate) state: PState,
+    /// Bumped by the owning M at every entersyscall; the monitor compares two readings to see
+    /// whether the same syscall is still going. Relaxed: a heuristic, validated by the CAS on
+    /// `state` that actually retakes the P.
+    pub(crate) syscalltick: AtomicU32,
+}
+
+/// State shared by the Ms, the monitor and the handles of one runtime.
+pub(crate) struct Shared {
+    pub(crate) ps: Box<[P]>,
+    /// The default scheduler first, then the added ones.
+    pub(crate) schedulers: Box<[SchedHandle]>,
+    pub(crate) pool: StackPool,
+    pub(crate) max_threads: usize,
+    pub(crate) monitor_config: MonitorConfig,
+    /// Idle Ps. `npidle` mirrors its length for lock-free checks.
+    idle_ps: Mutex<Vec<PId>>,
+    npidle: AtomicUsize,
+    /// Idle Ms, parked on their notes; `None` once the runtime has shut down.
+    idle_ms: Mutex<Option<Vec<Arc<M>>>>,
+    /// Every M ever started, for statistics.
+    all_ms: Mutex<Vec<Arc<M>>>,
+    threads: Mutex<Vec<ThreadHandle<()>>>,
+    next_mid: AtomicU32,
+    shutdown: AtomicBool,
+    pub(crate) monitor: crate::monitor::MonitorHandle,
+    live_goroutines: AtomicU64,
+    peak_live_goroutines: AtomicU64,
+    pub(crate) retakes: AtomicU64,
+    pub(crate) handoffs: AtomicU64,
+    thread_limit_reported: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn is_shutdown(&self) -> bool {
+        // Acquire: pairs with the Release store in `Runtime::drop`.
+        self.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Returns whether any scheduler of the runtime has a queued g.
+    pub(crate) fn has_work(&self) -> bool {
+        self.schedulers.iter().any(SchedHandle::has_work)
+    }
+
+    /// Calls every scheduler's `on_release_p` before P `p` leaves its M.
+    pub(crate) fn release_p_hooks(&self, p: PId) {
+        for scheduler in self.schedulers.iter() {
+            scheduler.on_release_p(p);
+        }
+    }
+
+    fn pidleput(&self, p: PId) {
+        let mut idle = self.idle_ps.lock().unwrap_or_else(|e| e.into_inner());
+        idle.push(p);
+        // SeqCst: the store side of the idle/enqueue handshake. An M going idle publishes
+        // its P here and then rechecks the queues; an enqueuer publishes its g and then reads
+        // `npidle` (in `wakep`). The SeqCst fences on both sides order each store before the
+        // other side's load, so at least one of them sees the other.
+        self.npidle.store(idle.len(), Ordering::SeqCst);
+    }
+
+    /// Takes an idle P, preferring `preferred`.
+    fn pidleget(&self, preferred: Option<PId>) -> Option<PId> {
+        let mut idle = self.idle_ps.lock().unwrap_or_else(|e| e.into_inner());
+        let index = match preferred.and_then(|p| idle.iter().position(|&q| q == p)) {
+            Some(index) => index,
+            None => idle.len().checked_sub(1)?,
+        };
+        let p = idle.swap_remove(index);
+        self.npidle.store(idle.len(), Ordering::SeqCst);
+        Some(p)
+    }
+
+    /// Takes an idle P for M `m` itself (exitsyscall's slow path, or an M that found work
+    /// after going idle).
+    pub(crate) fn acquire_idle_p(&self, m: &M, preferred: Option<PId>) -> Option<PId> {
+        let p = self.pidleget(preferred)?;
+        if let Err(owner) = self.ps[p.index()].state.acquire(m.id) {
+            panic!("acquire_idle_p: P {p:?} on the idle list is owned by {owner:?}");
+        }
+        Some(p)
+    }
+
+    /// Wakes an idle M with an idle P when there are both and work may be waiting. Called
+    /// after every ready.
+    pub(crate) fn wakep(&self) {
+        // SeqCst fence: the load side of the handshake described in `pidleput`; the g just
+        // queued is ordered before this read of `npidle`.
+        fence(Ordering::SeqCst);
+        if self.npidle.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let Some(p) = self.pidleget(None) else { return };
+        if let Err(owner) = self.ps[p.index()].state.reserve() {
+            panic!("wakep: P {p:?} on the idle list is owned by {owner:?}");
+        }
+        self.startm(p);
+    }
+
+    /// Runs P `p`, in transit, on an idle M or a new one.
+    pub(crate) fn startm(&self, p: PId) {
+        let idle_m = self
+            .idle_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            .and_then(Vec::pop);
+        if let Some(m) = idle_m {
+            m.wake(Some(p));
+            return;
+        }
+        if let Err(error) = self.spawn_m(Some(p)) {
+            // No M for the P: it goes back to the idle list, and the Ms already running pick
+            // up the work when they next look.
+            if !self.thread_limit_reported.swap(true, Ordering::Relaxed) {
+                eprintln!("goro: could not start an M: {error}; continuing with the running Ms");
+            }
+            self.ps[p.index()].state.transit_to_idle();
+            self.pidleput(p);
+        }
+    }
+
+    /// Gives P `p`, in transit from a syscall, to an M if work waits, or to the idle list.
+    pub(crate) fn handoffp(&self, p: PId) {
+        self.release_p_hooks(p);
+        if self.has_work() {
+            self.startm(p);
+            return;
+        }
+        self.ps[p.index()].state.transit_to_idle();
+        self.pidleput(p);
+        // Recheck after publishing the idle P, as an idle M does (see `pidleput`).
+        fence(Ordering::SeqCst);
+        if self.has_work() {
+            self.wakep();
+        }
+    }
+
+    /// Puts the P of an M that found no work on the idle list, rechecks the queues, and takes
+    /// a P back if work arrived meanwhile. Otherwise the M stops at the top of its loop.
+    pub(crate) fn go_idle(&self, m: &M, p: PId) {
+        self.release_p_hooks(p);
+        self.ps[p.index()].state.release(m.id);
+        m.set_p(None);
+        self.pidleput(p);
+        fence(Ordering::SeqCst);
+        if self.has_work() {
+            m.set_p(self.acquire_idle_p(m, Some(p)));
+        }
+    }
+
+    /// Parks M `m` on the idle list. Returns `false` when the runtime has shut down.
+    pub(crate) fn push_idle_m(&self, m: &Arc<M>) -> bool {
+        let mut idle = self.idle_ms.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(list) = idle.as_mut() else {
+            return false;
+        };
+        list.push(m.clone());
+        true
+    }
+
+    /// Gives up the P of an M leaving at shutdown.
+    pub(crate) fn release_p_at_exit(&self, m: &M) {
+        if let Some(p) = m.p() {
+            self.ps[p.index()].state.release(m.id);
+            m.set_p(None);
+            self.pidleput(p);
+        }
+    }
+
+    /// Starts a new M, optionally with P `p` in transit.
+    fn spawn_m(&self, p: Option<PId>) -> Result<(), SpawnError> {
+        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        if threads.len() >= self.max_threads {
+            return Err(SpawnError::ThreadLimit {
+                max_threads: self.max_threads,
+            });
+        }
+        let id = MId(self.next_mid.fetch_add(1, Ordering::Relaxed));
+        let shared = self.self_arc();
+        let m = Arc::new(M::new(id, shared));
+        self.all_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(m.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("goro-m{}", id.0))
+            .spawn(move || m::mstart(m, p))
+            .map_err(SpawnError::Thread)?;
+        threads.push(thread);
+        Ok(())
+    }
+
+    pub(crate) fn arc(&self) -> Arc<Shared> {
+        self.self_arc()
+    }
+
+    fn self_arc(&self) -> Arc<Shared> {
+        // SAFETY: every Shared is created in an Arc (`Runtime::start`), and the caller holds a
+        // reference through that Arc, so the count is at least one while we add one.
+        unsafe {
+            let ptr = self as *const Shared;
+            Arc::increment_strong_count(ptr);
+            Arc::from_raw(ptr)
+        }
+    }
+
+    /// Spawns a goroutine whose block is `g`, linked to `scheduler`.
+    pub(crate) fn spawn_g<G, F, T>(
+        self: &Arc<Self>,
+        g: G,
+        scheduler: &SchedHandle,
+        body: F,
+    ) -> Result<JoinHandle<T>, SpawnError>
+    where
+        G: CustomG,
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        if self.is_shutdown() {
+            return Err(SpawnError::Shutdown);
+        }
+        if !self.schedulers.iter().any(|s| s.is(scheduler.link())) {
+            return Err(SpawnError::UnknownScheduler {
+                name: scheduler.name(),
+            });
+        }
+        let stack = self.pool.get().map_err(SpawnError::Stack)?;
+        let record = Record::allocate(g, body, self.clone());
+        // SAFETY: the record was just allocated and is not shared yet.
+        let rec = unsafe { record.as_ref() };
+        let g = rec.g();
+        let header = g.header();
+        header.set_goid(NEXT_GOID.fetch_add(1, Ordering::Relaxed));
+        header.set_sched(scheduler.link());
+        header.set_stack(stack.lo(), stack.hi(), stack.lo());
+        // SAFETY: the stack is ours and unused; g_entry is the runtime's entry trampoline and
+        // gets the record, alive until the g exits.
+        let sp = unsafe {
+            goro_context::init_stack(stack.lo(), stack.hi(), m::g_entry, record.as_ptr() as usize)
+        };
+        // SAFETY: nobody else sees the g or its stack yet.
+        unsafe {
+            *header.sched_sp_ptr() = sp;
+            *rec.stack.get() = Some(stack);
+        }
+        let live = self.live_goroutines.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_live_goroutines.fetch_max(live, Ordering::Relaxed);
+        let _ = header.ready_new();
+        let p = current_m()
+            .filter(|m| std::ptr::eq(&*m.shared, &**self))
+            .and_then(M::p);
+        scheduler.ready(g, ReadyCause::Spawn, p);
+        self.wakep();
+        Ok(JoinHandle::new(record))
+    }
+
+    /// Finishes a g that exited, on the g0 of the M that ran it: frees its stack, completes
+    /// its join and drops the g's own reference.
+    pub(crate) fn finish(&self, g: GRef) {
+        // SAFETY: the g was spawned by this runtime and holds its own reference until the end
+        // of this function.
+        let record = unsafe { Record::of(g) };
+        // SAFETY: as above.
+        let rec = unsafe { record.as_ref() };
+        // SAFETY: the g is dead and its M has left its stack; only this thread touches it.
+        if let Some(stack) = unsafe { (*rec.stack.get()).take() } {
+            self.pool.put(stack);
+        }
+        self.live_goroutines.fetch_sub(1, Ordering::Relaxed);
+        let waiter = {
+            let mut join = rec.join.lock().unwrap_or_else(|e| e.into_inner());
+            join.complete = true;
+            join.waiter.take()
+        };
+        if let Some(waiter) = waiter {
+            waiter.wake();
+        }
+        // SAFETY: this is the g's own reference, used no more.
+        unsafe { Record::release(record) };
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let mut stats = Stats {
+            retakes: self.retakes.load(Ordering::Relaxed),
+            handoffs: self.handoffs.load(Ordering::Relaxed),
+            peak_live_goroutines: self.peak_live_goroutines.load(Ordering::Relaxed),
+            live_goroutines: self.live_goroutines.load(Ordering::Relaxed),
+            ..Stats::default()
+        };
+        let all = self.all_ms.lock().unwrap_or_else(|e| e.into_inner());
+        stats.ms_started = all.len() as u64;
+        for m in all.iter() {
+            let c = &m.counters;
+            stats.context_switches += c.context_switches.load(Ordering::Relaxed);
+            stats.goroutines_run += c.goroutines_run.load(Ordering::Relaxed);
+            stats.syscalls_entered += c.syscalls_entered.load(Ordering::Relaxed);
+            stats.fast_exits += c.fast_exits.load(Ordering::Relaxed);
+            stats.slow_exits += c.slow_exits.load(Ordering::Relaxed);
+        }
+        stats
+    }
+}
+
+/// A goroutine runtime: `procs` Ps, Ms started on demand, and their schedulers.
+///
+/// Dropping the runtime stops it: idle Ms exit at once, busy Ms when their goroutine next
+/// yields, parks or exits, and the drop waits for all of them.
+pub struct Runtime {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("procs", &self.procs())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// A builder with the default configuration.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// A runtime with the default configuration (one P per CPU, FIFO scheduler).
+    pub fn new() -> Result<Runtime, BuildError> {
+        Builder::new().build()
+    }
+
+    pub(crate) fn start(builder: Builder) -> Result<Runtime, BuildError> {
+        let pool =
+            StackPool::new(builder.stack_size, PoolConfig::default()).map_err(BuildError::Stack)?;
+        let mut schedulers = vec![builder.default_scheduler];
+        schedulers.extend(builder.extra_schedulers);
+        for scheduler in &schedulers {
+            scheduler.start(builder.procs);
+        }
+        let ps = (0..builder.procs)
+            .map(|_| P {
+                state: PState::new_idle(),
+                syscalltick: AtomicU32::new(0),
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            ps,
+            schedulers: schedulers.into_boxed_slice(),
+            pool,
+            max_threads: builder.max_threads,
+            monitor_config: builder.monitor,
+            idle_ps: Mutex::new((0..builder.procs as u32).rev().map(PId).collect()),
+            npidle: AtomicUsize::new(builder.procs),
+            idle_ms: Mutex::new(Some(Vec::new())),
+            all_ms: Mutex::new(Vec::new()),
+            threads: Mutex::new(Vec::new()),
+            next_mid: AtomicU32::new(1),
+            shutdown: AtomicBool::new(false),
+            monitor: crate::monitor::MonitorHandle::default(),
+            live_goroutines: AtomicU64::new(0),
+            peak_live_goroutines: AtomicU64::new(0),
+            retakes: AtomicU64::new(0),
+            handoffs: AtomicU64::new(0),
+            thread_limit_reported: AtomicBool::new(false),
+        });
+        // One M from the start, so that a runtime that cannot start a thread fails here and
+        // not at its first spawn.
+        shared.spawn_m(None).map_err(|error| match error {
+            SpawnError::Thread(error) => BuildError::Thread(error),
+            other => BuildError::Thread(std::io::Error::other(other.to_string())),
+        })?;
+        Ok(Runtime { shared })
+    }
+
+    /// The number of Ps.
+    pub fn procs(&self) -> usize {
+        self.shared.ps.len()
+    }
+
+    /// Spawns a goroutine on the default scheduler.
+    pub fn spawn<F, T>(&self, body: F) -> Result<JoinHandle<T>, SpawnError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let scheduler = self.shared.schedulers[0].clone();
+        self.shared.spawn_g(DefaultG::new(), &scheduler, body)
+    }
+
+    /// Spawns a goroutine whose control block is the custom g `g`, scheduled by `scheduler`,
+    /// which must be the runtime's default scheduler or one added with
+    /// [`Builder::add_scheduler`].
+    pub fn spawn_g<G, F, T>(
+        &self,
+        g: G,
+        scheduler: &SchedHandle,
+        body: F,
+    ) -> Result<JoinHandle<T>, SpawnError>
+    where
+        G: CustomG,
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.shared.spawn_g(g, scheduler, body)
+    }
+
+    /// Runs `body` as a goroutine and waits for it, from any thread. Returns its value, or its
+    /// panic as an error.
+    pub fn block_on<F, T>(&self, body: F) -> Result<T, JoinError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.spawn(body).map_err(JoinError::Spawn)?.join()
+    }
+
+    /// The runtime's counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// The default scheduler's handle.
+    pub fn default_scheduler(&self) -> &SchedHandle {
+        &self.shared.schedulers[0]
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(m) = current_m() {
+            assert!(
+                !Arc::ptr_eq(&m.shared, &self.shared),
+                "Runtime::drop: a runtime was dropped by one of its own goroutines, which would \
+                 wait for itself; drop it from the thread that built it"
+            );
+        }
+        // Release: pairs with the Acquire in `is_shutdown`.
+        self.shared.shutdown.store(true, Ordering::Release);
+        let idle = self
+            .shared
+            .idle_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        for m in idle.into_iter().flatten() {
+            m.wake(None);
+        }
+        self.shared.monitor.stop();
+        let threads = std::mem::take(
+            &mut *self
+                .shared
+                .threads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for thread in threads {
+            // A panic on an M is a runtime bug; it was already printed by the panic hook.
+            let _ = thread.join();
+        }
+        // NOTE: goroutines still parked or runnable at shutdown are not resumed: their blocks
+        // and stacks stay allocated, and their joiners get `JoinError::Shutdown`.
+    }
+}
+
+/// Spawns a goroutine on the runtime of the calling goroutine, with its default scheduler.
+///
+/// # Panics
+///
+/// Panics when called from a thread that runs no goroutine; use [`Runtime::spawn`] there.
+pub fn spawn<F, T>(body: F) -> Result<JoinHandle<T>, SpawnError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let Some(m) = current_m() else {
+        panic!("goro::spawn called from a thread that runs no goroutine; use Runtime::spawn");
+    };
+    let shared = m.shared.clone();
+    let scheduler = shared.schedulers[0].clone();
+    shared.spawn_g(DefaultG::new(), &scheduler, body)
+}
+
+/// Why a goroutine could not be spawned.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// No stack could be allocated (see the inner error for the cause and what to do).
+    Stack(StackError),
+    /// The runtime has shut down.
+    Shutdown,
+    /// The scheduler is not one of the runtime's.
+    UnknownScheduler {
+        /// Its name.
+        name: &'static str,
+    },
+    /// Starting an M failed because the runtime already runs `max_threads` Ms.
+    ThreadLimit {
+        /// The limit.
+        max_threads: usize,
+    },
+    /// The OS refused a new thread.
+    Thread(std::io::Error),
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpawnError::Stack(error) => write!(f, "failed to allocate a goroutine stack: {error}"),
+            SpawnError::Shutdown => f.write_str("the runtime has shut down"),
+            SpawnError::UnknownScheduler { name } => write!(
+                f,
+                "scheduler {name:?} is not part of this runtime; add it with \
+                 Builder::add_scheduler"
+            ),
+            SpawnError::ThreadLimit { max_threads } => write!(
+                f,
+                "the runtime already runs max_threads = {max_threads} Ms (most of them blocked \
+                 in syscalls); raise it with Builder::max_threads"
+            ),
+            SpawnError::Thread(error) => write!(f, "failed to start an M thread: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SpawnError::Stack(error) => Some(error),
+            SpawnError::Thread(error) => Some(error),
+            _ => None,
+        }
+    }
+}

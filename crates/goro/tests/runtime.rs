@@ -1,0 +1,238 @@
+//! End-to-end behaviour of the runtime: spawn, join, panics, yield, park and getg.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use common::{LIMIT, gettid, watchdog};
+use goro::{GStatus, Runtime};
+
+fn runtime(procs: usize) -> Runtime {
+    Runtime::builder()
+        .procs(procs)
+        .build()
+        .expect("runtime builds")
+}
+
+#[test]
+fn join_returns_the_value() {
+    let rt = runtime(2);
+    let value = watchdog(LIMIT, move || rt.block_on(|| 6 * 7).unwrap());
+    assert_eq!(value, 42);
+}
+
+#[test]
+fn nested_spawns_sum_up() {
+    let rt = runtime(4);
+    let total = watchdog(LIMIT, move || {
+        rt.block_on(|| {
+            let handles: Vec<_> = (0..1000u64)
+                .map(|i| {
+                    goro::spawn(move || {
+                        let inner = goro::spawn(move || i * 2).unwrap();
+                        inner.join().unwrap() + 1
+                    })
+                    .unwrap()
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+        })
+        .unwrap()
+    });
+    assert_eq!(total, (0..1000u64).map(|i| i * 2 + 1).sum());
+}
+
+#[test]
+fn panic_becomes_join_error_and_runtime_goes_on() {
+    let rt = runtime(2);
+    watchdog(LIMIT, move || {
+        let error = rt
+            .block_on(|| -> u32 { panic!("boom in a goroutine") })
+            .expect_err("the panic is returned");
+        assert_eq!(error.panic_message(), Some("boom in a goroutine"));
+        assert!(
+            error.to_string().contains("panicked: boom in a goroutine"),
+            "{error}"
+        );
+        // The runtime still runs new goroutines, including ones that spawn more.
+        let value = rt
+            .block_on(|| {
+                let h = goro::spawn(|| 5).unwrap();
+                h.join().unwrap() * 2
+            })
+            .unwrap();
+        assert_eq!(value, 10);
+    });
+}
+
+#[test]
+fn yield_interleaves_in_fifo_order() {
+    let rt = runtime(1);
+    let log = watchdog(LIMIT, move || {
+        rt.block_on(|| {
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let handles: Vec<_> = (0..3)
+                .map(|id| {
+                    let log = log.clone();
+                    goro::spawn(move || {
+                        for round in 0..3 {
+                            log.lock().unwrap().push((round, id));
+                            goro::yield_now();
+                        }
+                    })
+                    .unwrap()
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap();
+            }
+            Arc::try_unwrap(log).unwrap().into_inner().unwrap()
+        })
+        .unwrap()
+    });
+    let expected: Vec<_> = (0..3)
+        .flat_map(|round| (0..3).map(move |id| (round, id)))
+        .collect();
+    assert_eq!(log, expected);
+}
+
+#[test]
+fn unpark_before_park_is_kept_as_one_permit() {
+    let rt = runtime(1);
+    let parks = watchdog(LIMIT, move || {
+        rt.block_on(|| {
+            let me = goro::current();
+            // Two unparks store one permit: the first park returns at once...
+            me.unpark();
+            me.unpark();
+            goro::park();
+            // ...and the second would block, so another goroutine must wake it.
+            let waker = {
+                let me = me.clone();
+                goro::spawn(move || me.unpark()).unwrap()
+            };
+            goro::park();
+            waker.join().unwrap();
+            2
+        })
+        .unwrap()
+    });
+    assert_eq!(parks, 2);
+}
+
+#[test]
+fn unpark_from_another_goroutine_wakes_a_parked_one() {
+    let rt = runtime(2);
+    let woken = watchdog(LIMIT, move || {
+        rt.block_on(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let ready = Arc::new(AtomicUsize::new(0));
+            let sleeper = {
+                let ready = ready.clone();
+                goro::spawn(move || {
+                    tx.send(goro::current()).unwrap();
+                    while ready.load(Ordering::Acquire) == 0 {
+                        goro::park();
+                    }
+                    true
+                })
+                .unwrap()
+            };
+            let handle = goro::blocking(|| rx.recv().unwrap());
+            for _ in 0..100 {
+                goro::yield_now();
+            }
+            ready.store(1, Ordering::Release);
+            handle.unpark();
+            sleeper.join().unwrap()
+        })
+        .unwrap()
+    });
+    assert!(woken);
+}
+
+#[test]
+fn getg_follows_goroutines_across_ms() {
+    let rt = runtime(4);
+    let moves = watchdog(LIMIT, move || {
+        rt.block_on(|| {
+            let handles: Vec<_> = (0..200)
+                .map(|_| {
+                    goro::spawn(|| {
+                        let me = goro::getg();
+                        let goid = unsafe { &*me }.goid();
+                        let mut threads = std::collections::HashSet::new();
+                        for _ in 0..50 {
+                            let g = goro::getg();
+                            assert_eq!(g, me, "getg changed identity");
+                            // SAFETY: the running g's header is alive.
+                            let header = unsafe { &*g };
+                            assert_eq!(header.goid(), goid);
+                            assert_eq!(header.status(), GStatus::Running);
+                            // The M recorded in the header is the one running this thread.
+                            threads.insert(gettid());
+                            // Burn a little time so that other Ms pick up the yielded g.
+                            std::hint::black_box((0..200).sum::<u64>());
+                            goro::yield_now();
+                        }
+                        threads.len()
+                    })
+                    .unwrap()
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .filter(|&n| n > 1)
+                .count()
+        })
+        .unwrap()
+    });
+    // With 4 Ps and 200 yielding goroutines, goroutines do move between threads; if none
+    // ever did, the test would prove nothing.
+    assert!(moves > 0, "no goroutine ever moved to another M");
+}
+
+#[test]
+fn build_rejects_invalid_configuration() {
+    let error = Runtime::builder().procs(0).build().unwrap_err();
+    assert!(error.to_string().contains("invalid procs 0"), "{error}");
+    let error = Runtime::builder()
+        .procs(2)
+        .max_threads(1)
+        .build()
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("invalid max_threads 1"),
+        "{error}"
+    );
+    let error = Runtime::builder().stack_size(10).build().unwrap_err();
+    assert!(error.to_string().contains("10"), "{error}");
+}
+
+#[test]
+#[should_panic(expected = "goro::spawn called from a thread that runs no goroutine")]
+fn spawn_outside_a_goroutine_panics() {
+    let _ = goro::spawn(|| ());
+}
+
+#[test]
+fn stats_count_goroutines_and_switches() {
+    let rt = runtime(2);
+    let rt = watchdog(LIMIT, move || {
+        rt.block_on(|| {
+            let hs: Vec<_> = (0..10)
+                .map(|_| goro::spawn(goro::yield_now).unwrap())
+                .collect();
+            hs.into_iter().for_each(|h| h.join().unwrap());
+        })
+        .unwrap();
+        rt
+    });
+    let stats = rt.stats();
+    assert!(stats.goroutines_run >= 11, "{stats:?}");
+    assert!(stats.context_switches >= 21, "{stats:?}");
+    assert!(stats.peak_live_goroutines >= 2, "{stats:?}");
+    assert!(stats.ms_started >= 1, "{stats:?}");
+}

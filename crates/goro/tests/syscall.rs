@@ -1,0 +1,178 @@
+//! The syscall protocol seen from goroutines: blocked calls release their P, the monitor
+//! retakes Ps, exits take the fast or the slow path, and misuse panics clearly.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{LIMIT, watchdog};
+use goro::Runtime;
+
+fn pipe() -> (std::fs::File, std::fs::File) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe writes.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe failed");
+    // SAFETY: pipe returned two fresh descriptors that nothing else owns.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+/// With one P, a goroutine blocked in a pipe read must not stop the goroutine that will write
+/// the pipe: the monitor retakes the P (plain `entersyscall`) or the entry hands it off
+/// (`entersyscall_block`).
+fn blocked_reader_does_not_stall_writer(known_to_block: bool) -> goro::Stats {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    watchdog(LIMIT, move || {
+        rt.block_on(move || {
+            let (mut reader, mut writer) = pipe();
+            let reader = goro::spawn(move || {
+                let mut byte = [0u8; 1];
+                let mut read = || reader.read(&mut byte);
+                let n = if known_to_block {
+                    goro::blocking_known(read)
+                } else {
+                    goro::entersyscall();
+                    let n = read();
+                    goro::exitsyscall();
+                    n
+                };
+                (n.unwrap(), byte[0])
+            })
+            .unwrap();
+            // Let the reader block first.
+            for _ in 0..10 {
+                goro::yield_now();
+            }
+            let writer = goro::spawn(move || {
+                goro::blocking(|| writer.write_all(b"x")).unwrap();
+            })
+            .unwrap();
+            writer.join().unwrap();
+            assert_eq!(reader.join().unwrap(), (1, b'x'));
+        })
+        .unwrap();
+        rt.stats()
+    })
+}
+
+#[test]
+fn blocked_pipe_read_is_retaken_by_the_monitor() {
+    let stats = blocked_reader_does_not_stall_writer(false);
+    assert!(
+        stats.retakes >= 1,
+        "the monitor never retook the P: {stats:?}"
+    );
+    assert!(stats.slow_exits >= 1, "{stats:?}");
+}
+
+#[test]
+fn known_blocking_read_hands_its_p_off() {
+    let stats = blocked_reader_does_not_stall_writer(true);
+    assert!(stats.handoffs >= 1, "{stats:?}");
+    assert!(stats.slow_exits >= 1, "{stats:?}");
+}
+
+#[test]
+fn short_syscalls_take_the_fast_path() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let stats = watchdog(LIMIT, move || {
+        rt.block_on(|| {
+            for _ in 0..1000 {
+                // SAFETY: getppid has no preconditions.
+                goro::blocking(|| unsafe { libc::getppid() });
+            }
+        })
+        .unwrap();
+        rt.stats()
+    });
+    assert_eq!(stats.syscalls_entered, 1000, "{stats:?}");
+    assert_eq!(stats.fast_exits + stats.slow_exits, 1000, "{stats:?}");
+    assert!(stats.fast_exits > 0, "{stats:?}");
+}
+
+#[test]
+fn exitsyscall_runs_when_the_call_panics() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    watchdog(LIMIT, move || {
+        let error = rt
+            .block_on(|| {
+                goro::blocking(|| panic!("inside the syscall"));
+            })
+            .unwrap_err();
+        assert_eq!(error.panic_message(), Some("inside the syscall"));
+        let stats = rt.stats();
+        assert_eq!(
+            stats.syscalls_entered,
+            stats.fast_exits + stats.slow_exits,
+            "{stats:?}"
+        );
+        // The P came back: the runtime runs further goroutines.
+        assert_eq!(rt.block_on(|| 1).unwrap(), 1);
+    });
+}
+
+#[test]
+fn exitsyscall_without_entersyscall_panics_by_name() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let error = watchdog(LIMIT, move || rt.block_on(goro::exitsyscall).unwrap_err());
+    let message = error.panic_message().unwrap_or_default().to_owned();
+    assert!(
+        message.contains("exitsyscall without entersyscall"),
+        "{message}"
+    );
+}
+
+#[test]
+fn entering_twice_panics_by_name() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let error = watchdog(LIMIT, move || {
+        rt.block_on(|| {
+            goro::entersyscall();
+            goro::entersyscall();
+        })
+        .unwrap_err()
+    });
+    let message = error.panic_message().unwrap_or_default().to_owned();
+    assert!(message.contains("goro::entersyscall"), "{message}");
+    assert!(message.contains("entered twice"), "{message}");
+}
+
+#[test]
+fn long_syscall_does_not_keep_its_p_from_spinning_goroutines() {
+    // One P: a goroutine sleeps in a plain (not known-blocking) syscall while another must run.
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let stats = watchdog(LIMIT, move || {
+        rt.block_on(|| {
+            let ran = Arc::new(AtomicBool::new(false));
+            let sleeper = {
+                let ran = ran.clone();
+                goro::spawn(move || {
+                    goro::blocking(|| std::thread::sleep(Duration::from_millis(300)));
+                    ran.load(Ordering::Acquire)
+                })
+                .unwrap()
+            };
+            goro::yield_now();
+            let other = {
+                let ran = ran.clone();
+                goro::spawn(move || ran.store(true, Ordering::Release)).unwrap()
+            };
+            other.join().unwrap();
+            assert!(
+                sleeper.join().unwrap(),
+                "the other goroutine waited for the syscall"
+            );
+        })
+        .unwrap();
+        rt.stats()
+    });
+    assert!(stats.retakes >= 1, "{stats:?}");
+}
