@@ -62,6 +62,17 @@ pub unsafe trait CustomG: Sized + Send + Sync + 'static {
 ///     }
 /// }
 /// ```
+///
+/// A struct whose first field is not the header does not compile:
+///
+/// ```compile_fail
+/// goro_abi::custom_g! {
+///     pub struct Misordered {
+///         pub priority: u8,
+///         pub header: goro_abi::GHeader,
+///     }
+/// }
+/// ```
 #[macro_export]
 macro_rules! custom_g {
     (
