@@ -6,20 +6,22 @@
 
 mod cli;
 mod count;
+mod runtime;
 mod walk;
 mod wc;
 
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::Parser;
 
 use crate::cli::{Cli, Command, WcArgs};
-use crate::count::Counts;
-use crate::walk::StdFileSystem;
+use crate::runtime::{GoroFileSystem, GoroutineSpawner};
 
-/// The tree that `wc` counts when no PATH is given; Debian and Ubuntu always have it.
+/// The tree that `wc` counts when no PATH is given. Debian policy puts each package's copyright
+/// file there, so Debian and Ubuntu systems have it.
 const DEFAULT_ROOT: &str = "/usr/share/doc";
 
 /// Exit status when a path could not be read or the job failed, as GNU wc uses it.
@@ -34,6 +36,17 @@ fn main() -> ExitCode {
 
 /// Runs `goro-demo wc` and returns its exit status.
 fn run_wc(args: WcArgs) -> ExitCode {
+    // The runtime owns the valid range of --procs, so it checks the value.
+    let runtime = match runtime::build(args.scheduler, args.procs) {
+        Ok(runtime) => runtime,
+        Err(err @ goro::BuildError::Procs { .. }) => {
+            cli::wc_usage_error(format!("invalid value for '--procs <N>': {err}")).exit()
+        }
+        Err(err) => {
+            eprintln!("goro-demo: failed to build the runtime: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
     let roots = match resolve_roots(args.paths, Path::new(DEFAULT_ROOT)) {
         Ok(roots) => roots,
         Err(message) => {
@@ -41,10 +54,18 @@ fn run_wc(args: WcArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    // FIXME: counts the files one by one on the main thread, because the goro runtime has not
-    // landed yet. With it, every file gets a goroutine and a run report follows the total.
-    let _ = (args.scheduler, args.procs);
-    let results = wc::count_paths(&StdFileSystem, &mut InlineSpawner, &roots);
+
+    let start = Instant::now();
+    let joined =
+        runtime.block_on(move || wc::count_paths(&GoroFileSystem, &mut GoroutineSpawner, &roots));
+    let wall_time = start.elapsed();
+    let results = match joined {
+        Ok(results) => results,
+        Err(err) => {
+            eprintln!("goro-demo: the main goroutine failed: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
 
     let mut out = BufWriter::new(io::stdout().lock());
     let mut err = io::stderr().lock();
@@ -57,30 +78,17 @@ fn run_wc(args: WcArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
         Err(error) => {
-            eprintln!("goro-demo: cannot write the output: {error}");
+            eprintln!("goro-demo: failed to write the output: {error}");
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    // The report is informational, so a failure to write it to stderr does not fail the run.
+    let _ = runtime::write_report(&mut err, &runtime, wall_time);
 
     if summary.failed {
         ExitCode::from(EXIT_FAILURE)
     } else {
         ExitCode::SUCCESS
-    }
-}
-
-/// Counts each file when it is spawned, on the calling thread.
-struct InlineSpawner;
-
-impl wc::Spawner for InlineSpawner {
-    type Handle = io::Result<Counts>;
-
-    fn spawn_count(&mut self, path: &Path) -> io::Result<Self::Handle> {
-        Ok(std::fs::File::open(path).and_then(count::count_reader))
-    }
-
-    fn join_count(&mut self, handle: Self::Handle) -> io::Result<Counts> {
-        handle
     }
 }
 
@@ -92,7 +100,7 @@ fn resolve_roots(paths: Vec<PathBuf>, default_root: &Path) -> Result<Vec<PathBuf
     match default_root.symlink_metadata() {
         Ok(_) => Ok(vec![default_root.to_path_buf()]),
         Err(err) => Err(format!(
-            "{}: {err}; this default tree is missing, so pass a PATH to count",
+            "{}: {err}. This default tree is missing, so pass a PATH to count",
             default_root.display()
         )),
     }

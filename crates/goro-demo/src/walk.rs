@@ -65,10 +65,13 @@ pub trait FileSystem {
     fn read_dir(&self, path: &Path) -> io::Result<Vec<(PathBuf, io::Result<Kind>)>>;
 }
 
-/// [`FileSystem`] on `std::fs`, which blocks the calling thread.
+/// [`FileSystem`] on `std::fs`, which blocks the calling thread; the tests walk real trees
+/// with it outside a runtime.
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StdFileSystem;
 
+#[cfg(test)]
 impl FileSystem for StdFileSystem {
     fn symlink_metadata(&self, path: &Path) -> io::Result<Node> {
         fs::symlink_metadata(path).map(|metadata| Node::from(&metadata))

@@ -61,7 +61,7 @@ impl Drop for TempTree {
         // std's remove_dir_all works relative to directory descriptors, so it also removes
         // entries whose full path is longer than PATH_MAX.
         if let Err(err) = fs::remove_dir_all(&self.root) {
-            eprintln!("cannot remove {}: {err}", self.root.display());
+            eprintln!("failed to remove {}: {err}", self.root.display());
         }
     }
 }
@@ -95,7 +95,7 @@ fn run(mut command: Command) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|err| panic!("cannot start {description}: {err}"));
+        .unwrap_or_else(|err| panic!("failed to start {description}: {err}"));
 
     // Read both pipes on threads so that a full pipe cannot stall the child.
     let mut stdout = child.stdout.take().unwrap();
@@ -111,7 +111,7 @@ fn run(mut command: Command) -> Output {
         if start.elapsed() > WATCHDOG {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{description} still running after {WATCHDOG:?}; killed it");
+            panic!("killed {description}: still running after {WATCHDOG:?}");
         }
         thread::sleep(Duration::from_millis(20));
     };
@@ -155,7 +155,7 @@ fn host_wc(roots: &[&Path]) -> (BTreeMap<String, Counts>, Counts) {
         .args(roots)
         .args(["-type", "f", "-print0"])
         .output()
-        .expect("cannot run find");
+        .expect("failed to run find");
     assert!(find.status.success(), "find failed: {}", text(&find.stderr));
 
     let mut wc = Command::new("wc")
@@ -165,7 +165,7 @@ fn host_wc(roots: &[&Path]) -> (BTreeMap<String, Counts>, Counts) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("cannot run wc");
+        .expect("failed to run wc");
     wc.stdin.take().unwrap().write_all(&find.stdout).unwrap();
     let wc = wc.wait_with_output().unwrap();
 
@@ -240,7 +240,7 @@ fn too_long_path(tree: &TempTree, relative: &str) -> PathBuf {
     top
 }
 
-/// Builds the tree that the main comparison counts, and returns the files it contains.
+/// Builds the tree that the comparisons with GNU wc count.
 fn build_tree(tree: &TempTree) {
     tree.write("empty", b"");
     tree.write("nested/also-empty", b"");
@@ -281,7 +281,7 @@ fn build_tree(tree: &TempTree) {
     let fifo = Command::new("mkfifo")
         .arg(tree.path("nested/fifo"))
         .status();
-    assert!(fifo.expect("cannot run mkfifo").success());
+    assert!(fifo.expect("failed to run mkfifo").success());
 }
 
 #[test]
@@ -294,6 +294,10 @@ fn totals_match_gnu_wc() {
     let (_, expected) = host_wc(&[&tree.root]);
     assert!(output.status.success(), "{output:?}");
     assert_eq!(demo_total(&output), expected);
+    assert!(
+        output.stderr.starts_with(b"goro-demo: run report"),
+        "{output:?}"
+    );
 }
 
 #[test]
@@ -380,7 +384,7 @@ fn unreadable_file_reported_unless_root() {
     let locked = tree.write("locked", b"secret words\n");
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
     if fs::File::open(&locked).is_ok() {
-        // Root (CAP_DAC_OVERRIDE) reads the file anyway, so there is no error to check;
+        // Root (CAP_DAC_OVERRIDE) reads the file anyway, so there is no error to check.
         // path_too_long_reported_and_rest_counted covers a failure that root gets too.
         eprintln!("skipped: this process can read a file with mode 000");
         return;
@@ -428,7 +432,6 @@ fn non_utf8_name_printed_as_bytes() {
 }
 
 #[test]
-#[ignore = "the run report needs the goro runtime, which goro-demo does not use yet"]
 fn run_report_lists_runtime_counters() {
     let tree = TempTree::new("report");
     for i in 0..20 {
@@ -439,14 +442,18 @@ fn run_report_lists_runtime_counters() {
 
     assert!(output.status.success(), "{output:?}");
     let stderr = text(&output.stderr);
+    let mut lines = stderr.lines();
+    let header = lines.next().unwrap_or_default();
+    assert!(header.starts_with("goro-demo: run report"), "{stderr}");
     let mut report = BTreeMap::new();
-    for line in stderr.lines().skip(1) {
-        let (name, value) = line
-            .trim()
-            .rsplit_once(' ')
-            .expect("report line without value");
+    for line in lines {
+        // Rows are `  NAME  VALUE`, and the wall time ends with its unit, ` s`.
+        let row = line.trim();
+        let row = row.strip_suffix(" s").unwrap_or(row);
+        let (name, value) = row.rsplit_once(' ').expect("report row without value");
         report.insert(name.trim().to_string(), value.to_string());
     }
+
     for name in [
         "goroutines run",
         "context switches",
@@ -454,6 +461,7 @@ fn run_report_lists_runtime_counters() {
         "fast exits",
         "slow exits",
         "retakes",
+        "handoffs",
         "Ms started",
         "peak live goroutines",
     ] {
@@ -464,15 +472,16 @@ fn run_report_lists_runtime_counters() {
     }
     let goroutines: u64 = report["goroutines run"].parse().unwrap();
     assert!(
-        goroutines >= 20,
-        "one goroutine per file expected: {stderr}"
+        goroutines > 20,
+        "one goroutine per file and main expected: {stderr}"
     );
     let syscalls: u64 = report["syscalls entered"].parse().unwrap();
     assert!(
-        syscalls >= 20,
-        "every file read is a blocking syscall: {stderr}"
+        syscalls >= 3 * 20,
+        "open and two reads per file expected: {stderr}"
     );
-    assert!(report.contains_key("wall time"), "{stderr}");
+    let wall_time = report.get("wall time").map(|value| value.parse::<f64>());
+    assert!(matches!(wall_time, Some(Ok(_))), "{stderr}");
 }
 
 #[test]
@@ -506,9 +515,21 @@ fn zero_procs_exits_2_naming_range() {
 
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("'0'"), "{stderr}");
     assert!(stderr.contains("--procs"), "{stderr}");
-    assert!(stderr.contains("1 or more"), "{stderr}");
+    assert!(stderr.contains("procs 0"), "{stderr}");
+    assert!(stderr.contains("1..="), "{stderr}");
+    assert!(stderr.contains("Usage: goro-demo wc"), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn non_numeric_procs_exits_2() {
+    let output = run(goro_demo(["wc", "--procs", "many"]));
+
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("'many'"), "{stderr}");
+    assert!(stderr.contains("--procs"), "{stderr}");
 }
 
 #[test]
