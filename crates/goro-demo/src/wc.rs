@@ -15,9 +15,10 @@ use crate::walk::{self, FileSystem, Found};
 /// Maximum number of file counts started and not yet joined.
 ///
 /// When this many are in flight the oldest is joined before the next one starts, so a tree of
-/// a million files does not need a million goroutine stacks at once. The figure keeps both
-/// processors of a small machine busy through many blocking reads, and stays far below Linux's
-/// default `vm.max_map_count` of 65530 mappings for stacks with guard pages.
+/// a million files does not need a million goroutine stacks at once, and the read buffers
+/// take at most 1024 × 64 KiB = 64 MiB. The figure leaves many blocking reads in flight per
+/// processor, and stays far below Linux's default `vm.max_map_count` of 65530 mappings for
+/// stacks with guard pages.
 pub const MAX_IN_FLIGHT: usize = 1024;
 
 /// Starts counts of single files and joins them.
