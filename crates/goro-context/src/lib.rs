@@ -1,1 +1,207 @@
-//! Placeholder.
+//! Stack switching for goro's goroutines on x86_64, aarch64 and riscv64 Linux.
+//!
+//! A *context* is a suspended computation: a stack plus the callee-saved registers that
+//! [`switch`] pushed on it. Its only handle is its saved stack pointer. The crate has three
+//! primitives, which the goro runtime uses to switch between goroutines and their M's g0:
+//!
+//! - [`init_stack`] lays out a fresh context at the top of a stack;
+//! - [`switch`] suspends the running context and resumes another one, passing a `usize`;
+//! - [`on_stack`] runs a function on another stack and comes back (Go's `systemstack`).
+//!
+//! On top of them, [`Coroutine`] is a small stackful coroutine for users of this crate alone.
+//! It catches panics at its entry and hands them to the resumer.
+//!
+//! The crate allocates no stacks. `goro-stack` provides mmap stacks with guard pages; any
+//! writable memory works, such as the heap buffer below.
+//!
+//! # Example
+//!
+//! ```
+//! use goro_context::{Coroutine, CoroutineResult};
+//!
+//! // A heap buffer works as a stack. It has no guard page, so an overflow corrupts the heap:
+//! // use goro-stack or mmap with a guard page for real work.
+//! let mut stack = vec![0u8; 64 * 1024];
+//! let stack_lo = stack.as_mut_ptr() as usize;
+//! let stack_hi = stack_lo + stack.len();
+//!
+//! // SAFETY: `stack` outlives the coroutine and nothing else touches it meanwhile.
+//! let mut running_sum = unsafe {
+//!     Coroutine::new(stack_lo, stack_hi, |yielder, mut next: u64| {
+//!         let mut sum = 0;
+//!         while next != 0 {
+//!             sum += next;
+//!             next = yielder.suspend(sum);
+//!         }
+//!         format!("done at {sum}")
+//!     })
+//! };
+//!
+//! assert_eq!(running_sum.resume(5).unwrap(), CoroutineResult::Yield(5));
+//! assert_eq!(running_sum.resume(7).unwrap(), CoroutineResult::Yield(12));
+//! assert_eq!(running_sum.resume(0).unwrap(), CoroutineResult::Return("done at 12".to_string()));
+//! assert!(running_sum.is_finished());
+//! drop(running_sum);
+//! drop(stack);
+//! ```
+//!
+//! # Guarantees
+//!
+//! - **Callee-saved state survives a switch**: every register that the platform's calling
+//!   convention makes callee-saved, and the FP control state. That is rbx, rbp, r12-r15,
+//!   MXCSR and the x87 control word on x86_64; x19-x29, x30, d8-d15 and FPCR on aarch64;
+//!   s0-s11, ra, fs0-fs11 and `frm` on riscv64. Each file under `src/arch/` states what it
+//!   leaves out and why. In short: x18 on aarch64 is not saved, and the FP status flags stay
+//!   with the OS thread, except the MXCSR flags, which each x86_64 context keeps as its own.
+//! - **A fresh context starts with the default FP control state** (MXCSR 0x1F80 and x87
+//!   control word 0x037F; FPCR 0; `frm` 0), never the creator's state and never zeros.
+//! - **Stack alignment follows the ABI** at the entry of a fresh context, after every resume
+//!   and inside [`on_stack`], for any `stack_hi` and `stack_top`: they are rounded down.
+//! - **Backtraces end cleanly**: the bottom frame of every fresh context is a trampoline
+//!   whose unwind info marks the return address as undefined, with a zero frame pointer, so
+//!   gdb and Rust's backtraces stop there.
+//! - **[`switch`] is a real call**, to a function the compiler cannot see into, so it is a
+//!   full compiler barrier for memory. It is *not* a barrier for thread-local addresses:
+//!   LLVM may keep a thread-local address in a register across any call. A context resumed on
+//!   another OS thread must re-read thread-locals through an out-of-line accessor, such as
+//!   `goro_abi::getg`.
+//! - **No panic unwinds through a switch** in [`Coroutine`]. The raw primitives take
+//!   `extern "C"` functions, so a panic that reaches them aborts the process.
+//!
+//! # Not supported
+//!
+//! Hardware shadow stacks (x86 CET, aarch64 GCS) and the shadow-call-stack sanitizer keep a
+//! second stack per thread that a switch would have to swap as well. Linux enables none of
+//! them for Rust programs by default.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod arch;
+mod coroutine;
+
+pub use coroutine::{Coroutine, CoroutineResult, Yielder};
+
+/// Alignment in bytes of every stack pointer that this crate produces or expects: the ABI's
+/// stack alignment at a call on all three architectures.
+pub const STACK_ALIGN: usize = 16;
+
+/// Bytes that [`init_stack`] writes below the top of a stack (after rounding `stack_hi` down
+/// to [`STACK_ALIGN`]). The entry function needs more than this to run.
+pub const INIT_FRAME_SIZE: usize = arch::INIT_FRAME_SIZE;
+
+/// Type of a context's entry function.
+///
+/// It gets the `arg` of the first [`switch`] into the context and the `data` given to
+/// [`init_stack`]. It must never return: it ends by switching away for good. A panic that
+/// reaches it aborts the process, because it is `extern "C"`.
+pub type EntryFn = unsafe extern "C" fn(arg: usize, data: usize) -> !;
+
+/// Suspends the running context and resumes another one.
+///
+/// Saves the callee-saved state of the current context on its own stack, stores the stack
+/// pointer into `*save_sp`, switches to the context whose saved stack pointer is `resume_sp`,
+/// and restores its state. The resumed side's own `switch` call returns `arg` (or, for a fresh
+/// context, its entry function receives `arg`). Returns the `arg` passed by whoever switches
+/// back to this context later. Acts as a full compiler barrier, because it is a real call.
+///
+/// Debug builds check that `save_sp` is non-null and `resume_sp` is a non-zero multiple of
+/// [`STACK_ALIGN`]; release builds skip the checks to keep the switch short.
+///
+/// # Safety
+///
+/// - `save_sp` must be valid for a write of a `usize`. Nothing may resume the suspended
+///   context before this call has written it and moved off its stack: publish the context to
+///   other threads only after the switch, from the resumed side.
+/// - `resume_sp` must be the saved stack pointer of a suspended context, from an earlier
+///   `switch` or from [`init_stack`], and each saved stack pointer may be resumed only once.
+/// - The resumed context's stack must still be alive and not in use by anything else.
+#[inline(always)]
+pub unsafe fn switch(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
+    debug_assert!(
+        !save_sp.is_null(),
+        "goro_context::switch: save_sp is null; pass the address of the slot that keeps the \
+         suspended context's stack pointer"
+    );
+    debug_assert!(
+        resume_sp != 0 && resume_sp.is_multiple_of(STACK_ALIGN),
+        "goro_context::switch: resume_sp {resume_sp:#x} is not a saved stack pointer (those are \
+         non-zero multiples of {STACK_ALIGN}); pass a value from init_stack or from save_sp"
+    );
+    // SAFETY: the caller upholds switch's contract, which is the raw function's.
+    unsafe { arch::switch(save_sp, resume_sp, arg) }
+}
+
+/// Lays out a fresh context at the top of the stack `[stack_lo, stack_hi)` and returns its
+/// saved stack pointer.
+///
+/// The first [`switch`] to the returned stack pointer calls `entry(arg, data)` with the ABI's
+/// stack alignment and the default FP control state. `stack_hi` need not be aligned: it is
+/// rounded down to [`STACK_ALIGN`]. The bottom frame of the context is a trampoline that
+/// debuggers and unwinders treat as the outermost frame.
+///
+/// # Panics
+///
+/// If `stack_lo >= stack_hi`, or if fewer than [`INIT_FRAME_SIZE`] bytes remain between
+/// `stack_lo` and the rounded-down `stack_hi`.
+///
+/// # Safety
+///
+/// `[stack_lo, stack_hi)` must be writable memory that nothing else uses until the context
+/// has finished, and large enough for everything that `entry` runs: nothing detects an
+/// overflow unless the stack has a guard page below `stack_lo`.
+pub unsafe fn init_stack(stack_lo: usize, stack_hi: usize, entry: EntryFn, data: usize) -> usize {
+    assert!(
+        stack_lo < stack_hi,
+        "goro_context::init_stack: stack_lo {stack_lo:#x} is not below stack_hi {stack_hi:#x}; \
+         pass the lowest address and one past the highest address of the stack"
+    );
+    let top = stack_hi & !(STACK_ALIGN - 1);
+    let usable = top.saturating_sub(stack_lo);
+    assert!(
+        usable >= INIT_FRAME_SIZE,
+        "goro_context::init_stack: the stack [{stack_lo:#x}, {stack_hi:#x}) has {usable} usable \
+         bytes after aligning stack_hi down to {STACK_ALIGN}, but the initial frame alone needs \
+         {INIT_FRAME_SIZE}; pass a larger stack"
+    );
+    // SAFETY: `top` is aligned, [top - INIT_FRAME_SIZE, top) lies inside the stack (checked
+    // above), and the caller gives the stack to the new context.
+    unsafe { arch::init_frame(top, entry, data) }
+}
+
+/// Runs `f(arg)` on another stack whose top is `stack_top` and returns its result on the
+/// original stack.
+///
+/// This is Go's `systemstack`: the runtime uses it to run a function on the M's g0 stack.
+/// `stack_top` is rounded down to [`STACK_ALIGN`]. The frame of `on_stack` links the two
+/// stacks, so a backtrace taken inside `f` continues on the original stack.
+///
+/// # Panics
+///
+/// If `stack_top` is 0, which is the value of a stack that was never set up.
+///
+/// # Safety
+///
+/// - The memory below `stack_top` must be writable, not in use by anything else while `f`
+///   runs, and large enough for `f`.
+/// - `f` may switch to other contexts, but it must be running on this stack again when it
+///   returns.
+#[inline]
+pub unsafe fn on_stack(
+    stack_top: usize,
+    f: unsafe extern "C" fn(usize) -> usize,
+    arg: usize,
+) -> usize {
+    assert!(
+        stack_top != 0,
+        "goro_context::on_stack: stack_top is 0; pass one past the highest address of a stack"
+    );
+    // SAFETY: the caller upholds on_stack's contract, which is the raw function's.
+    unsafe { arch::on_stack(stack_top, f, arg) }
+}
+
+/// The `extern "C"` functions behind [`switch`] and [`on_stack`], without the checks of the
+/// Rust wrappers, for callers in assembly or C and for tests that must call them directly.
+/// Their safety contracts are those of the wrappers.
+pub mod raw {
+    pub use crate::arch::{on_stack, switch};
+}

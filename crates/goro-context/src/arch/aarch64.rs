@@ -1,0 +1,273 @@
+//! Context switching for aarch64 under the AAPCS64 procedure call standard.
+//!
+//! # Saved state
+//!
+//! AAPCS64 (section "General-purpose Registers" and "SIMD and Floating-Point Registers") makes
+//! x19-x29 and sp callee-saved, and the low 64 bits of v8-v15 (that is, d8-d15). A switch
+//! saves:
+//!
+//! - x19-x28, the frame pointer x29 and the link register x30 (the resume address);
+//! - d8-d15;
+//! - FPCR, whole. AAPCS64 calls FPCR a "global register" whose rounding-mode, flush-to-zero
+//!   and exception-control bits are changed only by support functions. goro gives each context
+//!   its own FPCR instead, so that a context that sets a rounding mode does not leak it into
+//!   the next context that runs on the thread.
+//!
+//! Not saved, by choice:
+//!
+//! - x18, the platform register. AAPCS64 leaves its role to the platform, and Linux uses it as
+//!   an ordinary temporary (caller-saved) register, which is also how rustc's
+//!   `aarch64-unknown-linux-gnu` target treats it. Code built with the shadow-call-stack
+//!   sanitizer keeps a per-thread pointer in x18; it must not be switched either.
+//! - FPSR, the cumulative exception flags. AAPCS64 says they "are not preserved across a public
+//!   interface", so they stay with the OS thread.
+//! - The upper halves of v8-v15, v0-v7, v16-v31, and SVE/SME state, all caller-saved for a
+//!   call to a function with the base procedure call standard.
+//!
+//! Writing FPCR can stall the pipeline on some cores, so [`switch`] only writes it when the
+//! resumed side's value differs from the thread's current one. Reading it is a plain register
+//! read, so the compare costs no memory round trip.
+//!
+//! [`switch`] resumes the other side with `ret`, which the return-address predictor always
+//! gets wrong, because it expects our own caller. A `br` would avoid that, but with BTI
+//! enforced its target must be a landing pad, and a resume address (just after a `bl`) is not.
+//!
+//! # Stack of a suspended context
+//!
+//! ```text
+//!           |  caller's frame          |
+//!           +--------------------------+  <- sp of the caller at `bl switch` (16-byte aligned)
+//!  sp + 168 |  x30 (return address)    |
+//!  sp + 160 |  x29                     |
+//!  sp + 152 |  x28                     |
+//!           ~  ...                     ~
+//!  sp +  80 |  x19                     |
+//!  sp +  72 |  d15                     |
+//!           ~  ...                     ~
+//!  sp +  16 |  d8                      |
+//!  sp +   8 |  unused                  |
+//!  sp +   0 |  FPCR                    |
+//!           +--------------------------+  <- saved stack pointer (16-byte aligned)
+//! ```
+//!
+//! # Stack of a fresh context
+//!
+//! [`init_frame`] writes the same layout, so the first [`switch`] to a fresh context is an
+//! ordinary switch. Its `ret` lands in [`trampoline`] with sp at `top`, the entry function in
+//! x19, its `data` in x20 and `arg` in x0.
+//!
+//! ```text
+//!           +--------------------------+  <- top: stack_hi rounded down to 16
+//!  sp + 168 |  x30 = trampoline        |
+//!  sp + 160 |  x29 = 0                 |  ends the frame-record chain
+//!  sp + 152 |  x28 = 0                 |
+//!           ~  ...     = 0             ~
+//!  sp +  88 |  x20 = data              |
+//!  sp +  80 |  x19 = entry             |
+//!  sp +  72 |  d15 = 0                 |
+//!           ~  ...     = 0             ~
+//!  sp +  16 |  d8  = 0                 |
+//!  sp +   8 |  0                       |
+//!  sp +   0 |  FPCR = 0                |  default: round to nearest, no flush to zero
+//!           +--------------------------+  <- returned stack pointer = top - 176
+//! ```
+
+use core::arch::naked_asm;
+
+use crate::EntryFn;
+
+/// Bytes that [`init_frame`] writes below the aligned top of a stack.
+pub(crate) const INIT_FRAME_SIZE: usize = 176;
+
+/// FPCR at process start on Linux: round to nearest, no flush to zero, no default NaN, no
+/// exception traps.
+pub(crate) const DEFAULT_FPCR: u64 = 0;
+
+/// Saves the current context on its stack, stores its stack pointer into `*save_sp` and resumes
+/// the context whose saved stack pointer is `resume_sp`, which receives `arg`.
+///
+/// # Safety
+///
+/// The same as [`crate::switch`].
+#[unsafe(naked)]
+pub unsafe extern "C" fn switch(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
+    // x0 = save_sp, x1 = resume_sp, x2 = arg.
+    naked_asm!(
+        ".cfi_startproc",
+        // Allocate the frame and save the callee-saved registers. The CFI lets a debugger or
+        // profiler that stops inside this function unwind out of it.
+        "sub sp, sp, #176",
+        ".cfi_def_cfa_offset 176",
+        "stp x29, x30, [sp, #160]",
+        ".cfi_offset x29, -16",
+        ".cfi_offset x30, -8",
+        "stp x27, x28, [sp, #144]",
+        ".cfi_offset x27, -32",
+        ".cfi_offset x28, -24",
+        "stp x25, x26, [sp, #128]",
+        ".cfi_offset x25, -48",
+        ".cfi_offset x26, -40",
+        "stp x23, x24, [sp, #112]",
+        ".cfi_offset x23, -64",
+        ".cfi_offset x24, -56",
+        "stp x21, x22, [sp, #96]",
+        ".cfi_offset x21, -80",
+        ".cfi_offset x22, -72",
+        "stp x19, x20, [sp, #80]",
+        ".cfi_offset x19, -96",
+        ".cfi_offset x20, -88",
+        "stp d14, d15, [sp, #64]",
+        ".cfi_offset d14, -112",
+        ".cfi_offset d15, -104",
+        "stp d12, d13, [sp, #48]",
+        ".cfi_offset d12, -128",
+        ".cfi_offset d13, -120",
+        "stp d10, d11, [sp, #32]",
+        ".cfi_offset d10, -144",
+        ".cfi_offset d11, -136",
+        "stp d8, d9, [sp, #16]",
+        ".cfi_offset d8, -160",
+        ".cfi_offset d9, -152",
+        // Save FPCR and load the resumed side's value, whose slot is at [x1] because both
+        // sides use the same layout.
+        "mrs x9, fpcr",
+        "str x9, [sp]",
+        "ldr x10, [x1]",
+        "cmp x9, x10",
+        "b.ne 3f",
+        // Publish the saved stack pointer, then move onto the resumed side's stack. Its frame
+        // has the same layout as ours, so the CFI above stays correct across the move.
+        "2:",
+        "mov x9, sp",
+        "str x9, [x0]",
+        "mov sp, x1",
+        // Restore the resumed side's registers and return to its x30 with `arg` in x0: the
+        // result of its own `switch` call, or the first argument for the trampoline.
+        "ldp d8, d9, [sp, #16]",
+        "ldp d10, d11, [sp, #32]",
+        "ldp d12, d13, [sp, #48]",
+        "ldp d14, d15, [sp, #64]",
+        "ldp x19, x20, [sp, #80]",
+        "ldp x21, x22, [sp, #96]",
+        "ldp x23, x24, [sp, #112]",
+        "ldp x25, x26, [sp, #128]",
+        "ldp x27, x28, [sp, #144]",
+        "ldp x29, x30, [sp, #160]",
+        "add sp, sp, #176",
+        ".cfi_remember_state",
+        ".cfi_def_cfa_offset 0",
+        ".cfi_restore x19",
+        ".cfi_restore x20",
+        ".cfi_restore x21",
+        ".cfi_restore x22",
+        ".cfi_restore x23",
+        ".cfi_restore x24",
+        ".cfi_restore x25",
+        ".cfi_restore x26",
+        ".cfi_restore x27",
+        ".cfi_restore x28",
+        ".cfi_restore x29",
+        ".cfi_restore x30",
+        ".cfi_restore d8",
+        ".cfi_restore d9",
+        ".cfi_restore d10",
+        ".cfi_restore d11",
+        ".cfi_restore d12",
+        ".cfi_restore d13",
+        ".cfi_restore d14",
+        ".cfi_restore d15",
+        "mov x0, x2",
+        "ret",
+        // Slow path: the FPCR values differ.
+        ".cfi_restore_state",
+        "3:",
+        "msr fpcr, x10",
+        "b 2b",
+        ".cfi_endproc",
+    )
+}
+
+/// Bottom frame of every fresh context: calls `entry(arg, data)` and never returns.
+///
+/// The first [`switch`] into a fresh context returns here with x0 = `arg`, x19 = `entry`,
+/// x20 = `data`, x29 = 0 and sp 16-byte aligned at the top of the stack. The CFI marks x30 as
+/// undefined, which tells debuggers and unwinders (gdb, libgcc's `_Unwind_Backtrace`) that this
+/// is the outermost frame, and x29 = 0 ends the frame-record chain.
+///
+/// # Safety
+///
+/// Only [`switch`] may enter this function, through a frame written by [`init_frame`].
+#[unsafe(naked)]
+pub unsafe extern "C" fn trampoline() -> ! {
+    naked_asm!(
+        ".cfi_startproc",
+        ".cfi_undefined x30",
+        // entry(arg, data). The `blr` sets x30 to an address inside this function, so an
+        // unwinder walking out of `entry` finds the CFI above.
+        "mov x1, x20",
+        "blr x19",
+        // `entry` never returns. The trap keeps the return address inside this function.
+        "brk #0x1",
+        ".cfi_endproc",
+    )
+}
+
+/// Calls `f(arg)` with sp set to `stack_top` rounded down to 16 bytes and returns its result
+/// on the original stack.
+///
+/// # Safety
+///
+/// The same as [`crate::on_stack`].
+#[unsafe(naked)]
+pub unsafe extern "C" fn on_stack(
+    stack_top: usize,
+    f: unsafe extern "C" fn(usize) -> usize,
+    arg: usize,
+) -> usize {
+    // x0 = stack_top, x1 = f, x2 = arg.
+    naked_asm!(
+        ".cfi_startproc",
+        // Build a frame record on the original stack, so that both the CFI (through x29) and
+        // frame-record walkers find the way back from the other stack.
+        "stp x29, x30, [sp, #-16]!",
+        ".cfi_def_cfa_offset 16",
+        ".cfi_offset x29, -16",
+        ".cfi_offset x30, -8",
+        "mov x29, sp",
+        ".cfi_def_cfa x29, 16",
+        // Move to the other stack, aligned as AAPCS64 requires.
+        "and x9, x0, #-16",
+        "mov sp, x9",
+        "mov x0, x2",
+        "blr x1",
+        // Back to the original stack; x0 holds f's result.
+        "mov sp, x29",
+        ".cfi_def_cfa sp, 16",
+        "ldp x29, x30, [sp], #16",
+        ".cfi_def_cfa_offset 0",
+        ".cfi_restore x29",
+        ".cfi_restore x30",
+        "ret",
+        ".cfi_endproc",
+    )
+}
+
+/// Writes the frame of a fresh context below `top` and returns its saved stack pointer.
+///
+/// # Safety
+///
+/// `top` must be 16-byte aligned, and the [`INIT_FRAME_SIZE`] bytes below it must be valid for
+/// writes and owned by the new context.
+pub(crate) unsafe fn init_frame(top: usize, entry: EntryFn, data: usize) -> usize {
+    let sp = top - INIT_FRAME_SIZE;
+    let mut words = [0usize; INIT_FRAME_SIZE / 8];
+    words[0] = DEFAULT_FPCR as usize;
+    words[10] = entry as usize; // x19
+    words[11] = data; // x20
+    words[20] = 0; // x29
+    words[21] = trampoline as *const () as usize; // x30
+    // SAFETY: the caller guarantees that [sp, top) is writable, and `sp` is 16-byte aligned
+    // because `top` is and INIT_FRAME_SIZE is a multiple of 16.
+    unsafe { (sp as *mut [usize; INIT_FRAME_SIZE / 8]).write(words) };
+    sp
+}

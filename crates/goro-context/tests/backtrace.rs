@@ -1,0 +1,89 @@
+//! A Rust backtrace taken inside a context ends at the context's trampoline instead of running
+//! into whatever lies above the stack.
+
+mod common;
+
+use std::backtrace::Backtrace;
+use std::cell::RefCell;
+
+use goro_context::{Coroutine, CoroutineResult, Yielder, init_stack, switch};
+
+/// Room for symbolization, which runs on the context's stack.
+const STACK_SIZE: usize = 1024 * 1024;
+
+/// Names of the frames in a captured backtrace, innermost first.
+fn frame_names(backtrace: &Backtrace) -> Vec<String> {
+    backtrace
+        .to_string()
+        .lines()
+        .filter_map(|line| {
+            let (index, name) = line.trim_start().split_once(": ")?;
+            index.parse::<usize>().ok()?;
+            Some(name.to_string())
+        })
+        .collect()
+}
+
+#[inline(never)]
+fn capture_here() -> Backtrace {
+    Backtrace::force_capture()
+}
+
+/// Checks that the outermost frame is the trampoline and that `expected` appears below it.
+fn check_frames(names: &[String], expected: &str) {
+    let listing = names.join("\n");
+    assert!(
+        names.iter().any(|name| name.contains(expected)),
+        "no frame of {expected}, or the backtrace was not symbolized:\n{listing}"
+    );
+    let last = names.last().map(String::as_str).unwrap_or_default();
+    assert!(
+        last.contains("goro_context::arch") && last.contains("trampoline"),
+        "the outermost frame is {last:?}, not the trampoline:\n{listing}"
+    );
+    assert!(names.len() < 64, "{} frames:\n{listing}", names.len());
+}
+
+thread_local! {
+    static CAPTURED: RefCell<Option<Backtrace>> = const { RefCell::new(None) };
+}
+
+unsafe extern "C" fn capturing_entry(_arg: usize, data: usize) -> ! {
+    let slots = data as *mut (usize, usize);
+    CAPTURED.with(|captured| *captured.borrow_mut() = Some(capture_here()));
+    loop {
+        // SAFETY: `data` points to the slots, which outlive the context.
+        unsafe { switch(&raw mut (*slots).1, (*slots).0, 0) };
+    }
+}
+
+#[test]
+fn raw_context_backtrace_ends_at_trampoline() {
+    let stack = common::TestStack::new(STACK_SIZE);
+    let mut slots = (0usize, 0usize);
+    let slots_ptr = &raw mut slots;
+    // SAFETY: the stack is owned by the context and outlives it.
+    unsafe {
+        (*slots_ptr).1 = init_stack(stack.lo(), stack.hi(), capturing_entry, slots_ptr as usize);
+        switch(&raw mut (*slots_ptr).0, (*slots_ptr).1, 0);
+    }
+    let backtrace = CAPTURED
+        .with(|captured| captured.borrow_mut().take())
+        .unwrap();
+    check_frames(&frame_names(&backtrace), "capturing_entry");
+}
+
+#[test]
+fn coroutine_backtrace_ends_at_trampoline() {
+    let stack = common::TestStack::new(STACK_SIZE);
+    // SAFETY: the stack outlives the coroutine and nothing else uses it.
+    let mut capturing = unsafe {
+        Coroutine::new(stack.lo(), stack.hi(), |_: &Yielder<(), ()>, ()| {
+            frame_names(&capture_here())
+        })
+    };
+    let CoroutineResult::Return(names) = capturing.resume(()).unwrap() else {
+        panic!("the coroutine yielded");
+    };
+    check_frames(&names, "coroutine_entry");
+}

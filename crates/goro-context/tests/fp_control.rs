@@ -1,0 +1,270 @@
+//! FP control state: each context keeps its own, and a fresh context starts with the defaults
+//! whatever its creator has installed.
+
+mod common;
+
+use common::{
+    FpControl, ONE_TENTH_NEAREST, ONE_TENTH_TOWARD_ZERO, halved_min_positive, one_tenth_bits,
+};
+use goro_context::{init_stack, switch};
+
+const STACK_SIZE: usize = 256 * 1024;
+
+/// Restores the default FP control state when dropped, so that a failed assertion does not
+/// leave the test thread with a strange rounding mode.
+struct RestoreDefaults;
+
+impl Drop for RestoreDefaults {
+    fn drop(&mut self) {
+        // SAFETY: installing the defaults is what the rest of the test binary expects.
+        unsafe { FpControl::DEFAULT.install() };
+    }
+}
+
+/// FP behaviour seen at one moment by one side.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Seen {
+    control: FpControl,
+    one_tenth: u64,
+    halved_min_positive: f64,
+}
+
+impl Seen {
+    fn now() -> Seen {
+        Seen {
+            control: FpControl::read(),
+            one_tenth: one_tenth_bits(),
+            halved_min_positive: halved_min_positive(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Scene {
+    main_sp: usize,
+    first_sp: usize,
+    second_sp: usize,
+    first_at_entry: Option<Seen>,
+    first_after_resume: Option<Seen>,
+    second_at_entry: Option<Seen>,
+}
+
+/// Installs round-toward-zero with flush-to-zero, switches to main, and records what it sees
+/// when resumed (by the second context).
+unsafe extern "C" fn first_context(_arg: usize, data: usize) -> ! {
+    let scene = data as *mut Scene;
+    // SAFETY: the Scene outlives both contexts, and only the running side touches it.
+    unsafe {
+        (*scene).first_at_entry = Some(Seen::now());
+        FpControl::ROUND_TO_ZERO_FLUSH.install();
+        switch(&raw mut (*scene).first_sp, (*scene).main_sp, 0);
+        (*scene).first_after_resume = Some(Seen::now());
+        FpControl::DEFAULT.install();
+        loop {
+            switch(&raw mut (*scene).first_sp, (*scene).main_sp, 0);
+        }
+    }
+}
+
+/// Records what it sees at entry, then resumes the first context directly.
+unsafe extern "C" fn second_context(_arg: usize, data: usize) -> ! {
+    let scene = data as *mut Scene;
+    // SAFETY: as in first_context.
+    unsafe {
+        (*scene).second_at_entry = Some(Seen::now());
+        loop {
+            switch(&raw mut (*scene).second_sp, (*scene).first_sp, 0);
+        }
+    }
+}
+
+fn expected(control: FpControl) -> Seen {
+    let toward_zero = control == FpControl::ROUND_TO_ZERO_FLUSH;
+    Seen {
+        control,
+        one_tenth: if toward_zero {
+            ONE_TENTH_TOWARD_ZERO
+        } else {
+            ONE_TENTH_NEAREST
+        },
+        halved_min_positive: if control.flushes_to_zero() {
+            0.0
+        } else {
+            f64::MIN_POSITIVE / 2.0
+        },
+    }
+}
+
+fn control_bits(seen: Option<Seen>) -> Option<Seen> {
+    seen.map(|seen| Seen {
+        control: seen.control.control_bits(),
+        ..seen
+    })
+}
+
+#[test]
+fn each_context_keeps_its_fp_control() {
+    let _restore = RestoreDefaults;
+    let stacks = [
+        common::TestStack::new(STACK_SIZE),
+        common::TestStack::new(STACK_SIZE),
+    ];
+    let mut scene = Scene::default();
+    let scene_ptr = &raw mut scene;
+
+    // SAFETY: each stack is owned by its context and outlives it; the Scene outlives both.
+    unsafe {
+        (*scene_ptr).first_sp = init_stack(
+            stacks[0].lo(),
+            stacks[0].hi(),
+            first_context,
+            scene_ptr as usize,
+        );
+        switch(&raw mut (*scene_ptr).main_sp, (*scene_ptr).first_sp, 0);
+    }
+    // Main keeps the defaults although the first context changed its own state.
+    assert_eq!(
+        control_bits(Some(Seen::now())),
+        Some(expected(FpControl::DEFAULT))
+    );
+
+    // Main now runs with a third state, which a new context must not inherit.
+    // SAFETY: the state keeps exceptions masked; RestoreDefaults undoes it.
+    unsafe { FpControl::ROUND_DOWN.install() };
+    // SAFETY: as above. The second context resumes the first, which returns to main.
+    unsafe {
+        (*scene_ptr).second_sp = init_stack(
+            stacks[1].lo(),
+            stacks[1].hi(),
+            second_context,
+            scene_ptr as usize,
+        );
+        switch(&raw mut (*scene_ptr).main_sp, (*scene_ptr).second_sp, 0);
+    }
+    assert_eq!(
+        FpControl::read().control_bits(),
+        FpControl::ROUND_DOWN.control_bits()
+    );
+    // SAFETY: back to the defaults before comparing with Rust arithmetic.
+    unsafe { FpControl::DEFAULT.install() };
+
+    // SAFETY: both contexts are suspended for good.
+    let scene = unsafe { &*scene_ptr };
+    assert_eq!(
+        control_bits(scene.first_at_entry),
+        Some(expected(FpControl::DEFAULT)),
+        "the first context did not start with the defaults"
+    );
+    assert_eq!(
+        control_bits(scene.second_at_entry),
+        Some(expected(FpControl::DEFAULT)),
+        "the second context did not start with the defaults"
+    );
+    assert_eq!(
+        control_bits(scene.first_after_resume),
+        Some(expected(FpControl::ROUND_TO_ZERO_FLUSH)),
+        "the first context lost its own FP control state"
+    );
+}
+
+/// Records the raw FP control state at entry and switches back for good.
+unsafe extern "C" fn report_entry_state(_arg: usize, data: usize) -> ! {
+    let slots = data as *mut (usize, usize, Option<FpControl>);
+    // SAFETY: `data` points to the slots, which outlive the context.
+    unsafe {
+        (*slots).2 = Some(FpControl::read());
+        loop {
+            switch(&raw mut (*slots).1, (*slots).0, 0);
+        }
+    }
+}
+
+#[test]
+fn fresh_context_gets_exact_defaults() {
+    let _restore = RestoreDefaults;
+    let stack = common::TestStack::new(STACK_SIZE);
+    // Main's state differs from the defaults in every field the switch saves.
+    // SAFETY: the state keeps exceptions masked; RestoreDefaults undoes it.
+    unsafe { FpControl::ROUND_TO_ZERO_FLUSH.install() };
+    let mut slots: (usize, usize, Option<FpControl>) = (0, 0, None);
+    let slots_ptr = &raw mut slots;
+    // SAFETY: the stack is owned by the context and outlives it.
+    unsafe {
+        (*slots_ptr).1 = init_stack(
+            stack.lo(),
+            stack.hi(),
+            report_entry_state,
+            slots_ptr as usize,
+        );
+        switch(&raw mut (*slots_ptr).0, (*slots_ptr).1, 0);
+    }
+    // SAFETY: the context is suspended for good.
+    let at_entry = unsafe { (*slots_ptr).2 };
+    // Nothing ran in the context before it read the state, so even the status flags are
+    // those of the fresh frame.
+    assert_eq!(at_entry, Some(FpControl::DEFAULT));
+}
+
+/// MXCSR status flags are part of each x86_64 context, as documented in src/arch/x86_64.rs.
+#[cfg(target_arch = "x86_64")]
+mod mxcsr_flags {
+    use super::*;
+
+    const INVALID: u32 = 0x01;
+    const DIVIDE_BY_ZERO: u32 = 0x04;
+    const INEXACT: u32 = 0x20;
+
+    fn set_flags(flags: u32) {
+        // SAFETY: only status flags change.
+        unsafe {
+            FpControl {
+                mxcsr: FpControl::DEFAULT.mxcsr | flags,
+                ..FpControl::DEFAULT
+            }
+            .install()
+        };
+    }
+
+    fn flags() -> u32 {
+        FpControl::read().mxcsr & !FpControl::MXCSR_CONTROL_BITS
+    }
+
+    unsafe extern "C" fn raise_inexact(_arg: usize, data: usize) -> ! {
+        let slots = data as *mut (usize, usize, u32);
+        // SAFETY: `data` points to the slots, which outlive the context.
+        unsafe {
+            set_flags(INEXACT);
+            switch(&raw mut (*slots).1, (*slots).0, 0);
+            (*slots).2 = flags();
+            loop {
+                switch(&raw mut (*slots).1, (*slots).0, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn status_flags_belong_to_each_context() {
+        let _restore = RestoreDefaults;
+        let stack = common::TestStack::new(STACK_SIZE);
+        set_flags(DIVIDE_BY_ZERO);
+        let mut slots: (usize, usize, u32) = (0, 0, 0);
+        let slots_ptr = &raw mut slots;
+        // SAFETY: the stack is owned by the context and outlives it.
+        unsafe {
+            (*slots_ptr).1 = init_stack(stack.lo(), stack.hi(), raise_inexact, slots_ptr as usize);
+            switch(&raw mut (*slots_ptr).0, (*slots_ptr).1, 0);
+        }
+        assert_eq!(
+            flags(),
+            DIVIDE_BY_ZERO,
+            "main's flags after the context ran"
+        );
+        set_flags(INVALID);
+        // SAFETY: the context is suspended in its first switch.
+        unsafe { switch(&raw mut (*slots_ptr).0, (*slots_ptr).1, 0) };
+        // SAFETY: the context is suspended for good.
+        let context_flags = unsafe { (*slots_ptr).2 };
+        assert_eq!(context_flags, INEXACT, "the context's flags after main ran");
+        assert_eq!(flags(), INVALID, "main's flags after the second switch");
+    }
+}

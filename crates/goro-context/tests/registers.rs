@@ -1,0 +1,316 @@
+//! Callee-saved registers and the FP control state survive a switch, on both sides.
+//!
+//! Two kinds of test:
+//!
+//! - `junk_*` fill every callee-saved register and the FP control registers with distinct junk
+//!   in assembly (`common::switch_with_junk`) and check them after the switch. They do not
+//!   depend on the compiler's register allocation, so they behave the same at every opt-level.
+//! - `live_values_*` keep many integer and float locals live across `switch` calls in Rust.
+//!   At opt-level 0 the compiler keeps them on the stack. At opt-level 3 it keeps them in
+//!   callee-saved registers, so a register that `switch` fails to restore changes the result.
+//!   `cargo test` covers opt-level 0 and `cargo test --release` covers opt-level 3; `cargo
+//!   xtask test-all-arches` runs both profiles on every architecture.
+
+mod common;
+
+use std::hint::black_box;
+
+use common::{FpControl, JunkCheck, switch_with_junk};
+use goro_context::{init_stack, switch};
+
+const ROUNDS: u64 = 200;
+const STACK_SIZE: usize = 256 * 1024;
+
+/// The contexts of a ring: main resumes member 0, member 0 resumes member 1, and the last
+/// member resumes main, each through `switch_with_junk`.
+struct Ring {
+    main_sp: usize,
+    member_sps: [usize; 2],
+    member_mismatches: [u64; 2],
+    member_rounds: [u64; 2],
+}
+
+/// Per-context `data`: which ring, and the member's index in it.
+struct Member {
+    ring: *mut Ring,
+    index: usize,
+}
+
+/// FP control state of each ring member, different from main's and from each other's.
+fn member_fp_control(index: usize) -> FpControl {
+    if index == 0 {
+        FpControl::ROUND_TO_ZERO_FLUSH
+    } else {
+        FpControl::DEFAULT
+    }
+}
+
+unsafe extern "C" fn ring_member(mut arg: usize, data: usize) -> ! {
+    // SAFETY: `data` is a Member that outlives the ring's contexts.
+    let member = unsafe { &*(data as *const Member) };
+    let ring = member.ring;
+    let index = member.index;
+    loop {
+        // SAFETY: the ring outlives its contexts, and only the running context touches it.
+        let next_sp = unsafe {
+            if index + 1 < (*ring).member_sps.len() {
+                (*ring).member_sps[index + 1]
+            } else {
+                (*ring).main_sp
+            }
+        };
+        let mut check = JunkCheck {
+            seed: 0x1000_0000_0000_0000 * (index as u64 + 2) + (arg as u64) * 0x100,
+            fp_control: member_fp_control(index).to_raw(),
+            mismatches: 0,
+        };
+        // SAFETY: `next_sp` is the saved stack pointer of the next suspended ring member (or
+        // main), and this member's slot is valid for writes.
+        arg = unsafe {
+            switch_with_junk(
+                &raw mut (*ring).member_sps[index],
+                next_sp,
+                arg + 1,
+                &mut check,
+            )
+        };
+        // SAFETY: as above.
+        unsafe {
+            (*ring).member_mismatches[index] |= check.mismatches;
+            (*ring).member_rounds[index] += 1;
+        }
+    }
+}
+
+#[test]
+fn junk_survives_ring_of_contexts() {
+    let stacks = [
+        common::TestStack::new(STACK_SIZE),
+        common::TestStack::new(STACK_SIZE),
+    ];
+    let mut ring = Ring {
+        main_sp: 0,
+        member_sps: [0; 2],
+        member_mismatches: [0; 2],
+        member_rounds: [0; 2],
+    };
+    let ring_ptr = &raw mut ring;
+    let members = [0, 1].map(|index| Member {
+        ring: ring_ptr,
+        index,
+    });
+    for (index, stack) in stacks.iter().enumerate() {
+        // SAFETY: each stack is owned by its context and outlives it.
+        let sp = unsafe {
+            init_stack(
+                stack.lo(),
+                stack.hi(),
+                ring_member,
+                &raw const members[index] as usize,
+            )
+        };
+        // SAFETY: nothing else accesses the ring yet.
+        unsafe { (*ring_ptr).member_sps[index] = sp };
+    }
+
+    for round in 0..ROUNDS {
+        let mut check = JunkCheck {
+            seed: 0x0100_0000_0000_0000 + round * 0x100,
+            fp_control: FpControl::ROUND_DOWN.to_raw(),
+            mismatches: 0,
+        };
+        let sent = round as usize * 10;
+        // SAFETY: member 0 is suspended (fresh or in its own switch_with_junk), and its stack
+        // is alive.
+        let received = unsafe {
+            switch_with_junk(
+                &raw mut (*ring_ptr).main_sp,
+                (*ring_ptr).member_sps[0],
+                sent,
+                &mut check,
+            )
+        };
+        assert_eq!(
+            check.changed_registers(),
+            Vec::<&str>::new(),
+            "main's registers changed across round {round}"
+        );
+        assert_eq!(received, sent + 2, "each ring member adds 1 to the value");
+    }
+
+    // SAFETY: the contexts are suspended and never resumed again.
+    let ring = unsafe { &*ring_ptr };
+    for index in 0..2 {
+        let changed = JunkCheck {
+            mismatches: ring.member_mismatches[index],
+            ..JunkCheck::default()
+        }
+        .changed_registers();
+        assert_eq!(
+            changed,
+            Vec::<&str>::new(),
+            "registers of ring member {index} changed"
+        );
+    }
+    // The last switch of each member has not returned yet.
+    assert_eq!(ring.member_rounds, [ROUNDS - 1, ROUNDS - 1]);
+    assert_eq!(FpControl::read().control_bits(), FpControl::DEFAULT);
+}
+
+/// Saved stack pointers of a main side and one context, and the context's result.
+struct Pair {
+    main_sp: usize,
+    context_sp: usize,
+    context_checksum: u64,
+}
+
+/// Runs `rounds` switches from `save_sp` to whatever `resume_sp` holds at each switch, while
+/// twelve integers and eight floats are live, and returns a checksum of their final values.
+/// With `save_sp` null it does the same arithmetic without switching.
+#[inline(always)]
+fn juggle(save_sp: *mut usize, resume_sp: *const usize, seed: u64, rounds: u64) -> u64 {
+    let mut i0 = black_box(seed);
+    let mut i1 = black_box(seed ^ 0x1111);
+    let mut i2 = black_box(seed ^ 0x2222);
+    let mut i3 = black_box(seed ^ 0x3333);
+    let mut i4 = black_box(seed ^ 0x4444);
+    let mut i5 = black_box(seed ^ 0x5555);
+    let mut i6 = black_box(seed ^ 0x6666);
+    let mut i7 = black_box(seed ^ 0x7777);
+    let mut i8 = black_box(seed ^ 0x8888);
+    let mut i9 = black_box(seed ^ 0x9999);
+    let mut i10 = black_box(seed ^ 0xAAAA);
+    let mut i11 = black_box(seed ^ 0xBBBB);
+    let mut f0 = black_box(seed as f64 * 0.25);
+    let mut f1 = black_box(seed as f64 * 0.5);
+    let mut f2 = black_box(1.0 + (seed % 7) as f64);
+    let mut f3 = black_box(2.0 + (seed % 11) as f64);
+    let mut f4 = black_box(3.0 + (seed % 13) as f64);
+    let mut f5 = black_box(4.0 + (seed % 17) as f64);
+    let mut f6 = black_box(5.0 + (seed % 19) as f64);
+    let mut f7 = black_box(6.0 + (seed % 23) as f64);
+
+    for round in 0..rounds {
+        if !save_sp.is_null() {
+            // SAFETY: the caller passes the slots of a live pair of contexts.
+            unsafe { switch(save_sp, *resume_sp, 0) };
+        }
+        i0 = i0.wrapping_mul(3).wrapping_add(round);
+        i1 = i1.rotate_left(5) ^ i0;
+        i2 = i2.wrapping_add(i1);
+        i3 = i3.wrapping_mul(5) ^ i2;
+        i4 = i4.rotate_right(7).wrapping_add(i3);
+        i5 ^= i4.wrapping_mul(9);
+        i6 = i6.wrapping_add(i5 >> 3);
+        i7 = i7.wrapping_mul(11) ^ i6;
+        i8 = i8.rotate_left(13).wrapping_add(i7);
+        i9 ^= i8 >> 5;
+        i10 = i10.wrapping_add(i9.wrapping_mul(17));
+        i11 = i11.rotate_right(3) ^ i10;
+        f0 = f0 * 0.75 + f7;
+        f1 = f1 * 0.5 + f0;
+        f2 = f2 * 0.25 + f1;
+        f3 = f3 * 0.125 + f2;
+        f4 = f4 * 0.625 + f3;
+        f5 = f5 * 0.375 + f4;
+        f6 = f6 * 0.875 + f5;
+        f7 = f7 * 0.0625 + f6 + 1.0;
+    }
+
+    let integers = [i0, i1, i2, i3, i4, i5, i6, i7, i8, i9, i10, i11];
+    let floats = [f0, f1, f2, f3, f4, f5, f6, f7];
+    integers
+        .into_iter()
+        .chain(floats.into_iter().map(f64::to_bits))
+        .fold(0xcbf2_9ce4_8422_2325, |hash, word| {
+            (hash ^ word).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+}
+
+#[inline(never)]
+fn juggle_not_inlined(save_sp: *mut usize, resume_sp: *const usize, seed: u64, rounds: u64) -> u64 {
+    juggle(save_sp, resume_sp, seed, rounds)
+}
+
+const CONTEXT_SEED: u64 = 0xFEED_F00D;
+const MAIN_SEED: u64 = 0xC0FF_EE00;
+
+unsafe extern "C" fn live_values_context(_arg: usize, data: usize) -> ! {
+    let pair = data as *mut Pair;
+    // SAFETY: `data` points to the Pair, which outlives this context.
+    let (save_sp, resume_sp) = unsafe { (&raw mut (*pair).context_sp, &raw const (*pair).main_sp) };
+    let checksum = juggle(save_sp, resume_sp, CONTEXT_SEED, ROUNDS);
+    // SAFETY: as above; main is suspended waiting for the checksum.
+    unsafe {
+        (*pair).context_checksum = checksum;
+        loop {
+            switch(save_sp, *resume_sp, 0);
+        }
+    }
+}
+
+unsafe extern "C" fn live_values_context_not_inlined(_arg: usize, data: usize) -> ! {
+    let pair = data as *mut Pair;
+    // SAFETY: `data` points to the Pair, which outlives this context.
+    let (save_sp, resume_sp) = unsafe { (&raw mut (*pair).context_sp, &raw const (*pair).main_sp) };
+    let checksum = juggle_not_inlined(save_sp, resume_sp, CONTEXT_SEED, ROUNDS);
+    // SAFETY: as above; main is suspended waiting for the checksum.
+    unsafe {
+        (*pair).context_checksum = checksum;
+        loop {
+            switch(save_sp, *resume_sp, 0);
+        }
+    }
+}
+
+/// Runs `juggle` on main and in a context, switching between them, and compares both
+/// checksums with the same arithmetic run without switches.
+fn check_live_values(entry: goro_context::EntryFn, main_side: fn(*mut usize, *const usize) -> u64) {
+    let stack = common::TestStack::new(STACK_SIZE);
+    let mut pair = Pair {
+        main_sp: 0,
+        context_sp: 0,
+        context_checksum: 0,
+    };
+    let pair_ptr = &raw mut pair;
+    // SAFETY: the stack is owned by the context and outlives it.
+    unsafe {
+        (*pair_ptr).context_sp = init_stack(stack.lo(), stack.hi(), entry, pair_ptr as usize)
+    };
+
+    // SAFETY: the slots belong to the pair, which outlives the context.
+    let (save_sp, resume_sp) = unsafe {
+        (
+            &raw mut (*pair_ptr).main_sp,
+            &raw const (*pair_ptr).context_sp,
+        )
+    };
+    let main_checksum = main_side(save_sp, resume_sp);
+    // One more switch lets the context finish its last round and store its checksum.
+    // SAFETY: the context is suspended in its last switch.
+    unsafe { switch(save_sp, *resume_sp, 0) };
+
+    let expected_main = juggle(std::ptr::null_mut(), std::ptr::null(), MAIN_SEED, ROUNDS);
+    let expected_context = juggle(std::ptr::null_mut(), std::ptr::null(), CONTEXT_SEED, ROUNDS);
+    assert_eq!(main_checksum, expected_main, "main's live values changed");
+    // SAFETY: the context is suspended for good.
+    let context_checksum = unsafe { (*pair_ptr).context_checksum };
+    assert_eq!(
+        context_checksum, expected_context,
+        "the context's live values changed"
+    );
+}
+
+#[test]
+fn live_values_survive_inlined_switches() {
+    check_live_values(live_values_context, |save_sp, resume_sp| {
+        juggle(save_sp, resume_sp, MAIN_SEED, ROUNDS)
+    });
+}
+
+#[test]
+fn live_values_survive_outlined_switches() {
+    check_live_values(live_values_context_not_inlined, |save_sp, resume_sp| {
+        juggle_not_inlined(save_sp, resume_sp, MAIN_SEED, ROUNDS)
+    });
+}
