@@ -11,7 +11,7 @@ pub struct MapCount {
     pub max: usize,
 }
 
-/// Why a stack, a pool or an alternate signal stack could not be created.
+/// Error from creating a stack, a pool or an alternate signal stack.
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StackError {
@@ -62,7 +62,7 @@ pub enum StackError {
 }
 
 impl StackError {
-    /// The `errno` of a failed system call, or `None` for a validation error.
+    /// Returns the `errno` of a failed system call, or `None` for a validation error.
     pub fn errno(&self) -> Option<i32> {
         match *self {
             StackError::MapFailed { errno, .. } | StackError::AltStackFailed { errno, .. } => {
@@ -72,7 +72,7 @@ impl StackError {
         }
     }
 
-    /// The mapping count when `vm.max_map_count` is the likely cause of the failure.
+    /// Returns the mapping count when `vm.max_map_count` is the likely cause of the failure.
     pub fn map_count(&self) -> Option<MapCount> {
         match *self {
             StackError::MapFailed { map_count, .. }

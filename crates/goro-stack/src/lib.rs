@@ -29,8 +29,8 @@
 //!   faults. No two live stacks overlap, guards included, because each is its own mapping.
 //! - Sizes outside [`MIN_STACK_SIZE`]`..=`[`MAX_STACK_SIZE`] are rejected with an error naming
 //!   the size and the range. A failed `mmap` or `mprotect` returns [`StackError::MapFailed`]
-//!   with the errno, and names `vm.max_map_count` when the mapping table is nearly full; the
-//!   crate never aborts on it.
+//!   with the errno, never an abort. The error names `vm.max_map_count` when the mapping table
+//!   is nearly full.
 //! - A [`StackPool`] caches at most [`PoolConfig::max_cached`] stacks globally plus
 //!   [`PoolConfig::local_capacity`] per [`LocalCache`], unmaps the rest, and never hands out a
 //!   stack twice. Stacks in the global cache keep only their top
@@ -80,8 +80,8 @@ pub const MAX_STACK_SIZE: usize = 1024 * 1024 * 1024;
 pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 
 /// Guard size of [`Stack::new`] and of [`PoolConfig::new`], in bytes (rounded up to pages):
-/// 16 KiB. Larger than one page so that a frame of up to 16 KiB that skips stack probes still
-/// lands in the guard; the guard costs address space only.
+/// 16 KiB. It is larger than one page so that a frame of up to 16 KiB that skips stack probes
+/// still lands in the guard. The guard costs address space only.
 pub const DEFAULT_GUARD_SIZE: usize = 16 * 1024;
 
 /// Largest guard size accepted, in bytes: 64 MiB.

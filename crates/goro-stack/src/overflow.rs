@@ -73,10 +73,10 @@ static INSTALL: Once = Once::new();
 ///
 /// The goroutine is the running g ([`goro_abi::getg`]). A fault within [`DEFAULT_GUARD_SIZE`]
 /// below the running g's `stack_lo` counts as an overflow too, for stacks this crate did not
-/// map. Every other fault goes to the disposition the signal had before: the previous handler
-/// is called (Rust's standard library installs one at startup that reports overflows of
-/// threads' own stacks), and a default disposition is restored so that the fault kills the
-/// process with SIGSEGV or SIGBUS exactly as it would without goro.
+/// map. Every other fault goes to the disposition the signal had before. A previous handler is
+/// called, such as the one Rust's standard library installs at startup to report overflows of
+/// threads' own stacks. A previous default disposition is restored, so that the fault kills
+/// the process with SIGSEGV or SIGBUS as it would without goro.
 ///
 /// A thread reports an overflow only when it has an alternate signal stack; see [`AltStack`].
 ///
@@ -126,7 +126,7 @@ fn install_for(signal: c_int, previous: &PreviousAction) {
     );
 }
 
-/// The running g as the handler sees it.
+/// Goroutine id and stack bounds of the running g, read from its header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct RunningG {
     goid: u64,
@@ -211,8 +211,8 @@ fn running_g() -> Option<RunningG> {
     if g.is_null() {
         return None;
     }
-    // SAFETY: a non-null g register points to the live header of the g running on this thread
-    // (the contract of `setg`); a fault on the thread does not end the g.
+    // SAFETY: by the contract of `setg`, a non-null g register points to the live header of the
+    // g running on this thread. A fault on the thread does not end the g.
     let header = unsafe { &*g };
     Some(RunningG {
         goid: header.goid(),
@@ -232,10 +232,11 @@ extern "C" fn handle_fault(signal: c_int, info: *mut siginfo_t, context: *mut c_
     let (code, address) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
     // Only a fault raised by the kernel (si_code > 0) has a fault address; a signal sent with
     // kill or raise is never an overflow.
-    if code > 0
-        && let Some(overflow) = classify(address, running_g(), registry::find_guard(address))
-    {
-        report_and_abort(&overflow);
+    if code > 0 {
+        let registered = registry::find_guard(address);
+        if let Some(overflow) = classify(address, running_g(), registered) {
+            report_and_abort(&overflow);
+        }
     }
 
     // SAFETY: the arguments are the ones this handler received for `signal`.
@@ -265,7 +266,8 @@ fn report_and_abort(overflow: &Overflow) -> ! {
         bytes: [0; 512],
         len: 0,
     };
-    // MessageBuffer never fails, and integer formatting neither allocates nor locks.
+    // MessageBuffer::write_str never returns an error. core::fmt formats integers and strings
+    // into the buffer without allocating or locking.
     let _ = writeln!(message, "{overflow}");
     write_stderr(&message.bytes[..message.len]);
     // SAFETY: abort is async-signal-safe; it raises SIGABRT and does not return.
@@ -307,8 +309,8 @@ unsafe fn chain(signal: c_int, code: c_int, info: *mut siginfo_t, context: *mut 
         // Put the previous disposition back and return. A fault re-executes the faulting
         // instruction, which faults again under that disposition: the default kills the
         // process, and the kernel does not let a synchronous fault be ignored. A signal sent
-        // with kill or raise does not recur, so under the default disposition it is sent again;
-        // it stays blocked until this handler returns and is delivered then.
+        // with kill or raise does not recur, so under the default disposition it is sent again.
+        // It stays blocked until this handler returns and is delivered then.
         // SAFETY: `action` is a disposition the kernel returned for this signal.
         unsafe { libc::sigaction(signal, &action, ptr::null_mut()) };
         if handler == libc::SIG_DFL && code <= 0 {
@@ -348,8 +350,8 @@ thread_local! {
 /// A thread's alternate signal stack, on which the overflow handler runs.
 ///
 /// [`AltStack::install`] maps a stack with a guard page and makes it the calling thread's
-/// alternate signal stack; dropping the guard restores the previous one and unmaps it. The
-/// runtime keeps one per M. An `AltStack` is neither `Send` nor `Sync`: it belongs to the
+/// alternate signal stack. Dropping the `AltStack` restores the previous one and unmaps the
+/// stack. The runtime keeps one per M. An `AltStack` is neither `Send` nor `Sync`: it belongs to the
 /// thread that installed it.
 pub struct AltStack {
     base: usize,
@@ -414,9 +416,9 @@ impl AltStack {
         })
     }
 
-    /// Usable size of the stacks that [`AltStack::install`] maps: [`MIN_ALT_STACK_SIZE`], or four
-    /// times the kernel's minimum signal frame (`AT_MINSIGSTKSZ`) where that is larger, as with
-    /// wide vector registers; rounded up to pages.
+    /// Returns the usable size of the stacks that [`AltStack::install`] maps, rounded up to pages.
+    /// It is [`MIN_ALT_STACK_SIZE`], or four times the kernel's minimum signal frame
+    /// (`AT_MINSIGSTKSZ`) where that is larger, as on CPUs with wide vector registers.
     pub fn default_size() -> usize {
         // SAFETY: getauxval has no preconditions; it returns 0 for an absent entry.
         let kernel_minimum = unsafe { libc::getauxval(libc::AT_MINSIGSTKSZ) } as usize;
@@ -424,7 +426,7 @@ impl AltStack {
         round_up_to_pages(size).expect("an alternate stack size rounds without overflow")
     }
 
-    /// The usable range of the alternate stack.
+    /// Returns the usable range of the alternate stack.
     pub fn range(&self) -> Range<usize> {
         let lo = self.base + self.guard_size;
         lo..lo + self.size
@@ -440,15 +442,15 @@ impl Drop for AltStack {
         let rc = unsafe { libc::sigaltstack(ptr::null(), &mut current) };
         let ours = rc == 0 && current.ss_sp as usize == self.range().start;
         // NOTE: when another alternate stack replaced this one, the mapping is leaked rather
-        // than unmapped: whoever replaced it may restore it later.
+        // than unmapped, because the code that replaced it may restore it later.
         if !ours {
             return;
         }
         let mut restore = self.previous;
         // Only SS_DISABLE may be passed back; the kernel reports SS_ONSTACK but rejects it.
         restore.ss_flags &= libc::SS_DISABLE;
-        // SAFETY: `restore` is the stack the kernel reported before `install`, still owned by
-        // whoever installed it.
+        // SAFETY: `restore` is the stack the kernel reported before `install`, which its owner
+        // has not freed while it was saved here.
         let rc = unsafe { libc::sigaltstack(&restore, ptr::null_mut()) };
         if rc != 0 {
             // The kernel still uses our stack, so it must stay mapped.

@@ -54,8 +54,8 @@ impl PoolConfig {
     /// resident.
     pub const DEFAULT_KEEP_RESIDENT: usize = 16 * 1024;
 
-    /// The default configuration: a [`DEFAULT_GUARD_SIZE`] guard, and the `DEFAULT_*` constants
-    /// above.
+    /// Returns the default configuration: a [`DEFAULT_GUARD_SIZE`] guard, and the `DEFAULT_*`
+    /// constants above.
     pub const fn new() -> PoolConfig {
         PoolConfig {
             guard_size: DEFAULT_GUARD_SIZE,
@@ -86,14 +86,14 @@ impl PoolConfig {
         self
     }
 
-    /// Sets how many bytes at the top of a stack stay resident when it enters the global cache
-    /// (rounded up to pages; more than the stack size keeps the whole stack).
+    /// Sets how many bytes at the top of a stack stay resident when it enters the global cache.
+    /// The value is rounded up to pages, and more than the stack size keeps the whole stack.
     pub const fn keep_resident(mut self, bytes: usize) -> PoolConfig {
         self.keep_resident = bytes;
         self
     }
 
-    /// The configured maximum of the global cache, in stacks.
+    /// Returns the configured maximum of the global cache, in stacks.
     pub const fn max_cached_stacks(&self) -> usize {
         self.max_cached
     }
@@ -107,9 +107,9 @@ impl Default for PoolConfig {
 
 /// A snapshot of a pool's counters.
 ///
-/// Byte counts are usable stack bytes (`stacks * stack_size`); each stack also reserves its
+/// Byte counts are usable stack bytes (`stacks * stack_size`), and each stack also reserves its
 /// guard in address space. While other threads use the pool, a stack moving between a local
-/// and the global cache may be missing from `cached_stacks` for a moment; with no concurrent
+/// and the global cache may be missing from `cached_stacks` for a moment. With no concurrent
 /// use the counts are exact.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolStats {
@@ -125,7 +125,7 @@ pub struct PoolStats {
     pub in_use_stacks: usize,
     /// Live [`LocalCache`] objects of the pool.
     pub local_caches: usize,
-    /// The most stacks the pool may cache now: the global bound plus each local cache's
+    /// Maximum number of stacks the pool may cache now: the global bound plus each local cache's
     /// capacity.
     pub max_cached_stacks: usize,
     /// `mapped_stacks * stack_size`.
@@ -355,8 +355,8 @@ impl fmt::Debug for StackPool {
 /// A per-M cache of a pool's stacks: the pool's hot path.
 ///
 /// `get` and `put` make no system call and take no lock while the cache has a stack to give or
-/// room to take one; otherwise they move half the capacity from or to the global cache in one
-/// locked step. Stacks held here keep their memory resident, so an M holds at most
+/// room to take one. Otherwise they move half the capacity from or to the global cache in one
+/// locked step. Stacks cached here keep their memory resident, so an M keeps at most
 /// [`PoolConfig::local_capacity`] stacks' worth of touched pages. Dropping the cache returns
 /// its stacks to the pool.
 pub struct LocalCache {
@@ -605,10 +605,6 @@ mod tests {
         unsafe { std::ptr::write_bytes(stack.lo() as *mut u8, 0xa5, stack.size()) };
         pool.put(stack);
         let stack = pool.get().expect("cached stack");
-        if !crate::sys::discard_zeroes_memory() {
-            // QEMU 7.2 user mode ignores madvise; there is nothing to observe.
-            return;
-        }
         // SAFETY: both bytes lie in the stack's usable range.
         let (low, top) = unsafe {
             (

@@ -1,8 +1,8 @@
 //! The registry of live guard ranges, read by the fault handler.
 //!
-//! Every [`Stack`](crate::Stack) records its guard here while it is mapped, so that the fault
-//! handler can tell a stack overflow from any other fault even when the faulting thread runs no
-//! g (a plain coroutine, or a runtime bug that left the g register stale).
+//! Every [`Stack`](crate::Stack) records its guard here while it is mapped. The fault handler
+//! can then tell a stack overflow from any other fault even when the faulting thread runs no g,
+//! as in a plain coroutine or after a runtime bug that left the g register stale.
 //!
 //! Registering and unregistering happen next to `mmap` and `munmap` and take a mutex for the
 //! free-slot list. The handler never takes it: it scans the slots with atomic loads only,
@@ -17,8 +17,8 @@ use crate::sys::page_size;
 
 /// Slots per chunk; chunks are allocated on demand and never freed.
 const CHUNK_SLOTS: usize = 4096;
-/// Chunks at most, so the registry holds up to 4,194,304 guards: more than two mappings per
-/// stack allow under the default `vm.max_map_count` of 65,530.
+/// Maximum number of chunks. The registry has room for 4,194,304 guards, far more than the
+/// 32,765 stacks that the default `vm.max_map_count` of 65,530 allows.
 const MAX_CHUNKS: usize = 1024;
 /// Bits of a slot that hold the guard size in pages; the rest holds the page number of `lo`.
 const GUARD_BITS: u32 = 20;
@@ -72,19 +72,19 @@ fn slot_word(index: usize) -> Option<&'static AtomicU64> {
     if chunk.is_null() {
         return None;
     }
-    // SAFETY: a published chunk holds CHUNK_SLOTS atomics and is never freed.
+    // SAFETY: a published chunk has CHUNK_SLOTS atomics and is never freed.
     Some(unsafe { &*chunk.add(index % CHUNK_SLOTS) })
 }
 
 /// Records the guard below `lo`. Returns `None` when the registry is full or the address does
-/// not fit a slot; the fault handler then recognizes an overflow on this stack only through the
+/// not fit a slot. The fault handler then recognizes an overflow on this stack only through the
 /// running g's header.
 pub(crate) fn register(lo: usize, guard_size: usize) -> Option<Slot> {
     let word = pack(lo, guard_size)?;
     let index = claim_slot()?;
     let slot = slot_word(index).expect("claim_slot publishes the chunk of every slot it returns");
-    // Release pairs with the handler's Acquire load in `find_guard`. The faulting thread itself
-    // or whoever handed it the stack has already ordered this store before the fault.
+    // Release pairs with the handler's Acquire load in `find_guard`. The fault happens after
+    // this store on the faulting thread, or after the hand-off that gave it the stack.
     slot.store(word, Ordering::Release);
     Some(Slot(index as u32))
 }

@@ -24,9 +24,10 @@ unsafe fn call_on_stack(top: usize, function: extern "C" fn()) {
         0,
         "call_on_stack: the stack top {top:#x} is not 16-byte aligned"
     );
-    // SAFETY: the caller provides a valid stack; r12 is declared clobbered and restores rsp;
-    // `call` pushes the return address, so `function` starts with rsp = 8 mod 16 as the SysV ABI
-    // requires.
+
+    // SAFETY: the caller provides a valid stack, and r12, declared clobbered, restores rsp.
+    // `call` pushes the return address, so `function` starts with rsp = 8 mod 16 as the SysV
+    // ABI requires.
     #[cfg(target_arch = "x86_64")]
     unsafe {
         asm!(
@@ -40,8 +41,9 @@ unsafe fn call_on_stack(top: usize, function: extern "C" fn()) {
             clobber_abi("C"),
         );
     }
-    // SAFETY: the caller provides a valid stack; x20 is declared clobbered and restores sp; the
-    // AAPCS64 wants sp 16-byte aligned at the call, which `top` is.
+
+    // SAFETY: the caller provides a valid stack, and x20, declared clobbered, restores sp. The
+    // AAPCS64 requires sp to be 16-byte aligned at the call, and `top` is.
     #[cfg(target_arch = "aarch64")]
     unsafe {
         asm!(
@@ -55,8 +57,9 @@ unsafe fn call_on_stack(top: usize, function: extern "C" fn()) {
             clobber_abi("C"),
         );
     }
-    // SAFETY: the caller provides a valid stack; s2 is declared clobbered and restores sp; the
-    // RISC-V psABI wants sp 16-byte aligned at the call, which `top` is.
+
+    // SAFETY: the caller provides a valid stack, and s2, declared clobbered, restores sp. The
+    // RISC-V psABI requires sp to be 16-byte aligned at the call, and `top` is.
     #[cfg(target_arch = "riscv64")]
     unsafe {
         asm!(
@@ -72,7 +75,7 @@ unsafe fn call_on_stack(top: usize, function: extern "C" fn()) {
     }
 }
 
-/// Recurses until the stack runs out; each frame holds a 512-byte array.
+/// Recurses until the stack runs out, with a 512-byte array in each frame.
 #[inline(never)]
 fn recurse(depth: u64) -> u64 {
     let frame = [depth as u8; 512];

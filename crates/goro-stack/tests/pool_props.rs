@@ -48,13 +48,13 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// A pool's settings: requested stack size, global bound, local capacity.
+/// Generates a pool's settings: requested stack size, global bound, local capacity.
 fn pool_strategy() -> impl Strategy<Value = (usize, usize, usize)> {
     (MIN_STACK_SIZE..=256 * 1024, 0usize..6, 0usize..5)
 }
 
 /// A stack the test holds, with a stamp written at its top when it was handed out.
-struct Held {
+struct HeldStack {
     stack: Stack,
     /// The pool it came from; `None` for `Stack::new`.
     pool: Option<usize>,
@@ -84,7 +84,7 @@ struct Model {
     caches: Vec<Vec<LocalCache>>,
     /// Requested stack size of each pool.
     sizes: Vec<usize>,
-    held: Vec<Held>,
+    held: Vec<HeldStack>,
     next_stamp: u64,
 }
 
@@ -118,10 +118,10 @@ impl Model {
         let stamp = self.next_stamp;
         self.next_stamp += 1;
         write_stamp(&stack, stamp);
-        self.held.push(Held { stack, pool, stamp });
+        self.held.push(HeldStack { stack, pool, stamp });
     }
 
-    fn take_held(&mut self, index: usize) -> Option<Held> {
+    fn take_held(&mut self, index: usize) -> Option<HeldStack> {
         if self.held.is_empty() {
             return None;
         }

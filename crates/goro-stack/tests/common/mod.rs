@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 /// The environment variable that carries the scenario's name to the child.
 pub const SCENARIO_VAR: &str = "GORO_STACK_SCENARIO";
 
-/// Watchdog for a child: generous, because QEMU runs a few hundred times slower than native
-/// code for system-call-heavy scenarios. It turns a hang into a failure; it measures nothing.
+/// Watchdog for a child, generous so that a slow emulated run is never killed. It turns a hang
+/// into a failure and measures nothing.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Returns the scenario this process should run, or `None` in a normal test run.
@@ -24,7 +24,7 @@ pub fn scenario() -> Option<String> {
     std::env::var(SCENARIO_VAR).ok()
 }
 
-/// What a child process did.
+/// Exit status and output of a child process.
 #[derive(Debug)]
 pub struct ChildOutput {
     pub scenario: String,
@@ -34,7 +34,7 @@ pub struct ChildOutput {
 }
 
 impl ChildOutput {
-    /// The signal that killed the child, if one did.
+    /// Returns the signal that killed the child, if one did.
     pub fn signal(&self) -> Option<i32> {
         self.status.signal()
     }
