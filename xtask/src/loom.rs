@@ -148,7 +148,10 @@ fn run_file(
         ])
         .args(["--message-format=json-render-diagnostics", "--target-dir"])
         .arg(loom_target_dir(root));
-    set_loom_environment(&mut build);
+    build.env("RUSTFLAGS", loom_rustflags());
+    // Only the model runs read LOOM_MAX_PREEMPTIONS; it is printed with the build so that the
+    // printed command line runs every model of the file as the xtask does.
+    set_max_preemptions(&mut build);
     println!("$ {}", process::describe(&build));
     let messages = process::capture_stdout(&mut build)?;
     let executable = test_executable(&messages).ok_or("cargo reported no test executable")?;
@@ -167,7 +170,7 @@ fn run_file(
             .current_dir(&file.crate_dir)
             .env("CARGO_MANIFEST_DIR", &file.crate_dir)
             .args(["--exact", &model, "--test-threads=1"]);
-        set_loom_environment(&mut command);
+        set_max_preemptions(&mut command);
         let run = process::run_tests(&mut command)?;
         let mut counts = run.counts;
         let verdict = if run.status.is_none() {
@@ -201,14 +204,16 @@ fn loom_target_dir(root: &Path) -> PathBuf {
     root.join(target).join("loom")
 }
 
-/// Adds `--cfg loom` to the caller's RUSTFLAGS and sets LOOM_MAX_PREEMPTIONS unless the caller
-/// set it.
-fn set_loom_environment(command: &mut Command) {
-    let rustflags = match std::env::var("RUSTFLAGS") {
+/// Returns the caller's RUSTFLAGS with `--cfg loom` added.
+fn loom_rustflags() -> String {
+    match std::env::var("RUSTFLAGS") {
         Ok(flags) if !flags.trim().is_empty() => format!("{flags} --cfg loom"),
         _ => "--cfg loom".to_string(),
-    };
-    command.env("RUSTFLAGS", rustflags);
+    }
+}
+
+/// Sets LOOM_MAX_PREEMPTIONS to the default unless the caller set it.
+fn set_max_preemptions(command: &mut Command) {
     if std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
         command.env("LOOM_MAX_PREEMPTIONS", DEFAULT_MAX_PREEMPTIONS);
     }

@@ -174,7 +174,7 @@ pub fn run_tests_with(command: &mut Command, echo: Echo) -> crate::Result<TestRu
     run.elapsed = start.elapsed();
     if status.is_none() {
         println!(
-            "xtask: killed `{}` after {} minutes without exiting; set {TIMEOUT_VARIABLE} to \
+            "\nxtask: killed `{}` after {} min without exiting; set {TIMEOUT_VARIABLE} to \
              allow longer",
             command.get_program().to_string_lossy(),
             timeout.as_secs() / 60

@@ -116,8 +116,16 @@ pub fn ensure(requirements: &[Requirement], report: Report) -> crate::Result<()>
         }
     }
 
-    install_rust_parts(&missing)?;
-    install_debian_packages(&missing)?;
+    // Both run even if one fails, so that one run names everything to install.
+    let rust = install_rust_parts(&missing);
+    let debian = install_debian_packages(&missing);
+    let errors: Vec<String> = [rust, debian]
+        .into_iter()
+        .filter_map(|result| result.err().map(|error| error.to_string()))
+        .collect();
+    if !errors.is_empty() {
+        return Err(errors.join("; ").into());
+    }
 
     let installed = Installed::query()?;
     let still_missing: Vec<String> = missing
@@ -151,17 +159,21 @@ fn install_rust_parts(missing: &[Requirement]) -> crate::Result<()> {
             _ => None,
         })
         .collect();
+    if targets.is_empty() && components.is_empty() {
+        return Ok(());
+    }
+    if !has_rustup() {
+        let names: Vec<&str> = targets.iter().chain(&components).copied().collect();
+        return Err(format!(
+            "rustup not found, so {} cannot be added; install rustup (https://rustup.rs) or \
+             add them to your toolchain another way",
+            names.join(", ")
+        )
+        .into());
+    }
     for (kind, names) in [("target", targets), ("component", components)] {
         if names.is_empty() {
             continue;
-        }
-        if !has_rustup() {
-            return Err(format!(
-                "rustup not found, so the Rust {kind}s {} cannot be added; install rustup \
-                 (https://rustup.rs) or add them to your toolchain another way",
-                names.join(", ")
-            )
-            .into());
         }
         let status = process::run(Command::new("rustup").args([kind, "add"]).args(&names))?;
         if !status.success() {
@@ -190,7 +202,7 @@ fn install_debian_packages(missing: &[Requirement]) -> crate::Result<()> {
         || succeeds(Command::new("apt-get").arg("--version"));
     if !has_apt || !is_root() {
         let reason = if has_apt {
-            "setup is not running as root"
+            "not running as root"
         } else {
             "apt-get not found"
         };
