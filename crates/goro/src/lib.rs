@@ -35,6 +35,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod builder;
+pub mod debug;
 pub mod fs;
 mod join;
 mod m;
@@ -49,7 +50,7 @@ mod waiter;
 pub use builder::{BuildError, Builder};
 pub use join::{JoinError, JoinHandle};
 pub use park::{Goroutine, current, park, yield_now};
-pub use runtime::{Runtime, SpawnError, spawn};
+pub use runtime::{Runtime, SpawnError, spawn, spawn_g};
 pub use stats::Stats;
 pub use syscall::{blocking, blocking_known, entersyscall, entersyscall_block, exitsyscall};
 pub use task::DefaultG;

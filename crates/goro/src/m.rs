@@ -83,23 +83,26 @@ struct Note {
 struct NoteSlot {
     woken: bool,
     p: Option<PId>,
+    spinning: bool,
 }
 
 impl Note {
-    fn wake(&self, p: Option<PId>) {
+    fn wake(&self, p: Option<PId>, spinning: bool) {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         slot.woken = true;
         slot.p = p;
+        slot.spinning = spinning;
         self.wakeup.notify_one();
     }
 
-    fn wait(&self) -> Option<PId> {
+    /// Waits for a P; returns it and whether the M starts as a spinning M.
+    fn wait(&self) -> Option<(PId, bool)> {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         while !slot.woken {
             slot = self.wakeup.wait(slot).unwrap_or_else(|e| e.into_inner());
         }
         slot.woken = false;
-        slot.p.take()
+        Some((slot.p.take()?, slot.spinning))
     }
 }
 
@@ -117,10 +120,19 @@ pub(crate) struct M {
     pub(crate) syscall_p: AtomicU32,
     /// The commit function of a pending park, set by the g right before it switches to g0.
     park_commit: UnsafeCell<Option<(ParkCommit, *const ())>>,
+    /// Whether the M is counted in `Shared::nmspinning`. Only the M's own thread reads or
+    /// writes it.
+    spinning: std::sync::atomic::AtomicBool,
     /// Rotates the order in which the M asks the schedulers for work.
     schedtick: AtomicU32,
     note: Note,
     pub(crate) counters: MCounters,
+    /// The M's own stack cache, used without locks. Only the M's thread touches it: its g0
+    /// when a g exits, and the g it runs when that g spawns (goroutines are not preempted,
+    /// so the two never overlap).
+    stack_cache: UnsafeCell<Option<goro_stack::LocalCache>>,
+    /// The OS thread id (`gettid`) of the M's thread, set when the thread starts.
+    pub(crate) thread_id: std::sync::atomic::AtomicI64,
 }
 
 // SAFETY: `park_commit` is only touched by the M's own thread (set by the g it runs, read by
@@ -139,8 +151,11 @@ impl M {
             syscall_p: AtomicU32::new(NO_P),
             park_commit: UnsafeCell::new(None),
             schedtick: AtomicU32::new(0),
+            spinning: std::sync::atomic::AtomicBool::new(false),
             note: Note::default(),
             counters: MCounters::default(),
+            thread_id: std::sync::atomic::AtomicI64::new(0),
+            stack_cache: UnsafeCell::new(None),
         }
     }
 
@@ -167,9 +182,31 @@ impl M {
         self.syscall_p.store(p.0, Ordering::Relaxed);
     }
 
-    /// Hands this idle M a P (or `None`: exit) and wakes it.
-    pub(crate) fn wake(&self, p: Option<PId>) {
-        self.note.wake(p);
+    /// Hands this idle M a P (or `None`: exit) and wakes it, as a spinning M if `spinning`.
+    pub(crate) fn wake(&self, p: Option<PId>, spinning: bool) {
+        self.note.wake(p, spinning);
+    }
+
+    /// Runs `f` with this M's stack cache.
+    ///
+    /// # Safety
+    ///
+    /// Must be called on this M's own thread, and not from inside another `with_stack_cache`.
+    pub(crate) unsafe fn with_stack_cache<R>(
+        &self,
+        f: impl FnOnce(&mut goro_stack::LocalCache) -> R,
+    ) -> R {
+        // SAFETY: the caller is this M's thread, the cache's only user, and calls do not nest.
+        let cache = unsafe { &mut *self.stack_cache.get() };
+        f(cache.get_or_insert_with(|| self.shared.pool.local_cache()))
+    }
+
+    pub(crate) fn is_spinning(&self) -> bool {
+        self.spinning.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_spinning(&self, spinning: bool) {
+        self.spinning.store(spinning, Ordering::Relaxed);
     }
 }
 
@@ -243,8 +280,12 @@ pub(crate) fn ready(g: GRef, cause: ReadyCause) {
 }
 
 /// The body of an M's thread.
-pub(crate) fn mstart(m: Arc<M>, p: Option<PId>) {
+pub(crate) fn mstart(m: Arc<M>, p: Option<PId>, spinning: bool) {
     let shared = m.shared.clone();
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    // Relaxed: read by the thread itself and by diagnostics.
+    m.thread_id.store(tid, Ordering::Relaxed);
     m.g0.set_m(Arc::as_ptr(&m) as *mut ());
     // SAFETY: g0's header lives in `m`, which this thread keeps alive until it returns.
     unsafe { setg(&m.g0 as *const GHeader as *mut GHeader) };
@@ -252,6 +293,7 @@ pub(crate) fn mstart(m: Arc<M>, p: Option<PId>) {
     if let Some(p) = p {
         shared.ps[p.index()].state.accept(m.id);
         m.set_p(Some(p));
+        m.set_spinning(spinning);
     }
     // A panic on g0 is a bug in the runtime or in a scheduler hook. Unwinding would leave Ps
     // and gs owned by a dead thread and hang the program, so it is fatal, as Go's `throw` is.
@@ -267,6 +309,8 @@ pub(crate) fn mstart(m: Arc<M>, p: Option<PId>) {
         );
         std::process::abort();
     }
+    // SAFETY: the M's thread is the cache's only user, and it is done with it.
+    drop(unsafe { (*m.stack_cache.get()).take() });
     // SAFETY: clearing the g register is always sound.
     unsafe { setg(ptr::null_mut()) };
 }
@@ -287,15 +331,52 @@ fn schedule(m: &Arc<M>) {
             continue;
         };
         match find_runnable(m, p) {
-            Some(g) => execute(m, p, g),
+            Some(g) => {
+                if m.is_spinning() {
+                    shared.found_work_while_spinning(m);
+                }
+                execute(m, p, g)
+            }
             None => shared.go_idle(m, p),
         }
     }
 }
 
 /// Asks every scheduler of the runtime for a g for P `p`, starting with a different one each
-/// time so that no scheduler starves the others.
+/// time so that no scheduler starves the others. When there is none, the M spins for a short
+/// while (if Go's spinning rule allows it) before giving up, since new work often arrives
+/// within microseconds and parking and waking an M costs more.
 fn find_runnable(m: &M, p: PId) -> Option<GRef> {
+    if let Some(g) = poll_schedulers(m, p) {
+        return Some(g);
+    }
+    let shared = &*m.shared;
+    if !m.is_spinning() {
+        if !shared.may_spin() {
+            return None;
+        }
+        shared.start_spinning(m);
+    }
+    for _ in 0..SPIN_ROUNDS {
+        for _ in 0..SPIN_PAUSES {
+            std::hint::spin_loop();
+        }
+        if let Some(g) = poll_schedulers(m, p) {
+            return Some(g);
+        }
+        if shared.is_shutdown() {
+            break;
+        }
+    }
+    None
+}
+
+/// Rounds of polling a spinning M makes before it parks.
+const SPIN_ROUNDS: usize = 4;
+/// CPU pause hints between two rounds.
+const SPIN_PAUSES: usize = 64;
+
+fn poll_schedulers(m: &M, p: PId) -> Option<GRef> {
     let schedulers = &m.shared.schedulers;
     let tick = m.schedtick.load(Ordering::Relaxed);
     m.schedtick.store(tick.wrapping_add(1), Ordering::Relaxed);
@@ -308,8 +389,9 @@ fn stopm(m: &Arc<M>) -> Option<PId> {
     if !m.shared.push_idle_m(m) {
         return None;
     }
-    let p = m.note.wait()?;
+    let (p, spinning) = m.note.wait()?;
     m.shared.ps[p.index()].state.accept(m.id);
+    m.set_spinning(spinning);
     Some(p)
 }
 
@@ -367,7 +449,7 @@ fn handle(m: &M, p: PId, g: GRef, request: Request) -> Option<(PId, GRef)> {
             // SAFETY: as for on_yield.
             unsafe { sched.on_exit(g, p) };
             MCounters::bump(&m.counters.goroutines_run);
-            m.shared.finish(g);
+            m.shared.finish(m, g);
         }
         Request::SyscallRequeue => {
             let _ = header.requeue_from_syscall();

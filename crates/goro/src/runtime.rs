@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     /// Idle Ps. `npidle` mirrors its length for lock-free checks.
     idle_ps: Mutex<Vec<PId>>,
     npidle: AtomicUsize,
+    /// Ms looking for work while holding a P (Go's `nmspinning`).
+    nmspinning: AtomicUsize,
     /// Idle Ms, parked on their notes; `None` once the runtime has shut down.
     idle_ms: Mutex<Option<Vec<Arc<M>>>>,
     /// Every M ever started, for statistics.
@@ -105,24 +107,69 @@ impl Shared {
         Some(p)
     }
 
-    /// Wakes an idle M with an idle P when there are both and work may be waiting. Called
-    /// after every ready.
+    /// Wakes an idle M with an idle P to look for work, unless an M is already spinning (it
+    /// will find the work) or no P is idle (every P is busy and will get to it). Called after
+    /// every ready, and by a spinning M that found work, so that wakeups chain while work is
+    /// left (Go's `wakep`).
     pub(crate) fn wakep(&self) {
         // SeqCst fence: the load side of the handshake described in `pidleput`; the g just
-        // queued is ordered before this read of `npidle`.
+        // queued is ordered before these reads of `npidle` and `nmspinning`.
         fence(Ordering::SeqCst);
-        if self.npidle.load(Ordering::Relaxed) == 0 {
+        if self.npidle.load(Ordering::Relaxed) == 0 || self.nmspinning.load(Ordering::Relaxed) != 0
+        {
             return;
         }
-        let Some(p) = self.pidleget(None) else { return };
+        // Only one waker starts a spinning M; the CAS also orders this against an M that
+        // stops spinning (its decrement is SeqCst).
+        if self
+            .nmspinning
+            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let Some(p) = self.pidleget(None) else {
+            self.nmspinning.fetch_sub(1, Ordering::SeqCst);
+            return;
+        };
         if let Err(owner) = self.ps[p.index()].state.reserve() {
             panic!("wakep: P {p:?} on the idle list is owned by {owner:?}");
         }
-        self.startm(p);
+        self.startm(p, true);
     }
 
-    /// Runs P `p`, in transit, on an idle M or a new one.
-    pub(crate) fn startm(&self, p: PId) {
+    /// Returns whether another M may start spinning: Go's rule keeps spinning Ms at most half
+    /// of the busy Ps, so that idle Ms do not burn more CPU than the work they look for.
+    pub(crate) fn may_spin(&self) -> bool {
+        let busy = self.ps.len() - self.npidle.load(Ordering::Relaxed).min(self.ps.len());
+        2 * self.nmspinning.load(Ordering::Relaxed) < busy
+    }
+
+    /// Counts M `m` as spinning.
+    pub(crate) fn start_spinning(&self, m: &M) {
+        m.set_spinning(true);
+        self.nmspinning.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// M `m` stops spinning without work. Returns the number of Ms still spinning.
+    pub(crate) fn stop_spinning(&self, m: &M) -> usize {
+        m.set_spinning(false);
+        // SeqCst: pairs with the SeqCst fence in `wakep`; a waker that read a non-zero count
+        // before this decrement left the work for us, and we recheck the queues after it.
+        self.nmspinning.fetch_sub(1, Ordering::SeqCst) - 1
+    }
+
+    /// A spinning M found work: it stops spinning and, if it was the last spinner, wakes
+    /// another M in case more work is queued (the chain that gets every P busy).
+    pub(crate) fn found_work_while_spinning(&self, m: &M) {
+        if self.stop_spinning(m) == 0 {
+            self.wakep();
+        }
+    }
+
+    /// Runs P `p`, in transit, on an idle M or a new one; `spinning` when the M was counted
+    /// in `nmspinning` by the caller.
+    pub(crate) fn startm(&self, p: PId, spinning: bool) {
         let idle_m = self
             .idle_ms
             .lock()
@@ -130,14 +177,17 @@ impl Shared {
             .as_mut()
             .and_then(Vec::pop);
         if let Some(m) = idle_m {
-            m.wake(Some(p));
+            m.wake(Some(p), spinning);
             return;
         }
-        if let Err(error) = self.spawn_m(Some(p)) {
+        if let Err(error) = self.spawn_m(Some(p), spinning) {
             // No M for the P: it goes back to the idle list, and the Ms already running pick
             // up the work when they next look.
             if !self.thread_limit_reported.swap(true, Ordering::Relaxed) {
                 eprintln!("goro: could not start an M: {error}; continuing with the running Ms");
+            }
+            if spinning {
+                self.nmspinning.fetch_sub(1, Ordering::SeqCst);
             }
             self.ps[p.index()].state.transit_to_idle();
             self.pidleput(p);
@@ -148,7 +198,7 @@ impl Shared {
     pub(crate) fn handoffp(&self, p: PId) {
         self.release_p_hooks(p);
         if self.has_work() {
-            self.startm(p);
+            self.startm(p, false);
             return;
         }
         self.ps[p.index()].state.transit_to_idle();
@@ -163,6 +213,10 @@ impl Shared {
     /// Puts the P of an M that found no work on the idle list, rechecks the queues, and takes
     /// a P back if work arrived meanwhile. Otherwise the M stops at the top of its loop.
     pub(crate) fn go_idle(&self, m: &M, p: PId) {
+        let was_spinning = m.is_spinning();
+        if was_spinning {
+            self.stop_spinning(m);
+        }
         self.release_p_hooks(p);
         self.ps[p.index()].state.release(m.id);
         m.set_p(None);
@@ -170,6 +224,9 @@ impl Shared {
         fence(Ordering::SeqCst);
         if self.has_work() {
             m.set_p(self.acquire_idle_p(m, Some(p)));
+            if was_spinning && m.p().is_some() {
+                self.start_spinning(m);
+            }
         }
     }
 
@@ -193,7 +250,7 @@ impl Shared {
     }
 
     /// Starts a new M, optionally with P `p` in transit.
-    fn spawn_m(&self, p: Option<PId>) -> Result<(), SpawnError> {
+    fn spawn_m(&self, p: Option<PId>, spinning: bool) -> Result<(), SpawnError> {
         let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
         if threads.len() >= self.max_threads {
             return Err(SpawnError::ThreadLimit {
@@ -209,7 +266,7 @@ impl Shared {
             .push(m.clone());
         let thread = std::thread::Builder::new()
             .name(format!("goro-m{}", id.0))
-            .spawn(move || m::mstart(m, p))
+            .spawn(move || m::mstart(m, p, spinning))
             .map_err(SpawnError::Thread)?;
         threads.push(thread);
         Ok(())
@@ -249,7 +306,13 @@ impl Shared {
                 name: scheduler.name(),
             });
         }
-        let stack = self.pool.get().map_err(SpawnError::Stack)?;
+        let m = current_m().filter(|m| std::ptr::eq(&*m.shared, &**self));
+        let stack = match m {
+            // SAFETY: `m` runs this thread; spawning never happens inside the cache closure.
+            Some(m) => unsafe { m.with_stack_cache(|cache| cache.get()) },
+            None => self.pool.get(),
+        }
+        .map_err(SpawnError::Stack)?;
         let record = Record::allocate(g, body, self.clone());
         // SAFETY: the record was just allocated and is not shared yet.
         let rec = unsafe { record.as_ref() };
@@ -281,7 +344,7 @@ impl Shared {
 
     /// Finishes a g that exited, on the g0 of the M that ran it: frees its stack, completes
     /// its join and drops the g's own reference.
-    pub(crate) fn finish(&self, g: GRef) {
+    pub(crate) fn finish(&self, m: &M, g: GRef) {
         // SAFETY: the g was spawned by this runtime and holds its own reference until the end
         // of this function.
         let record = unsafe { Record::of(g) };
@@ -289,7 +352,8 @@ impl Shared {
         let rec = unsafe { record.as_ref() };
         // SAFETY: the g is dead and its M has left its stack; only this thread touches it.
         if let Some(stack) = unsafe { (*rec.stack.get()).take() } {
-            self.pool.put(stack);
+            // SAFETY: `finish` runs on the g0 of `m`, on its own thread.
+            unsafe { m.with_stack_cache(|cache| cache.put(stack)) };
         }
         self.live_goroutines.fetch_sub(1, Ordering::Relaxed);
         let waiter = {
@@ -354,6 +418,7 @@ impl Runtime {
     }
 
     pub(crate) fn start(builder: Builder) -> Result<Runtime, BuildError> {
+        goro_stack::install_overflow_handler();
         let pool =
             StackPool::new(builder.stack_size, PoolConfig::default()).map_err(BuildError::Stack)?;
         let mut schedulers = vec![builder.default_scheduler];
@@ -375,6 +440,7 @@ impl Runtime {
             monitor_config: builder.monitor,
             idle_ps: Mutex::new((0..builder.procs as u32).rev().map(PId).collect()),
             npidle: AtomicUsize::new(builder.procs),
+            nmspinning: AtomicUsize::new(0),
             idle_ms: Mutex::new(Some(Vec::new())),
             all_ms: Mutex::new(Vec::new()),
             threads: Mutex::new(Vec::new()),
@@ -389,7 +455,7 @@ impl Runtime {
         });
         // One M from the start, so that a runtime that cannot start a thread fails here and
         // not at its first spawn.
-        shared.spawn_m(None).map_err(|error| match error {
+        shared.spawn_m(None, false).map_err(|error| match error {
             SpawnError::Thread(error) => BuildError::Thread(error),
             other => BuildError::Thread(std::io::Error::other(other.to_string())),
         })?;
@@ -467,7 +533,7 @@ impl Drop for Runtime {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         for m in idle.into_iter().flatten() {
-            m.wake(None);
+            m.wake(None, false);
         }
         self.shared.monitor.stop();
         let threads = std::mem::take(
@@ -502,6 +568,24 @@ where
     let shared = m.shared.clone();
     let scheduler = shared.schedulers[0].clone();
     shared.spawn_g(DefaultG::new(), &scheduler, body)
+}
+
+/// Spawns a goroutine whose control block is the custom g `g`, scheduled by `scheduler`, on
+/// the runtime of the calling goroutine (see [`Runtime::spawn_g`]).
+///
+/// # Panics
+///
+/// Panics when called from a thread that runs no goroutine; use [`Runtime::spawn_g`] there.
+pub fn spawn_g<G, F, T>(g: G, scheduler: &SchedHandle, body: F) -> Result<JoinHandle<T>, SpawnError>
+where
+    G: CustomG,
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let Some(m) = current_m() else {
+        panic!("goro::spawn_g called from a thread that runs no goroutine; use Runtime::spawn_g");
+    };
+    m.shared.clone().spawn_g(g, scheduler, body)
 }
 
 /// Why a goroutine could not be spawned.
