@@ -33,6 +33,7 @@ pub struct Builder {
     pub(crate) default_scheduler: SchedHandle,
     pub(crate) extra_schedulers: Vec<SchedHandle>,
     pub(crate) monitor: MonitorConfig,
+    pub(crate) deadlock_detection: bool,
 }
 
 impl Default for Builder {
@@ -52,6 +53,7 @@ impl Builder {
             default_scheduler: SchedHandle::new(Arc::new(Fifo::new())),
             extra_schedulers: Vec::new(),
             monitor: MonitorConfig::default(),
+            deadlock_detection: true,
         }
     }
 
@@ -101,6 +103,16 @@ impl Builder {
     pub fn monitor_period(mut self, min: Duration, max: Duration) -> Builder {
         self.monitor.min_period = min;
         self.monitor.max_period = max;
+        self
+    }
+
+    /// Turns deadlock detection on or off (on by default). When every goroutine is parked, no
+    /// goroutine is in a syscall and no timer is pending, the runtime prints
+    /// `all goroutines are asleep - deadlock!` with each goroutine's wait reason, and threads
+    /// blocked in `join` or `block_on` get `JoinError::Deadlock`. Turn it off when goroutines
+    /// wait for wakeups from threads that run no goroutine, which the runtime cannot see.
+    pub fn deadlock_detection(mut self, enabled: bool) -> Builder {
+        self.deadlock_detection = enabled;
         self
     }
 

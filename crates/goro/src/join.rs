@@ -4,7 +4,6 @@ use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
-use std::time::Duration;
 
 use goro_abi::WaitReason;
 
@@ -60,31 +59,46 @@ impl<T> JoinHandle<T> {
     pub fn join(self) -> Result<T, JoinError> {
         let goid = self.goid();
         let record = self.record();
+        let shared = record.shared().clone();
+        let on_thread = crate::m::current_record().is_none();
+        if on_thread {
+            // Registered before the first check, so a deadlock report or a shutdown after it
+            // wakes this thread.
+            shared.add_external_waiter();
+        }
         {
             let mut join = record.join.lock().unwrap_or_else(|e| e.into_inner());
             if !join.complete {
                 join.waiter = Some(Waiter::current());
             }
         }
-        let shared = record.shared().clone();
-        let mut shutdown = false;
+        let epoch = shared.deadlock_epoch();
+        let mut failure = None;
         wait_until(
             || {
-                let complete = record
+                if record
                     .join
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .complete;
-                shutdown = !complete && shared.is_shutdown();
-                complete || shutdown
+                    .complete
+                {
+                    return true;
+                }
+                if on_thread && shared.is_shutdown() {
+                    failure = Some(JoinError::Shutdown { goid });
+                } else if on_thread && shared.deadlock_epoch() != epoch {
+                    failure = Some(JoinError::Deadlock { goid });
+                }
+                failure.is_some()
             },
             WaitReason::Join,
-            // A thread waiting for a goroutine of a runtime that shuts down must notice; a
-            // goroutine waiting cannot outlive its own runtime's Ms.
-            Some(Duration::from_millis(50)),
+            None,
         );
-        if shutdown {
-            return Err(JoinError::Shutdown { goid });
+        if on_thread {
+            shared.remove_external_waiter();
+        }
+        if let Some(error) = failure {
+            return Err(error);
         }
         let mut output: Option<Result<T, Panic>> = None;
         // SAFETY: the task is complete, `output` has the task's output type, and this handle
@@ -126,6 +140,12 @@ pub enum JoinError {
         /// The goroutine's id.
         goid: u64,
     },
+    /// Every goroutine of the runtime was parked with nothing left to wake them (the runtime
+    /// printed the goroutines and their wait reasons on stderr).
+    Deadlock {
+        /// The goroutine's id.
+        goid: u64,
+    },
     /// The goroutine could not be spawned (from `Runtime::block_on`).
     Spawn(SpawnError),
 }
@@ -161,6 +181,10 @@ impl fmt::Display for JoinError {
             JoinError::Shutdown { goid } => {
                 write!(f, "goroutine {goid} did not finish: its runtime shut down")
             }
+            JoinError::Deadlock { goid } => write!(
+                f,
+                "goroutine {goid} did not finish: all goroutines are asleep - deadlock"
+            ),
             JoinError::Spawn(error) => write!(f, "failed to spawn the goroutine: {error}"),
         }
     }

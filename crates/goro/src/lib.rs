@@ -43,8 +43,10 @@ mod monitor;
 mod park;
 mod runtime;
 mod stats;
+pub mod sync;
 mod syscall;
 mod task;
+mod timer;
 mod waiter;
 
 pub use builder::{BuildError, Builder};
@@ -54,6 +56,7 @@ pub use runtime::{Runtime, SpawnError, spawn, spawn_g};
 pub use stats::Stats;
 pub use syscall::{blocking, blocking_known, entersyscall, entersyscall_block, exitsyscall};
 pub use task::DefaultG;
+pub use timer::sleep;
 
 pub use goro_abi::{CustomG, GHeader, GStatus, WaitReason, custom_g, getg, getg_as};
 pub use goro_sched::{Fifo, SchedHandle, Scheduler};

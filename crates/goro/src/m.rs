@@ -274,8 +274,13 @@ pub(crate) fn ready(g: GRef, cause: ReadyCause) {
     let p = current_m()
         .filter(|m| Arc::ptr_eq(&m.shared, shared))
         .and_then(M::p);
+    if cause == ReadyCause::Wake {
+        // SeqCst: see `handle`'s park; the g is counted as waiting until it is queued.
+        shared.nwaiting.fetch_sub(1, Ordering::SeqCst);
+    }
     // SAFETY: the runtime holds the handle of every scheduler its gs link to.
     unsafe { g.header().sched().ready(g, cause, p) };
+    shared.note_progress();
     shared.wakep();
 }
 
@@ -441,6 +446,8 @@ fn handle(m: &M, p: PId, g: GRef, request: Request) -> Option<(PId, GRef)> {
                 let _ = header.wake();
                 return Some((p, g));
             }
+            // SeqCst: deadlock detection compares this count with the live count.
+            m.shared.nwaiting.fetch_add(1, Ordering::SeqCst);
             // SAFETY: as for on_yield.
             unsafe { sched.on_park(g, p) };
         }
@@ -456,6 +463,7 @@ fn handle(m: &M, p: PId, g: GRef, request: Request) -> Option<(PId, GRef)> {
             // The M has no P: any P may run the g.
             // SAFETY: as for on_yield.
             unsafe { sched.ready(g, ReadyCause::SyscallExit, None) };
+            m.shared.nsyscall.fetch_sub(1, Ordering::SeqCst);
             m.shared.wakep();
         }
         Request::RequeueRunning => {

@@ -14,9 +14,16 @@ use crate::runtime::Shared;
 #[derive(Default)]
 pub(crate) struct MonitorHandle {
     started: AtomicBool,
-    stop: Mutex<bool>,
+    control: Mutex<Control>,
     wakeup: Condvar,
     thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct Control {
+    stop: bool,
+    /// Set by `kick`: a timer earlier than the monitor's current sleep was added.
+    kicked: bool,
 }
 
 impl MonitorHandle {
@@ -39,9 +46,18 @@ impl MonitorHandle {
         }
     }
 
+    /// Wakes the monitor early, to recompute its sleep after an earlier timer was added.
+    pub(crate) fn kick(&self) {
+        self.control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .kicked = true;
+        self.wakeup.notify_all();
+    }
+
     /// Stops the monitor and waits for it.
     pub(crate) fn stop(&self) {
-        *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.control.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
         self.wakeup.notify_all();
         if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = thread.join();
@@ -59,16 +75,23 @@ fn run(shared: &Arc<Shared>) {
     let epoch = Instant::now();
     let mut period = shared.monitor_config.min_period;
     loop {
+        // Sleep for the scan period, or until the next timer if that comes first.
+        let sleep = match shared.timers.next_deadline() {
+            Some(deadline) => period.min(deadline.saturating_duration_since(Instant::now())),
+            None => period,
+        };
         {
-            let stop = handle.stop.lock().unwrap_or_else(|e| e.into_inner());
-            let (stop, _) = handle
+            let control = handle.control.lock().unwrap_or_else(|e| e.into_inner());
+            let (mut control, _) = handle
                 .wakeup
-                .wait_timeout_while(stop, period, |stop| !*stop)
+                .wait_timeout_while(control, sleep, |c| !c.stop && !c.kicked)
                 .unwrap_or_else(|e| e.into_inner());
-            if *stop {
+            if control.stop {
                 return;
             }
+            control.kicked = false;
         }
+        shared.timers.fire(Instant::now());
         let now = epoch.elapsed().as_nanos() as u64;
         let work_waiting = shared.has_work();
         let (mut retook, mut any_syscall, mut all_idle) = (false, false, true);

@@ -55,7 +55,25 @@ pub(crate) struct Shared {
     pub(crate) retakes: AtomicU64,
     pub(crate) handoffs: AtomicU64,
     thread_limit_reported: AtomicBool,
+    /// Pending timers, fired by the monitor.
+    pub(crate) timers: crate::timer::Timers,
+    /// Goroutines parked (status Waiting), for deadlock detection.
+    pub(crate) nwaiting: AtomicU64,
+    /// Goroutines inside a syscall, for deadlock detection.
+    pub(crate) nsyscall: AtomicU64,
+    deadlock_detection: bool,
+    /// Bumped at every deadlock report; a thread waiting in `join` fails when it changes.
+    deadlock_epoch: AtomicU64,
+    /// Set when a deadlock was reported and nothing has run since, so that it is reported once.
+    deadlock_reported: AtomicBool,
+    /// Threads that run no goroutine and wait in `join`, woken at a deadlock or shutdown.
+    external_waiters: Mutex<Vec<std::thread::Thread>>,
+    /// Every live goroutine, sharded by goid to keep spawn and exit from contending.
+    allgs: [Mutex<std::collections::HashMap<u64, GRef>>; ALLGS_SHARDS],
 }
+
+/// Shards of `Shared::allgs`.
+const ALLGS_SHARDS: usize = 16;
 
 impl Shared {
     pub(crate) fn is_shutdown(&self) -> bool {
@@ -227,6 +245,120 @@ impl Shared {
             if was_spinning && m.p().is_some() {
                 self.start_spinning(m);
             }
+            return;
+        }
+        self.check_deadlock();
+    }
+
+    fn allgs_shard(&self, goid: u64) -> &Mutex<std::collections::HashMap<u64, GRef>> {
+        &self.allgs[goid as usize % ALLGS_SHARDS]
+    }
+
+    /// Returns every live goroutine, for dumps and deadlock reports. The gs may change status
+    /// while the caller reads them; only their headers' atomics may be read.
+    pub(crate) fn all_goroutines(&self) -> Vec<GRef> {
+        let mut all = Vec::new();
+        for shard in &self.allgs {
+            all.extend(
+                shard
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .copied(),
+            );
+        }
+        all.sort_by_key(|g| g.header().goid());
+        all
+    }
+
+    /// Reports a deadlock when every goroutine is parked and nothing can wake one: all Ps are
+    /// idle, no goroutine is in a syscall, no timer is pending (Go's `checkdead`). Wakeups from
+    /// threads that run no goroutine are not seen; runtimes that rely on them turn detection off
+    /// with `Builder::deadlock_detection(false)`.
+    fn check_deadlock(&self) {
+        if !self.deadlock_detection || self.is_shutdown() {
+            return;
+        }
+        // SeqCst loads, after the SeqCst fence in `go_idle`: each counter is updated with a
+        // SeqCst operation before the state it describes can change again.
+        let live = self.live_goroutines.load(Ordering::SeqCst);
+        if live == 0
+            || self.npidle.load(Ordering::SeqCst) != self.ps.len()
+            || self.nsyscall.load(Ordering::SeqCst) != 0
+            || self.nwaiting.load(Ordering::SeqCst) != live
+            || !self.timers.is_empty()
+            || self.has_work()
+        {
+            return;
+        }
+        if self.deadlock_reported.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let mut report = String::from("goro: all goroutines are asleep - deadlock!\n");
+        for g in self.all_goroutines() {
+            let header = g.header();
+            report.push_str(&format!(
+                "\ngoroutine {} [{}, scheduler {}]",
+                header.goid(),
+                header.wait_reason().name(),
+                header.sched().name()
+            ));
+        }
+        eprintln!("{report}\n");
+        self.deadlock_epoch.fetch_add(1, Ordering::SeqCst);
+        self.wake_external_waiters();
+    }
+
+    /// Notes that a goroutine was readied, so that a later deadlock is reported again.
+    pub(crate) fn note_progress(&self) {
+        // Relaxed load first: the flag is written only around deadlock reports.
+        if self.deadlock_reported.load(Ordering::Relaxed) {
+            self.deadlock_reported.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// The number of deadlocks reported so far.
+    pub(crate) fn deadlock_epoch(&self) -> u64 {
+        self.deadlock_epoch.load(Ordering::SeqCst)
+    }
+
+    /// Registers the calling thread (which runs no goroutine) as waiting in `join`.
+    pub(crate) fn add_external_waiter(&self) {
+        self.external_waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(std::thread::current());
+    }
+
+    /// Removes the calling thread from the waiters of `join`.
+    pub(crate) fn remove_external_waiter(&self) {
+        let me = std::thread::current().id();
+        let mut waiters = self
+            .external_waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(index) = waiters.iter().position(|t| t.id() == me) {
+            waiters.swap_remove(index);
+        }
+    }
+
+    fn wake_external_waiters(&self) {
+        for thread in self
+            .external_waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            thread.unpark();
+        }
+    }
+
+    /// Registers a timer that wakes `waiter` at `deadline`.
+    pub(crate) fn add_timer(&self, deadline: std::time::Instant, waiter: crate::waiter::Waiter) {
+        let earliest = self.timers.add(deadline, waiter);
+        self.monitor.ensure_started(self);
+        if earliest {
+            self.monitor.kick();
         }
     }
 
@@ -331,6 +463,10 @@ impl Shared {
             *header.sched_sp_ptr() = sp;
             *rec.stack.get() = Some(stack);
         }
+        self.allgs_shard(header.goid())
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(header.goid(), g);
         let live = self.live_goroutines.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak_live_goroutines.fetch_max(live, Ordering::Relaxed);
         let _ = header.ready_new();
@@ -355,7 +491,12 @@ impl Shared {
             // SAFETY: `finish` runs on the g0 of `m`, on its own thread.
             unsafe { m.with_stack_cache(|cache| cache.put(stack)) };
         }
-        self.live_goroutines.fetch_sub(1, Ordering::Relaxed);
+        let goid = g.header().goid();
+        self.allgs_shard(goid)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&goid);
+        self.live_goroutines.fetch_sub(1, Ordering::SeqCst);
         let waiter = {
             let mut join = rec.join.lock().unwrap_or_else(|e| e.into_inner());
             join.complete = true;
@@ -452,6 +593,14 @@ impl Runtime {
             retakes: AtomicU64::new(0),
             handoffs: AtomicU64::new(0),
             thread_limit_reported: AtomicBool::new(false),
+            timers: crate::timer::Timers::default(),
+            nwaiting: AtomicU64::new(0),
+            nsyscall: AtomicU64::new(0),
+            deadlock_detection: builder.deadlock_detection,
+            deadlock_epoch: AtomicU64::new(0),
+            deadlock_reported: AtomicBool::new(false),
+            external_waiters: Mutex::new(Vec::new()),
+            allgs: std::array::from_fn(|_| Mutex::new(std::collections::HashMap::new())),
         });
         // One M from the start, so that a runtime that cannot start a thread fails here and
         // not at its first spawn.
@@ -536,6 +685,7 @@ impl Drop for Runtime {
             m.wake(None, false);
         }
         self.shared.monitor.stop();
+        self.shared.wake_external_waiters();
         let threads = std::mem::take(
             &mut *self
                 .shared

@@ -8,6 +8,7 @@
 //! describes the protocol in full.
 
 use std::ptr;
+use std::sync::atomic::Ordering;
 
 use goro_abi::{GHeader, GRef, GStatus, PId, SyscallExit, getg};
 
@@ -49,10 +50,8 @@ pub fn entersyscall() {
     let ps = &shared.ps[p.index()];
     // Only the P's owner writes the tick; Relaxed, see `P::syscalltick`.
     ps.syscalltick.store(
-        ps.syscalltick
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .wrapping_add(1),
-        std::sync::atomic::Ordering::Relaxed,
+        ps.syscalltick.load(Ordering::Relaxed).wrapping_add(1),
+        Ordering::Relaxed,
     );
     ps.state.entersyscall(m.id);
     shared.monitor.ensure_started(shared);
@@ -73,9 +72,7 @@ pub fn entersyscall_block() {
     let shared = &m.shared;
     shared.ps[p.index()].state.handoff(m.id);
     m.set_p(None);
-    shared
-        .handoffs
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared.handoffs.fetch_add(1, Ordering::Relaxed);
     shared.handoffp(p);
 }
 
@@ -100,6 +97,8 @@ fn enter(header: &GHeader, m: &M, function: &'static str) -> PId {
     unsafe { header.sched().on_entersyscall(gref(header), p) };
     m.set_syscall_p(p);
     MCounters::bump(&m.counters.syscalls_entered);
+    // SeqCst: deadlock detection must see a goroutine in a syscall (it may wake others).
+    m.shared.nsyscall.fetch_add(1, Ordering::SeqCst);
     p
 }
 
@@ -130,6 +129,7 @@ pub fn exitsyscall() {
     header.set_syscall_frame(0, 0);
     if m.p() == Some(old_p) && shared.ps[old_p.index()].state.exitsyscall(m.id) {
         MCounters::bump(&m.counters.fast_exits);
+        shared.nsyscall.fetch_sub(1, Ordering::SeqCst);
         let _ = header.exitsyscall();
         after_exit(header, old_p);
         return;
@@ -138,6 +138,7 @@ pub fn exitsyscall() {
     m.set_p(None);
     if let Some(p) = shared.acquire_idle_p(m, Some(old_p)) {
         m.set_p(Some(p));
+        shared.nsyscall.fetch_sub(1, Ordering::SeqCst);
         let _ = header.exitsyscall();
         after_exit(header, p);
         return;

@@ -29,13 +29,6 @@ impl<N> Links<N> {
             _pinned: PhantomPinned,
         }
     }
-
-    /// Returns whether the node is in a list.
-    ///
-    /// Call only under the lock of the list that may hold the node.
-    pub(crate) fn is_linked(&self) -> bool {
-        self.linked.get()
-    }
 }
 
 /// A node type that embeds [`Links`].
@@ -66,10 +59,6 @@ impl<N: Linked> WaitList<N> {
         }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.head.is_none()
-    }
-
     /// Appends `node` at the back.
     ///
     /// # Safety
@@ -79,7 +68,10 @@ impl<N: Linked> WaitList<N> {
         // SAFETY: the caller keeps `node` alive; linked nodes are alive by the contract of the
         // push functions.
         let links = unsafe { node.as_ref() }.links();
-        debug_assert!(!links.linked.get(), "WaitList::push_back: node already linked");
+        debug_assert!(
+            !links.linked.get(),
+            "WaitList::push_back: node already linked"
+        );
         links.prev.set(self.tail);
         links.next.set(None);
         links.linked.set(true);
@@ -99,7 +91,10 @@ impl<N: Linked> WaitList<N> {
     pub(crate) unsafe fn push_front(&mut self, node: NonNull<N>) {
         // SAFETY: the caller keeps `node` alive; linked nodes are alive by the push contract.
         let links = unsafe { node.as_ref() }.links();
-        debug_assert!(!links.linked.get(), "WaitList::push_front: node already linked");
+        debug_assert!(
+            !links.linked.get(),
+            "WaitList::push_front: node already linked"
+        );
         links.prev.set(None);
         links.next.set(self.head);
         links.linked.set(true);

@@ -1,0 +1,150 @@
+//! Sleeping goroutines and deadlock detection.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{LIMIT, watchdog};
+use goro::{JoinError, Runtime};
+
+#[test]
+fn sleep_never_wakes_early() {
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let elapsed = watchdog(LIMIT, move || {
+        rt.block_on(|| {
+            let start = Instant::now();
+            goro::sleep(Duration::from_millis(10));
+            start.elapsed()
+        })
+        .unwrap()
+    });
+    assert!(
+        elapsed >= Duration::from_millis(10),
+        "woke after {elapsed:?}"
+    );
+}
+
+#[test]
+fn sleeping_goroutine_leaves_its_p_to_others() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let order = watchdog(LIMIT, move || {
+        rt.block_on(|| {
+            let sleeper = goro::spawn(|| {
+                goro::sleep(Duration::from_millis(50));
+                "sleeper"
+            })
+            .unwrap();
+            let runner = goro::spawn(|| "runner").unwrap();
+            // The runner finishes while the sleeper sleeps, on the same single P.
+            let first = runner.join().unwrap();
+            (first, sleeper.join().unwrap())
+        })
+        .unwrap()
+    });
+    assert_eq!(order, ("runner", "sleeper"));
+}
+
+#[test]
+fn ten_thousand_sleepers_all_wake() {
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let woken = watchdog(LIMIT, move || {
+        rt.block_on(|| {
+            let handles: Vec<_> = (0..10_000u64)
+                .map(|i| {
+                    goro::spawn(move || {
+                        let duration = Duration::from_micros(100 * (i % 50));
+                        let start = Instant::now();
+                        goro::sleep(duration);
+                        assert!(start.elapsed() >= duration, "sleeper {i} woke early");
+                    })
+                    .unwrap()
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).count()
+        })
+        .unwrap()
+    });
+    assert_eq!(woken, 10_000);
+}
+
+#[test]
+fn goroutines_parked_forever_are_a_deadlock() {
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let error = watchdog(LIMIT, move || {
+        let result = rt.block_on(|| {
+            // Two goroutines wait for each other; nothing else can wake them.
+            let a = goro::spawn(goro::park).unwrap();
+            let b = goro::spawn(goro::park).unwrap();
+            a.join().unwrap();
+            b.join().unwrap();
+        });
+        // The runtime keeps working after a deadlock report.
+        assert_eq!(rt.block_on(|| 3).unwrap(), 3);
+        result
+    })
+    .unwrap_err();
+    assert!(matches!(error, JoinError::Deadlock { .. }), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("all goroutines are asleep - deadlock"),
+        "{error}"
+    );
+}
+
+#[test]
+fn sleep_and_syscalls_are_no_deadlock() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    watchdog(LIMIT, move || {
+        rt.block_on(|| {
+            let sleeper = goro::spawn(|| goro::sleep(Duration::from_millis(100))).unwrap();
+            let in_syscall = goro::spawn(|| {
+                goro::blocking(|| std::thread::sleep(Duration::from_millis(100)));
+            })
+            .unwrap();
+            sleeper.join().unwrap();
+            in_syscall.join().unwrap();
+        })
+        .unwrap();
+    });
+}
+
+#[test]
+fn deadlock_report_lists_each_goroutine() {
+    // The report goes to stderr: run a child process that deadlocks and read it.
+    if std::env::var("GORO_DEADLOCK_CHILD").is_ok() {
+        let rt = Runtime::builder().procs(1).build().unwrap();
+        let error = rt.block_on(goro::park).unwrap_err();
+        println!("join error: {error}");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let runner = std::env::var("GORO_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut command = std::process::Command::new(program);
+            command.args(words).arg(&exe);
+            command
+        }
+        None => std::process::Command::new(&exe),
+    };
+    let output = command
+        .args([
+            "--exact",
+            "deadlock_report_lists_each_goroutine",
+            "--nocapture",
+        ])
+        .env("GORO_DEADLOCK_CHILD", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("all goroutines are asleep - deadlock!"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("[park, scheduler fifo]"), "{stderr}");
+    assert!(stdout.contains("join error: goroutine"), "{stdout}");
+}
