@@ -84,6 +84,13 @@ impl Builder {
         self
     }
 
+    /// Sets the default scheduler from a handle, keeping access to the scheduler (for
+    /// counters or custom calls) through the caller's own `Arc`.
+    pub fn scheduler_handle(mut self, scheduler: SchedHandle) -> Builder {
+        self.default_scheduler = scheduler;
+        self
+    }
+
     /// Adds a further scheduler to the runtime. Its goroutines are spawned with
     /// [`Runtime::spawn_g`]; every P asks each scheduler for work in turn.
     pub fn add_scheduler(mut self, scheduler: SchedHandle) -> Builder {

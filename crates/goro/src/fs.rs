@@ -58,6 +58,18 @@ pub fn read_dir(path: impl AsRef<Path>) -> io::Result<Vec<DirEntry>> {
     blocking(|| std::fs::read_dir(path)?.collect())
 }
 
+/// Creates (or truncates) a file for writing.
+pub fn create(path: impl AsRef<Path>) -> io::Result<std::fs::File> {
+    let path = path.as_ref();
+    blocking(|| std::fs::File::create(path))
+}
+
+/// Writes a whole file.
+pub fn write(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> io::Result<()> {
+    let (path, contents) = (path.as_ref(), contents.as_ref());
+    blocking(|| std::fs::write(path, contents))
+}
+
 /// Reads a whole file.
 pub fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
     let path = path.as_ref();
