@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
 use std::time::Duration;
 
-use common::{watchdog, LIMIT};
+use common::{LIMIT, watchdog};
 use goro::Runtime;
 
 const GOROUTINES: usize = 10_000;
@@ -21,7 +21,12 @@ fn pipe() -> (std::fs::File, std::fs::File) {
     // SAFETY: `fds` has room for the two descriptors pipe writes.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe failed");
     // SAFETY: pipe returned two fresh descriptors that nothing else owns.
-    unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) }
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    }
 }
 
 /// xorshift64: a small deterministic generator, so a failure can be replayed.
@@ -54,7 +59,8 @@ fn ten_thousand_goroutines_mix_syscalls() {
                                 handles.push(
                                     goro::spawn(move || {
                                         let mut byte = [0u8];
-                                        goro::blocking_known(|| reader.read_exact(&mut byte)).unwrap();
+                                        goro::blocking_known(|| reader.read_exact(&mut byte))
+                                            .unwrap();
                                         assert_eq!(byte, [42]);
                                     })
                                     .unwrap(),
@@ -71,7 +77,9 @@ fn ten_thousand_goroutines_mix_syscalls() {
                                 let micros = next(&mut seed) % 200;
                                 handles.push(
                                     goro::spawn(move || {
-                                        goro::blocking_known(|| std::thread::sleep(Duration::from_micros(micros)));
+                                        goro::blocking_known(|| {
+                                            std::thread::sleep(Duration::from_micros(micros))
+                                        });
                                     })
                                     .unwrap(),
                                 );
@@ -114,7 +122,14 @@ fn ten_thousand_goroutines_mix_syscalls() {
     assert!(finished >= GOROUTINES, "{finished}");
     assert_eq!(stats.goroutines_run as usize, finished + 1, "{stats:?}");
     assert_eq!(stats.live_goroutines, 0, "{stats:?}");
-    assert_eq!(stats.syscalls_entered, stats.fast_exits + stats.slow_exits, "{stats:?}");
-    assert!(stats.slow_exits > 0, "no syscall ever lost its P: {stats:?}");
+    assert_eq!(
+        stats.syscalls_entered,
+        stats.fast_exits + stats.slow_exits,
+        "{stats:?}"
+    );
+    assert!(
+        stats.slow_exits > 0,
+        "no syscall ever lost its P: {stats:?}"
+    );
     assert!(stats.fast_exits > 0, "{stats:?}");
 }
