@@ -49,6 +49,7 @@ pub mod sync;
 mod syscall;
 mod task;
 mod timer;
+pub mod trace;
 mod waiter;
 
 pub use builder::{BuildError, Builder};

@@ -17,6 +17,7 @@ use goro_syscall::MId;
 
 use crate::runtime::Shared;
 use crate::task::Record;
+use crate::trace::{self, Event, StopReason};
 
 /// What a g asks of its M's g0 when it switches there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -275,6 +276,9 @@ pub(crate) fn ready(g: GRef, cause: ReadyCause) {
         .filter(|m| Arc::ptr_eq(&m.shared, shared))
         .and_then(M::p);
     if cause == ReadyCause::Wake {
+        trace::emit(|| Event::GoUnblock {
+            goid: g.header().goid(),
+        });
         // SeqCst: see `handle`'s park; the g is counted as waiting until it is queued.
         shared.nwaiting.fetch_sub(1, Ordering::SeqCst);
     }
@@ -299,6 +303,7 @@ pub(crate) fn mstart(m: Arc<M>, p: Option<PId>, spinning: bool) {
         shared.ps[p.index()].state.accept(m.id);
         m.set_p(Some(p));
         m.set_spinning(spinning);
+        trace::emit(|| Event::PStart { p: p.0 });
     }
     // A panic on g0 is a bug in the runtime or in a scheduler hook. Unwinding would leave Ps
     // and gs owned by a dead thread and hang the program, so it is fatal, as Go's `throw` is.
@@ -340,7 +345,7 @@ fn schedule(m: &Arc<M>) {
                 if m.is_spinning() {
                     shared.found_work_while_spinning(m);
                 }
-                execute(m, p, g)
+                execute(m, g)
             }
             None => shared.go_idle(m, p),
         }
@@ -397,17 +402,22 @@ fn stopm(m: &Arc<M>) -> Option<PId> {
     let (p, spinning) = m.note.wait()?;
     m.shared.ps[p.index()].state.accept(m.id);
     m.set_spinning(spinning);
+    m.set_p(Some(p));
+    trace::emit(|| Event::PStart { p: p.0 });
     Some(p)
 }
 
 /// Runs `g` on this M until it switches back, then acts on its request.
-fn execute(m: &M, p: PId, g: GRef) {
-    let mut next = Some((p, g));
-    while let Some((p, g)) = next.take() {
+fn execute(m: &M, g: GRef) {
+    let mut next = Some(g);
+    while let Some(g) = next.take() {
         let header = g.header();
         let _ = header.start_running();
         header.set_m(m as *const M as *mut ());
         MCounters::bump(&m.counters.context_switches);
+        trace::emit(|| Event::GoStart {
+            goid: header.goid(),
+        });
         // SAFETY: `g` came from its scheduler, which hands each g out once: no other M runs
         // it. Its header and stack are alive (the record holds them until exit), and its saved
         // stack pointer was stored by the switch that suspended it (or by spawn) before the
@@ -418,21 +428,43 @@ fn execute(m: &M, p: PId, g: GRef) {
             setg(&m.g0 as *const GHeader as *mut GHeader);
             request
         };
-        next = handle(m, p, g, Request::from_usize(request));
+        next = handle(m, g, Request::from_usize(request));
     }
 }
 
 /// Acts on the request of a g that has just switched to g0. Returns a g to run at once when a
 /// park was cancelled.
-fn handle(m: &M, p: PId, g: GRef, request: Request) -> Option<(PId, GRef)> {
+///
+/// The M's P is read again here: a g that lost its P in a syscall may have come back on
+/// another one, and after `SyscallRequeue` the M holds none.
+fn handle(m: &M, g: GRef, request: Request) -> Option<GRef> {
     let header = g.header();
     let sched = header.sched();
     header.set_m(ptr::null_mut());
+    let held_p = m.p();
+    trace::emit(|| Event::GoStop {
+        goid: header.goid(),
+        reason: match request {
+            Request::Yield => StopReason::Yield,
+            Request::Park => StopReason::Block(header.wait_reason()),
+            Request::Exit => StopReason::Exit,
+            Request::SyscallRequeue => StopReason::SyscallNoP,
+            Request::RequeueRunning => StopReason::Requeue,
+        },
+    });
+    let p = || {
+        held_p.unwrap_or_else(|| {
+            panic!(
+                "M::handle: {request:?} from g{} on an M without a P",
+                header.goid()
+            )
+        })
+    };
     match request {
         Request::Yield => {
             let _ = header.stop_running();
             // SAFETY: the runtime keeps every linked scheduler alive.
-            unsafe { sched.on_yield(g, p) };
+            unsafe { sched.on_yield(g, p()) };
         }
         Request::Park => {
             let _ = header.park();
@@ -444,17 +476,17 @@ fn handle(m: &M, p: PId, g: GRef, request: Request) -> Option<(PId, GRef)> {
             if !unsafe { commit(data, g) } {
                 header.set_wait_reason(WaitReason::None);
                 let _ = header.wake();
-                return Some((p, g));
+                return Some(g);
             }
             // SeqCst: deadlock detection compares this count with the live count.
             m.shared.nwaiting.fetch_add(1, Ordering::SeqCst);
             // SAFETY: as for on_yield.
-            unsafe { sched.on_park(g, p) };
+            unsafe { sched.on_park(g, p()) };
         }
         Request::Exit => {
             let _ = header.exit();
             // SAFETY: as for on_yield.
-            unsafe { sched.on_exit(g, p) };
+            unsafe { sched.on_exit(g, p()) };
             MCounters::bump(&m.counters.goroutines_run);
             m.shared.finish(m, g);
         }
@@ -469,7 +501,7 @@ fn handle(m: &M, p: PId, g: GRef, request: Request) -> Option<(PId, GRef)> {
         Request::RequeueRunning => {
             let _ = header.stop_running();
             // SAFETY: as for on_yield.
-            unsafe { sched.ready(g, ReadyCause::SyscallExit, Some(p)) };
+            unsafe { sched.ready(g, ReadyCause::SyscallExit, Some(p())) };
         }
     }
     None

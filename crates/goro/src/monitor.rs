@@ -114,6 +114,7 @@ fn run(shared: &Arc<Shared>) {
                 && p.state.retake(m)
             {
                 retook = true;
+                crate::trace::emit(|| crate::trace::Event::PStop { p: index as u32 });
                 shared.retakes.fetch_add(1, Ordering::Relaxed);
                 shared.handoffp(PId(index as u32));
             }

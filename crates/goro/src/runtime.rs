@@ -15,6 +15,7 @@ use crate::join::{JoinError, JoinHandle};
 use crate::m::{self, M, current_m};
 use crate::stats::Stats;
 use crate::task::{DefaultG, Record};
+use crate::trace::{self, Event};
 
 /// Process-wide goroutine ids, so that ids stay unique across runtimes.
 static NEXT_GOID: AtomicU64 = AtomicU64::new(1);
@@ -122,6 +123,7 @@ impl Shared {
         if let Err(owner) = self.ps[p.index()].state.acquire(m.id) {
             panic!("acquire_idle_p: P {p:?} on the idle list is owned by {owner:?}");
         }
+        trace::emit(|| Event::PStart { p: p.0 });
         Some(p)
     }
 
@@ -236,6 +238,7 @@ impl Shared {
             self.stop_spinning(m);
         }
         self.release_p_hooks(p);
+        trace::emit(|| Event::PStop { p: p.0 });
         self.ps[p.index()].state.release(m.id);
         m.set_p(None);
         self.pidleput(p);
@@ -375,6 +378,7 @@ impl Shared {
     /// Gives up the P of an M leaving at shutdown.
     pub(crate) fn release_p_at_exit(&self, m: &M) {
         if let Some(p) = m.p() {
+            trace::emit(|| Event::PStop { p: p.0 });
             self.ps[p.index()].state.release(m.id);
             m.set_p(None);
             self.pidleput(p);
@@ -467,6 +471,9 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(header.goid(), g);
+        trace::emit(|| Event::GoCreate {
+            goid: header.goid(),
+        });
         let live = self.live_goroutines.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak_live_goroutines.fetch_max(live, Ordering::Relaxed);
         let _ = header.ready_new();

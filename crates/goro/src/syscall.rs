@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use goro_abi::{GHeader, GRef, GStatus, PId, SyscallExit, getg};
 
 use crate::m::{M, MCounters, Request, current_m, mcall};
+use crate::trace::{self, Event};
 
 /// Returns the running goroutine and its M, or `None` on g0 or a thread that runs no g.
 fn running_g(function: &'static str) -> Option<(&'static GHeader, &'static M)> {
@@ -46,6 +47,10 @@ pub fn entersyscall() {
         panic!("goro::entersyscall called from a thread that runs no goroutine");
     };
     let p = enter(header, m, "entersyscall");
+    trace::emit(|| Event::SyscallEnter {
+        goid: header.goid(),
+        handoff: false,
+    });
     let shared = &m.shared;
     let ps = &shared.ps[p.index()];
     // Only the P's owner writes the tick; Relaxed, see `P::syscalltick`.
@@ -69,6 +74,11 @@ pub fn entersyscall_block() {
         panic!("goro::entersyscall_block called from a thread that runs no goroutine");
     };
     let p = enter(header, m, "entersyscall_block");
+    trace::emit(|| Event::SyscallEnter {
+        goid: header.goid(),
+        handoff: true,
+    });
+    trace::emit(|| Event::PStop { p: p.0 });
     let shared = &m.shared;
     shared.ps[p.index()].state.handoff(m.id);
     m.set_p(None);
@@ -129,6 +139,10 @@ pub fn exitsyscall() {
     header.set_syscall_frame(0, 0);
     if m.p() == Some(old_p) && shared.ps[old_p.index()].state.exitsyscall(m.id) {
         MCounters::bump(&m.counters.fast_exits);
+        trace::emit(|| Event::SyscallExit {
+            goid: header.goid(),
+            fast: true,
+        });
         shared.nsyscall.fetch_sub(1, Ordering::SeqCst);
         let _ = header.exitsyscall();
         after_exit(header, old_p);
@@ -138,12 +152,21 @@ pub fn exitsyscall() {
     m.set_p(None);
     if let Some(p) = shared.acquire_idle_p(m, Some(old_p)) {
         m.set_p(Some(p));
+        // Emitted with the new P: the g runs on it from here on.
+        trace::emit(|| Event::SyscallExit {
+            goid: header.goid(),
+            fast: false,
+        });
         shared.nsyscall.fetch_sub(1, Ordering::SeqCst);
         let _ = header.exitsyscall();
         after_exit(header, p);
         return;
     }
     // No P: the g goes back to its scheduler from g0 and this M stops.
+    trace::emit(|| Event::SyscallExit {
+        goid: header.goid(),
+        fast: false,
+    });
     mcall(Request::SyscallRequeue);
 }
 
