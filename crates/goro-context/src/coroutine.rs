@@ -32,8 +32,8 @@ struct Links {
     resumer_sp: usize,
     /// Stack pointer of the coroutine, saved while it is suspended.
     coroutine_sp: usize,
-    /// Set by the coroutine's entry just before its last switch. It tells the resumer that
-    /// the switch argument points to an `Option<Finish<R>>` instead of an `Option<Y>`.
+    /// Set by the coroutine's entry just before its last switch. From then on the switch
+    /// argument points to an `Option<Finish<R>>` instead of an `Option<Y>`.
     finished: bool,
 }
 
@@ -74,7 +74,7 @@ enum State {
     Unstarted,
     /// Suspended in [`Yielder::suspend`].
     Suspended,
-    /// The closure returned, panicked or was cancelled, so the stack holds nothing live.
+    /// The closure returned, panicked or was cancelled, so nothing on the stack is live.
     Finished,
 }
 
@@ -96,7 +96,7 @@ pub struct Coroutine<I, Y, R> {
     /// The `Links` inside the `Start` block at the top of the coroutine's stack.
     links: *mut Links,
     state: State,
-    /// The stack holds values of all three types while the coroutine is suspended.
+    /// The stack contains values of all three types while the coroutine is suspended.
     marker: PhantomData<*mut (I, Y, R)>,
 }
 
@@ -242,10 +242,18 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         unsafe {
             if (*links).finished {
                 let slot = arg as *mut Option<Finish<R>>;
-                Message::Finish((*slot).take().expect("coroutine sent no finish message"))
+                Message::Finish(
+                    (*slot)
+                        .take()
+                        .expect("Coroutine::send: the coroutine finished without a message"),
+                )
             } else {
                 let slot = arg as *mut Option<Y>;
-                Message::Yield((*slot).take().expect("coroutine sent no yield message"))
+                Message::Yield(
+                    (*slot)
+                        .take()
+                        .expect("Coroutine::send: the coroutine yielded without a value"),
+                )
             }
         }
     }
@@ -268,8 +276,9 @@ impl<I, Y, R> Drop for Coroutine<I, Y, R> {
         match message {
             Message::Finish(Finish::Returned(_)) => {}
             Message::Finish(Finish::Unwound(payload)) => {
-                // A panic other than the cancellation came from a destructor on the coroutine's
-                // stack. Pass it on, unless this drop is itself part of an unwind.
+                // Another payload means that the closure caught the cancellation and panicked,
+                // or that dropping an unstarted closure panicked. Pass it on, unless this drop
+                // already runs during an unwind, where a second panic would abort.
                 if !payload.is::<CancelUnwind>() && !thread::panicking() {
                     panic::resume_unwind(payload);
                 }
@@ -316,7 +325,7 @@ impl<I, Y> Yielder<I, Y> {
         // SAFETY: only `Coroutine::send` resumes a coroutine, and it passes the address of an
         // `Option<Command<I>>` on its stack, valid until we switch back.
         let command = unsafe { (*(arg as *mut Option<Command<I>>)).take() };
-        match command.expect("resumer sent no command") {
+        match command.expect("goro_context: a coroutine was resumed without a command") {
             Command::Resume(input) => input,
             Command::Cancel => {
                 self.cancelling.set(true);
@@ -355,7 +364,7 @@ where
     let command = unsafe { (*(arg as *mut Option<Command<I>>)).take() };
 
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-        match command.expect("resumer sent no command") {
+        match command.expect("goro_context: a coroutine was resumed without a command") {
             Command::Resume(input) => {
                 let yielder = Yielder {
                     links,
@@ -372,7 +381,7 @@ where
     }));
     let mut message = Some(outcome.unwrap_or_else(Finish::Unwound));
 
-    // SAFETY: the resumer is suspended in `Coroutine::send`; it sees `finished`, takes
+    // SAFETY: the resumer is suspended in `Coroutine::send`. It reads `finished`, takes
     // `message` and marks the coroutine finished, so it never switches back here.
     unsafe {
         (*links).finished = true;
@@ -382,6 +391,8 @@ where
             &raw mut message as usize,
         );
     }
-    eprintln!("goro_context: a finished coroutine was resumed; aborting");
+    eprintln!(
+        "goro_context: a finished coroutine was resumed, which Coroutine::resume rules out; aborting"
+    );
     process::abort()
 }

@@ -101,8 +101,8 @@ pub type EntryFn = unsafe extern "C" fn(arg: usize, data: usize) -> !;
 /// Saves the callee-saved state of the current context on its own stack, stores the stack
 /// pointer into `*save_sp`, switches to the context whose saved stack pointer is `resume_sp`,
 /// and restores its state. The resumed side's own `switch` call returns `arg` (or, for a fresh
-/// context, its entry function receives `arg`). Returns the `arg` passed by whoever switches
-/// back to this context later. Acts as a full compiler barrier, because it is a real call.
+/// context, its entry function receives `arg`). Returns the `arg` of the later switch that
+/// resumes this context. Acts as a full compiler barrier, because it is a real call.
 ///
 /// Debug builds check that `save_sp` is non-null and `resume_sp` is a non-zero multiple of
 /// [`STACK_ALIGN`]; release builds skip the checks to keep the switch short.
@@ -173,7 +173,9 @@ pub unsafe fn init_stack(stack_lo: usize, stack_hi: usize, entry: EntryFn, data:
 ///
 /// This is Go's `systemstack`: the runtime uses it to run a function on the M's g0 stack.
 /// `stack_top` is rounded down to [`STACK_ALIGN`]. The frame of `on_stack` links the two
-/// stacks, so a backtrace taken inside `f` continues on the original stack.
+/// stacks, so a backtrace taken inside `f` continues on the original stack. Its unwind info
+/// marks it as a signal frame, which gdb requires when the other stack lies above the
+/// original one, so gdb shows it as `<signal handler called>`.
 ///
 /// # Panics
 ///

@@ -1,12 +1,12 @@
 //! A Rust backtrace taken inside a context ends at the context's trampoline instead of running
-//! into whatever lies above the stack.
+//! into whatever lies above the stack, and one taken inside `on_stack` reaches its caller.
 
 mod common;
 
 use std::backtrace::Backtrace;
 use std::cell::RefCell;
 
-use goro_context::{Coroutine, CoroutineResult, Yielder, init_stack, switch};
+use goro_context::{Coroutine, CoroutineResult, Yielder, init_stack, on_stack, switch};
 
 /// Room for symbolization, which runs on the context's stack.
 const STACK_SIZE: usize = 1024 * 1024;
@@ -86,4 +86,56 @@ fn coroutine_backtrace_ends_at_trampoline() {
         panic!("the coroutine yielded");
     };
     check_frames(&names, "coroutine_entry");
+}
+
+unsafe extern "C" fn capture_on_other_stack(_arg: usize) -> usize {
+    CAPTURED.with(|captured| *captured.borrow_mut() = Some(capture_here()));
+    0
+}
+
+#[test]
+fn on_stack_backtrace_reaches_caller() {
+    // Both orders of the two stacks: the other stack above and below the caller's.
+    let stacks = [
+        common::TestStack::new(STACK_SIZE),
+        common::TestStack::new(STACK_SIZE),
+    ];
+    for (caller_stack, other_stack) in [(&stacks[0], &stacks[1]), (&stacks[1], &stacks[0])] {
+        let other_top = other_stack.hi();
+        // SAFETY: both stacks are unused and outlive the calls.
+        let backtrace = unsafe {
+            on_stack(caller_stack.hi(), call_on_stack_and_collect, other_top);
+            CAPTURED
+                .with(|captured| captured.borrow_mut().take())
+                .unwrap()
+        };
+        let names = frame_names(&backtrace);
+        let listing = names.join("\n");
+        assert!(
+            names
+                .iter()
+                .any(|name| name.contains("capture_on_other_stack")),
+            "no frame of the function on the other stack:\n{listing}"
+        );
+        assert!(
+            names
+                .iter()
+                .any(|name| name.contains("call_on_stack_and_collect")),
+            "the backtrace did not continue on the caller's stack:\n{listing}"
+        );
+        assert!(
+            names
+                .iter()
+                .any(|name| name.contains("on_stack_backtrace_reaches_caller")),
+            "the backtrace did not reach the test function:\n{listing}"
+        );
+    }
+}
+
+/// Calls `capture_on_other_stack` on the stack whose top is `other_top`.
+#[inline(never)]
+unsafe extern "C" fn call_on_stack_and_collect(other_top: usize) -> usize {
+    // SAFETY: the caller passes the top of an unused stack.
+    let result = unsafe { on_stack(other_top, capture_on_other_stack, 0) };
+    std::hint::black_box(result)
 }

@@ -273,6 +273,7 @@ fn cancellation_caught_by_closure_restarts_at_next_suspend() {
     let inner_counter = dropped.clone();
     let caught = Rc::new(Cell::new(0));
     let caught_in = caught.clone();
+
     // SAFETY: the stack outlives the coroutine and nothing else uses it.
     let mut stubborn = unsafe {
         Coroutine::new(
@@ -280,6 +281,7 @@ fn cancellation_caught_by_closure_restarts_at_next_suspend() {
             stack.hi(),
             move |yielder: &Yielder<(), ()>, ()| {
                 let _outer = outer;
+
                 let result = panic::catch_unwind(AssertUnwindSafe(|| {
                     let _inner = DropCounter(inner_counter);
                     yielder.suspend(());
@@ -287,6 +289,7 @@ fn cancellation_caught_by_closure_restarts_at_next_suspend() {
                 if result.is_err() {
                     caught_in.set(caught_in.get() + 1);
                 }
+
                 // Suspending again restarts the cancellation instead of yielding.
                 yielder.suspend(());
                 unreachable!("suspend returned during cancellation");

@@ -49,8 +49,8 @@ struct Scene {
     second_at_entry: Option<Seen>,
 }
 
-/// Installs round-toward-zero with flush-to-zero, switches to main, and records what it sees
-/// when resumed (by the second context).
+/// Installs round-toward-zero with flush-to-zero, switches to main, and records the FP state
+/// it observes when the second context resumes it.
 unsafe extern "C" fn first_context(_arg: usize, data: usize) -> ! {
     let scene = data as *mut Scene;
     // SAFETY: the Scene outlives both contexts, and only the running side touches it.
@@ -66,7 +66,7 @@ unsafe extern "C" fn first_context(_arg: usize, data: usize) -> ! {
     }
 }
 
-/// Records what it sees at entry, then resumes the first context directly.
+/// Records the FP state it observes at entry, then resumes the first context directly.
 unsafe extern "C" fn second_context(_arg: usize, data: usize) -> ! {
     let scene = data as *mut Scene;
     // SAFETY: as in first_context.

@@ -83,7 +83,14 @@ fn nests_across_three_stacks() {
     let result = unsafe { on_stack(first.hi(), nest_once_more, 5) };
     assert_eq!(result, 1016);
     let inner_sp = INNER_SP.with(Cell::get);
-    assert!(inner_sp >= second.lo() && inner_sp < second.hi());
+    assert!(
+        inner_sp >= second.lo(),
+        "sp {inner_sp:#x} is below the second stack"
+    );
+    assert!(
+        inner_sp < second.hi(),
+        "sp {inner_sp:#x} is above the second stack"
+    );
 }
 
 /// Saved stack pointers for `switches_away_while_on_other_stack`.

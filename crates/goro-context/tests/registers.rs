@@ -164,7 +164,7 @@ struct Pair {
     context_checksum: u64,
 }
 
-/// Runs `rounds` switches from `save_sp` to whatever `resume_sp` holds at each switch, while
+/// Runs `rounds` switches from `save_sp` to the stack pointer stored at `resume_sp`, while
 /// twelve integers and eight floats are live, and returns a checksum of their final values.
 /// With `save_sp` null it does the same arithmetic without switching.
 #[inline(always)]

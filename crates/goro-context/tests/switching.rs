@@ -22,12 +22,12 @@ struct Pair {
     context_resumes: usize,
 }
 
-/// Expected value from main in round `round`; main sends this, the context checks it.
+/// Computes the value that main sends in round `round`, which the context checks.
 fn main_value(round: usize) -> usize {
     usize::MAX - round.wrapping_mul(0x9E37_79B9)
 }
 
-/// The context's reply to `value`.
+/// Computes the context's reply to `value`.
 fn reply(value: usize) -> usize {
     value.rotate_left(17) ^ 0x5A5A_5A5A_5A5A_5A5A
 }

@@ -19,7 +19,7 @@
 //!   an ordinary temporary (caller-saved) register, which is also how rustc's
 //!   `aarch64-unknown-linux-gnu` target treats it. Code built with the shadow-call-stack
 //!   sanitizer keeps a per-thread pointer in x18; it must not be switched either.
-//! - FPSR, the cumulative exception flags. AAPCS64 says they "are not preserved across a public
+//! - FPSR, the cumulative exception flags. AAPCS64 states that they "are not preserved across a public
 //!   interface", so they stay with the OS thread.
 //! - The upper halves of v8-v15, v0-v7, v16-v31, and SVE/SME state, all caller-saved for a
 //!   call to a function with the base procedure call standard.
@@ -191,8 +191,8 @@ pub unsafe extern "C" fn switch(save_sp: *mut usize, resume_sp: usize, arg: usiz
 ///
 /// The first [`switch`] into a fresh context returns here with x0 = `arg`, x19 = `entry`,
 /// x20 = `data`, x29 = 0 and sp 16-byte aligned at the top of the stack. The CFI marks x30 as
-/// undefined, which tells debuggers and unwinders (gdb, libgcc's `_Unwind_Backtrace`) that this
-/// is the outermost frame, and x29 = 0 ends the frame-record chain.
+/// undefined, so debuggers and unwinders (gdb, libgcc's `_Unwind_Backtrace`) treat this frame
+/// as the outermost one, and x29 = 0 ends the frame-record chain.
 ///
 /// # Safety
 ///
@@ -227,6 +227,14 @@ pub unsafe extern "C" fn on_stack(
     // x0 = stack_top, x1 = f, x2 = arg.
     naked_asm!(
         ".cfi_startproc",
+        // Mark the frame as a signal frame. gdb ends a backtrace with "previous frame inner
+        // to this frame (corrupt stack?)" when a caller's frame lies below its callee's, as
+        // it does here whenever the other stack lies above this one. gdb skips that check
+        // around signal frames, which often switch stacks, and prints this frame as "<signal
+        // handler called>". Unwinders then look up the caller's unwind info at the return
+        // address itself instead of the byte before it. That works because more of the
+        // caller's code always follows a call to a function that returns.
+        ".cfi_signal_frame",
         // Build a frame record on the original stack, so that both the CFI (through x29) and
         // frame-record walkers find the way back from the other stack.
         "stp x29, x30, [sp, #-16]!",
@@ -240,7 +248,7 @@ pub unsafe extern "C" fn on_stack(
         "mov sp, x9",
         "mov x0, x2",
         "blr x1",
-        // Back to the original stack; x0 holds f's result.
+        // Return to the original stack. x0 contains f's result.
         "mov sp, x29",
         ".cfi_def_cfa sp, 16",
         "ldp x29, x30, [sp], #16",

@@ -7,10 +7,10 @@
 //! saves:
 //!
 //! - ra (the resume address), s0-s11 and fs0-fs11;
-//! - the dynamic rounding mode `frm`, the control half of `fcsr`. The psABI gives `fcsr`
-//!   "thread storage duration" (C11 section 7.6) rather than making it callee-saved; goro gives
-//!   each context its own rounding mode, so that a context that sets one does not leak it into
-//!   the next context that runs on the thread.
+//! - the dynamic rounding mode `frm`, the control half of `fcsr`. The psABI does not make
+//!   `fcsr` callee-saved but gives it "thread storage duration" (C11 section 7.6). goro gives
+//!   each context its own rounding mode instead, so that a context that sets one does not leak
+//!   it into the next context that runs on the thread.
 //!
 //! Not saved, by choice:
 //!
@@ -225,8 +225,8 @@ pub unsafe extern "C" fn switch(save_sp: *mut usize, resume_sp: usize, arg: usiz
 ///
 /// The first [`switch`] into a fresh context returns here with a0 = `arg`, s1 = `entry`,
 /// s2 = `data`, s0 = 0 and sp 16-byte aligned at the top of the stack. The CFI marks ra as
-/// undefined, which tells debuggers and unwinders (gdb, libgcc's `_Unwind_Backtrace`) that this
-/// is the outermost frame, and s0 = 0 ends the frame-pointer chain.
+/// undefined, so debuggers and unwinders (gdb, libgcc's `_Unwind_Backtrace`) treat this frame
+/// as the outermost one, and s0 = 0 ends the frame-pointer chain.
 ///
 /// # Safety
 ///
@@ -261,6 +261,14 @@ pub unsafe extern "C" fn on_stack(
     // a0 = stack_top, a1 = f, a2 = arg.
     naked_asm!(
         ".cfi_startproc",
+        // Mark the frame as a signal frame. gdb ends a backtrace with "previous frame inner
+        // to this frame (corrupt stack?)" when a caller's frame lies below its callee's, as
+        // it does here whenever the other stack lies above this one. gdb skips that check
+        // around signal frames, which often switch stacks, and prints this frame as "<signal
+        // handler called>". Unwinders then look up the caller's unwind info at the return
+        // address itself instead of the byte before it. That works because more of the
+        // caller's code always follows a call to a function that returns.
+        ".cfi_signal_frame",
         // Build a frame record on the original stack and point s0 at its CFA, so that both
         // the CFI (through s0) and frame-pointer walkers find the way back from the other
         // stack.
@@ -277,7 +285,7 @@ pub unsafe extern "C" fn on_stack(
         "mv sp, t0",
         "mv a0, a2",
         "jalr a1",
-        // Back to the original stack; a0 holds f's result.
+        // Return to the original stack. a0 contains f's result.
         "addi sp, s0, -16",
         ".cfi_def_cfa sp, 16",
         "ld ra, 8(sp)",

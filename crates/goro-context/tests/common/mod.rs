@@ -21,6 +21,7 @@ impl TestStack {
         let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         let usable = size.div_ceil(page_size) * page_size;
         let mapping_len = usable + page_size;
+
         // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches
         // no existing memory.
         let mapping = unsafe {
@@ -39,6 +40,7 @@ impl TestStack {
             "mmap of a {mapping_len}-byte test stack failed: {}",
             std::io::Error::last_os_error()
         );
+
         // SAFETY: the first page belongs to the mapping created above.
         let protected = unsafe { libc::mprotect(mapping, page_size, libc::PROT_NONE) };
         assert_eq!(
@@ -54,12 +56,12 @@ impl TestStack {
         }
     }
 
-    /// Lowest usable address, just above the guard page.
+    /// Returns the lowest usable address, just above the guard page.
     pub fn lo(&self) -> usize {
         self.mapping as usize + self.page_size
     }
 
-    /// One past the highest usable address (page-aligned).
+    /// Returns one past the highest usable address, which is page-aligned.
     pub fn hi(&self) -> usize {
         self.mapping as usize + self.mapping_len
     }
@@ -208,7 +210,7 @@ impl FpControl {
         }
     }
 
-    /// Whether this state flushes subnormal results to zero.
+    /// Returns whether this state flushes subnormal results to zero.
     pub fn flushes_to_zero(self) -> bool {
         self.mxcsr & 0x8000 != 0
     }
@@ -642,7 +644,7 @@ mod arch {
             "cset x12, ne",
             "orr x11, x11, x12, lsl #19",
             "str x11, [x3, #16]",
-            // Restore the caller's state; x0 still holds the switch's result.
+            // Restore the caller's state. x0 still contains the switch's result.
             "ldr x9, [sp, #168]",
             "msr fpcr, x9",
             "ldp d14, d15, [sp, #144]",
@@ -917,7 +919,7 @@ mod arch {
             "slli t1, t1, 24",
             "or t2, t2, t1",
             "sd t2, 16(a3)",
-            // Restore the caller's state; a0 still holds the switch's result.
+            // Restore the caller's state. a0 still contains the switch's result.
             "ld t0, 200(sp)",
             "fsrm t0",
             "ld ra, 0(sp)",
