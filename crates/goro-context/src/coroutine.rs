@@ -114,7 +114,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     /// Creates a coroutine that runs `closure` on the stack `[stack_lo, stack_hi)`.
     ///
     /// The closure starts on the first [`resume`](Self::resume) and gets that call's input.
-    /// The closure is stored at the top of the stack; the rest is the coroutine's stack.
+    /// It is stored at the top of the stack, and the coroutine runs on the rest.
     ///
     /// # Panics
     ///
@@ -391,8 +391,6 @@ where
             &raw mut message as usize,
         );
     }
-    eprintln!(
-        "goro_context: a finished coroutine was resumed, which Coroutine::resume rules out; aborting"
-    );
+    eprintln!("goro_context: a finished coroutine was resumed; Coroutine::resume rules this out");
     process::abort()
 }

@@ -61,10 +61,10 @@
 //!   whose unwind info marks the return address as undefined, with a zero frame pointer, so
 //!   gdb and Rust's backtraces stop there.
 //! - **[`switch`] is a real call**, to a function the compiler cannot see into, so it is a
-//!   full compiler barrier for memory. It is *not* a barrier for thread-local addresses:
-//!   LLVM may keep a thread-local address in a register across any call. A context resumed on
-//!   another OS thread must re-read thread-locals through an out-of-line accessor, such as
-//!   `goro_abi::getg`.
+//!   full compiler barrier for all memory that other code can reach. It is *not* a barrier for
+//!   thread-local addresses: LLVM may keep a thread-local address in a register across any
+//!   call, and rustc 1.95 does so at opt-level 3. A context resumed on another OS thread must
+//!   read thread-locals through an out-of-line accessor, such as `goro_abi::getg`.
 //! - **No panic unwinds through a switch** in [`Coroutine`]. The raw primitives take
 //!   `extern "C"` functions, so a panic that reaches them aborts the process.
 //!

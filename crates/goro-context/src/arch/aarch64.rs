@@ -15,12 +15,14 @@
 //!
 //! Not saved, by choice:
 //!
-//! - x18, the platform register. AAPCS64 leaves its role to the platform, and Linux uses it as
-//!   an ordinary temporary (caller-saved) register, which is also how rustc's
-//!   `aarch64-unknown-linux-gnu` target treats it. Code built with the shadow-call-stack
-//!   sanitizer keeps a per-thread pointer in x18; it must not be switched either.
-//! - FPSR, the cumulative exception flags. AAPCS64 states that they "are not preserved across a public
-//!   interface", so they stay with the OS thread.
+//! - x18, the platform register. AAPCS64 leaves its role to the platform. Compilers for
+//!   aarch64 Linux (GCC, and LLVM as rustc's `aarch64-unknown-linux-gnu` target uses it)
+//!   treat it as an ordinary temporary (caller-saved) register unless told to reserve it. The
+//!   shadow-call-stack sanitizer reserves it for a per-thread pointer, which must not be
+//!   switched either.
+//! - FPSR, the cumulative exception flags. AAPCS64 states that they "are not preserved across
+//!   a public interface", so they stay with the OS thread.
+//! - TPIDR_EL0, the thread pointer, which belongs to the OS thread that runs the switch.
 //! - The upper halves of v8-v15, v0-v7, v16-v31, and SVE/SME state, all caller-saved for a
 //!   call to a function with the base procedure call standard.
 //!

@@ -15,9 +15,10 @@
 //! Not saved, by choice:
 //!
 //! - `fflags`, the accrued exception flags, the status half of `fcsr`: they stay with the OS
-//!   thread, as the psABI's thread storage duration says.
-//! - gp and tp: the psABI says they "never change", and tp is the thread pointer of the OS
-//!   thread, which is the same on both sides of a switch.
+//!   thread, as the thread storage duration that the psABI gives `fcsr` requires.
+//! - gp and tp: the psABI states that they "never change". tp is the thread pointer of the OS
+//!   thread that runs the switch, so it stays as it is when a context resumes on another
+//!   thread.
 //! - the vector registers and `vxrm`/`vxsat`, which the psABI makes caller-saved.
 //!
 //! [`switch`] only writes `frm` when the resumed side's value differs from the thread's.

@@ -12,6 +12,7 @@
 //! - MXCSR, whole, and the x87 control word.
 //!
 //! All xmm registers are caller-saved, so none is saved. The x87 status word stays with the OS
+//! thread, and so does the fs base, the thread pointer, when a context resumes on another
 //! thread. The direction flag is clear at every call boundary, so it needs no saving either.
 //!
 //! The MXCSR status flags (bits 0-5) are caller-saved, so the ABI allows any value after a
@@ -20,9 +21,9 @@
 //! skipping the loads when the control bits match means reading back the value that `stmxcsr`
 //! has just stored, which stalls. The measurements behind this choice come from a throwaway
 //! ping-pong loop (10 million round trips, best of 5 runs) on a shared 2-vCPU AMD EPYC VM. In
-//! every run, the compare-and-skip form was 20-40% slower than loading both values
-//! unconditionally, and the loads added under 1 ns to the stores. `stmxcsr` alone costs about
-//! 5 ns there, which dominates the round trip of 11-21 ns.
+//! every run, the compare-and-skip form was 15-35% slower than loading both values
+//! unconditionally, and the loads added about 1 ns or less to the stores. `stmxcsr` alone
+//! costs 5-8 ns there, which dominates the round trip of 11-21 ns.
 //! NOTE: only the AMD machine above was measured. On Intel cores the loads may cost more than
 //! a read-back, so there the compare-and-skip form may be faster.
 //!
@@ -49,8 +50,8 @@
 //! # Stack of a fresh context
 //!
 //! [`init_frame`] writes the same layout, so the first [`switch`] to a fresh context is an
-//! ordinary switch. Its final jump lands in [`trampoline`], with the entry function and its `data`
-//! in rbx and r12 and `arg` in rax.
+//! ordinary switch. Its final jump lands in [`trampoline`], with the entry function and its
+//! `data` in rbx and r12 and `arg` in rax.
 //!
 //! ```text
 //!          +--------------------------+  <- top: stack_hi rounded down to 16
