@@ -33,6 +33,15 @@ pub enum StackError {
         /// [`MAX_GUARD_SIZE`](crate::MAX_GUARD_SIZE).
         max: usize,
     },
+    /// The requested slab size lies outside `min..=max`.
+    InvalidSlabSize {
+        /// The requested size in bytes.
+        size: usize,
+        /// [`MIN_SLAB_SIZE`](crate::MIN_SLAB_SIZE).
+        min: usize,
+        /// [`MAX_SLAB_SIZE`](crate::MAX_SLAB_SIZE).
+        max: usize,
+    },
     /// `mmap` or `mprotect` failed while mapping a stack.
     MapFailed {
         /// The system call that failed: `"mmap"` or `"mprotect"`.
@@ -41,6 +50,22 @@ pub enum StackError {
         size: usize,
         /// Size of its guard in bytes.
         guard_size: usize,
+        /// The `errno` the call set.
+        errno: i32,
+        /// Set when the mapping table is nearly full, so that `vm.max_map_count` is the likely
+        /// cause.
+        map_count: Option<MapCount>,
+    },
+    /// `mmap` or `mprotect` failed while mapping a slab of stacks.
+    SlabMapFailed {
+        /// The system call that failed: `"mmap"` or `"mprotect"`.
+        call: &'static str,
+        /// Size of the slab in bytes, guard included.
+        slab_size: usize,
+        /// Number of stacks the slab holds.
+        stacks: usize,
+        /// Size of each stack in bytes, canary included.
+        stack_size: usize,
         /// The `errno` the call set.
         errno: i32,
         /// Set when the mapping table is nearly full, so that `vm.max_map_count` is the likely
@@ -65,10 +90,12 @@ impl StackError {
     /// Returns the `errno` of a failed system call, or `None` for a validation error.
     pub fn errno(&self) -> Option<i32> {
         match *self {
-            StackError::MapFailed { errno, .. } | StackError::AltStackFailed { errno, .. } => {
-                Some(errno)
-            }
-            StackError::InvalidSize { .. } | StackError::InvalidGuardSize { .. } => None,
+            StackError::MapFailed { errno, .. }
+            | StackError::SlabMapFailed { errno, .. }
+            | StackError::AltStackFailed { errno, .. } => Some(errno),
+            StackError::InvalidSize { .. }
+            | StackError::InvalidGuardSize { .. }
+            | StackError::InvalidSlabSize { .. } => None,
         }
     }
 
@@ -76,8 +103,11 @@ impl StackError {
     pub fn map_count(&self) -> Option<MapCount> {
         match *self {
             StackError::MapFailed { map_count, .. }
+            | StackError::SlabMapFailed { map_count, .. }
             | StackError::AltStackFailed { map_count, .. } => map_count,
-            StackError::InvalidSize { .. } | StackError::InvalidGuardSize { .. } => None,
+            StackError::InvalidSize { .. }
+            | StackError::InvalidGuardSize { .. }
+            | StackError::InvalidSlabSize { .. } => None,
         }
     }
 }
@@ -95,6 +125,11 @@ impl fmt::Display for StackError {
                 "invalid guard size {size} bytes: request between {min} bytes (one page) and \
                  {max} bytes (MAX_GUARD_SIZE)"
             ),
+            StackError::InvalidSlabSize { size, min, max } => write!(
+                f,
+                "invalid slab size {size} bytes: request between {min} and {max} bytes \
+                 (MIN_SLAB_SIZE..=MAX_SLAB_SIZE)"
+            ),
             StackError::MapFailed {
                 call,
                 size,
@@ -107,7 +142,23 @@ impl fmt::Display for StackError {
                     "{call} failed for a stack of {size} bytes with a {guard_size}-byte guard: {}",
                     std::io::Error::from_raw_os_error(errno)
                 )?;
-                write_advice(f, errno, map_count)
+                write_advice(f, errno, map_count, Mapped::Stack)
+            }
+            StackError::SlabMapFailed {
+                call,
+                slab_size,
+                stacks,
+                stack_size,
+                errno,
+                map_count,
+            } => {
+                write!(
+                    f,
+                    "{call} failed for a slab of {slab_size} bytes ({stacks} stacks of \
+                     {stack_size} bytes): {}",
+                    std::io::Error::from_raw_os_error(errno)
+                )?;
+                write_advice(f, errno, map_count, Mapped::Slab)
             }
             StackError::AltStackFailed {
                 call,
@@ -120,10 +171,18 @@ impl fmt::Display for StackError {
                     "{call} failed for an alternate signal stack of {size} bytes: {}",
                     std::io::Error::from_raw_os_error(errno)
                 )?;
-                write_advice(f, errno, map_count)
+                write_advice(f, errno, map_count, Mapped::AltStack)
             }
         }
     }
+}
+
+/// The kind of memory whose mapping failed, which selects the advice on an `ENOMEM`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mapped {
+    Stack,
+    Slab,
+    AltStack,
 }
 
 /// Appends what to do about an `ENOMEM`; other errno values get no advice.
@@ -131,12 +190,23 @@ fn write_advice(
     f: &mut fmt::Formatter<'_>,
     errno: i32,
     map_count: Option<MapCount>,
+    mapped: Mapped,
 ) -> fmt::Result {
     if let Some(MapCount { current, max }) = map_count {
+        let (unit, remedy) = match mapped {
+            Mapped::Slab => (
+                "slab",
+                "use fewer stacks or larger slabs (PoolConfig::slab_size)",
+            ),
+            Mapped::Stack | Mapped::AltStack => (
+                "stack",
+                "use fewer stacks, or slab stacks (PoolConfig::slab), which share mappings",
+            ),
+        };
         return write!(
             f,
             "; the process has {current} memory mappings and vm.max_map_count is {max}, and each \
-             stack takes 2: raise the limit (sysctl -w vm.max_map_count=N) or use fewer stacks"
+             {unit} takes 2: raise the limit (sysctl -w vm.max_map_count=N) or {remedy}"
         );
     }
     if errno == libc::ENOMEM {
@@ -205,6 +275,49 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("ulimit -v"), "{message}");
         assert!(!message.contains("max_map_count"), "{message}");
+    }
+
+    #[test]
+    fn slab_map_failure_names_slab_and_remedy() {
+        let error = StackError::SlabMapFailed {
+            call: "mmap",
+            slab_size: 67_112_960,
+            stacks: 3276,
+            stack_size: 20480,
+            errno: libc::ENOMEM,
+            map_count: Some(MapCount {
+                current: 65500,
+                max: 65530,
+            }),
+        };
+        let message = error.to_string();
+        assert!(
+            message.starts_with(
+                "mmap failed for a slab of 67112960 bytes (3276 stacks of 20480 bytes)"
+            ),
+            "{message}"
+        );
+        assert!(message.contains("each slab takes 2"), "{message}");
+        assert!(message.contains("PoolConfig::slab_size"), "{message}");
+        assert_eq!(error.errno(), Some(libc::ENOMEM));
+        assert!(error.map_count().is_some());
+    }
+
+    #[test]
+    fn invalid_slab_size_names_range() {
+        let error = StackError::InvalidSlabSize {
+            size: 4096,
+            min: 1 << 20,
+            max: 1 << 34,
+        };
+        let message = error.to_string();
+        assert!(
+            message.starts_with("invalid slab size 4096 bytes"),
+            "{message}"
+        );
+        assert!(message.contains("1048576"), "{message}");
+        assert!(message.contains("17179869184"), "{message}");
+        assert_eq!(error.errno(), None);
     }
 
     #[test]

@@ -26,6 +26,7 @@ use libc::{c_int, c_void, siginfo_t};
 use crate::DEFAULT_GUARD_SIZE;
 use crate::error::StackError;
 use crate::registry;
+use crate::slab::CanaryOverflow;
 use crate::sys::{self, page_size, round_up_to_pages};
 
 /// A signal's disposition before [`install_overflow_handler`] replaced it.
@@ -64,19 +65,21 @@ static INSTALL: Once = Once::new();
 /// Installs the process-wide SIGSEGV and SIGBUS handler that reports stack overflows.
 ///
 /// Idempotent: only the first call installs; later calls return at once. On a fault in the
-/// guard of a live [`Stack`](crate::Stack), the handler writes one line to stderr and aborts
-/// (SIGABRT):
+/// guard of a live [`Stack`](crate::Stack) or of a slab of a slab-mode pool, the handler writes
+/// one line to stderr and aborts (SIGABRT):
 ///
 /// ```text
 /// goroutine 42 stack overflow: stack size 65536 bytes, fault address 0x7f3a5c0fdff8, guard 0x7f3a5c0fa000-0x7f3a5c0fe000
 /// ```
 ///
-/// The goroutine is the running g ([`goro_abi::getg`]). A fault within [`DEFAULT_GUARD_SIZE`]
-/// below the running g's `stack_lo` counts as an overflow too, for stacks this crate did not
-/// map. Every other fault goes to the disposition the signal had before. A previous handler is
-/// called, such as the one Rust's standard library installs at startup to report overflows of
-/// threads' own stacks. A previous default disposition is restored, so that the fault kills
-/// the process with SIGSEGV or SIGBUS as it would without goro.
+/// The goroutine is the running g ([`goro_abi::getg`]). When its stack lies higher in the slab
+/// than the lowest stack, the line says `stack overflow through its slab`, because its frames
+/// ran over the stacks below. A fault within [`DEFAULT_GUARD_SIZE`] below the running g's
+/// `stack_lo` counts as an overflow too, for stacks this crate did not map. Every other fault
+/// goes to the disposition the signal had before. A previous handler is called, such as the
+/// one Rust's standard library installs at startup to report overflows of threads' own stacks.
+/// A previous default disposition is restored, so that the fault kills the process with SIGSEGV
+/// or SIGBUS as it would without goro.
 ///
 /// A thread reports an overflow only when it has an alternate signal stack; see [`AltStack`].
 ///
@@ -150,6 +153,13 @@ enum Overflow {
         address: usize,
         guard: Range<usize>,
     },
+    /// The running g's stack lies in a slab above the lowest stack, and the fault hit the
+    /// slab's guard: the g's frames ran over the stacks below its own.
+    ThroughSlab {
+        g: RunningG,
+        address: usize,
+        guard: Range<usize>,
+    },
     /// No g runs on this thread, and the guard belongs to a goro stack.
     NoGoroutine { address: usize, guard: Range<usize> },
 }
@@ -172,6 +182,13 @@ impl fmt::Display for Overflow {
                  stack {:#x}-{:#x}): fault address {address:#x}, guard {:#x}-{:#x}",
                 g.goid, g.lo, g.hi, guard.start, guard.end
             ),
+            Overflow::ThroughSlab { g, address, guard } => write!(
+                f,
+                "goroutine {} stack overflow through its slab: fault address {address:#x} in the \
+                 slab's guard {:#x}-{:#x}, below its stack {:#x}-{:#x}, so its frames overwrote \
+                 the stacks between",
+                g.goid, guard.start, guard.end, g.lo, g.hi
+            ),
             Overflow::NoGoroutine { address, guard } => write!(
                 f,
                 "stack overflow on a goro stack with no goroutine running: fault address \
@@ -191,8 +208,15 @@ fn classify(
 ) -> Option<Overflow> {
     if let Some(entry) = registered {
         let guard = entry.lo - entry.guard_size..entry.lo;
+        // The lowest stack of a slab starts with its canary at the top of the padding page
+        // above the slab's guard, less than a page above the guard's end.
+        let lowest_of_slab =
+            |g: &RunningG| entry.slab && (entry.lo..entry.lo + page_size()).contains(&g.lo);
         return Some(match g {
-            Some(g) if g.lo == entry.lo => Overflow::Goroutine { g, address, guard },
+            Some(g) if g.lo == entry.lo || lowest_of_slab(&g) => {
+                Overflow::Goroutine { g, address, guard }
+            }
+            Some(g) if entry.slab && g.lo > entry.lo => Overflow::ThroughSlab { g, address, guard },
             Some(g) => Overflow::UnrecordedStack { g, address, guard },
             None => Overflow::NoGoroutine { address, guard },
         });
@@ -262,13 +286,27 @@ impl fmt::Write for MessageBuffer {
 }
 
 fn report_and_abort(overflow: &Overflow) -> ! {
+    write_line_and_abort(format_args!("{overflow}"))
+}
+
+/// Writes the report of a canary overflow on goroutine `goid` and aborts; see
+/// [`CanaryOverflow::report_and_abort`].
+pub(crate) fn report_canary_and_abort(goid: u64, overflow: &CanaryOverflow) -> ! {
+    write_line_and_abort(format_args!(
+        "goroutine {goid} overflowed its stack, detected by the canary at switch: {}",
+        overflow.details()
+    ))
+}
+
+/// Writes `line` and a newline to stderr without allocating, then aborts.
+fn write_line_and_abort(line: fmt::Arguments<'_>) -> ! {
     let mut message = MessageBuffer {
         bytes: [0; 512],
         len: 0,
     };
     // MessageBuffer::write_str never returns an error. core::fmt formats integers and strings
     // into the buffer without allocating or locking.
-    let _ = writeln!(message, "{overflow}");
+    let _ = writeln!(message, "{line}");
     write_stderr(&message.bytes[..message.len]);
     // SAFETY: abort is async-signal-safe; it raises SIGABRT and does not return.
     unsafe { libc::abort() }
@@ -487,6 +525,7 @@ mod tests {
         let entry = GuardEntry {
             lo: G.lo,
             guard_size: 0x4000,
+            slab: false,
         };
         let overflow = classify(G.lo - 8, Some(G), Some(entry)).expect("an overflow");
         assert_eq!(
@@ -501,6 +540,7 @@ mod tests {
         let entry = GuardEntry {
             lo: 0x20_0000,
             guard_size: 0x1000,
+            slab: false,
         };
         let overflow = classify(0x1f_fff0, Some(G), Some(entry)).expect("an overflow");
         let message = overflow.to_string();
@@ -520,12 +560,63 @@ mod tests {
         let entry = GuardEntry {
             lo: 0x20_0000,
             guard_size: 0x1000,
+            slab: false,
         };
         let overflow = classify(0x1f_f000, None, Some(entry)).expect("an overflow");
         assert_eq!(
             overflow.to_string(),
             "stack overflow on a goro stack with no goroutine running: fault address 0x1ff000, \
              guard 0x1ff000-0x200000"
+        );
+    }
+
+    #[test]
+    fn classify_slab_guard() {
+        let page = page_size();
+        let entry = GuardEntry {
+            lo: 0x40_0000,
+            guard_size: 0x4000,
+            slab: true,
+        };
+        // The lowest stack of the slab: its lo is the canary at the top of the padding page.
+        let lowest = RunningG {
+            goid: 7,
+            lo: entry.lo + page - crate::CANARY_SIZE,
+            hi: entry.lo + page - crate::CANARY_SIZE + 0x5000,
+        };
+        let overflow = classify(entry.lo - 8, Some(lowest), Some(entry)).expect("an overflow");
+        assert_eq!(
+            overflow.to_string(),
+            "goroutine 7 stack overflow: stack size 20480 bytes, fault address 0x3ffff8, guard \
+             0x3fc000-0x400000"
+        );
+
+        let higher = RunningG {
+            lo: lowest.hi,
+            hi: lowest.hi + 0x5000,
+            ..lowest
+        };
+        let overflow = classify(entry.lo - 8, Some(higher), Some(entry)).expect("an overflow");
+        assert!(
+            matches!(overflow, Overflow::ThroughSlab { .. }),
+            "{overflow:?}"
+        );
+        let message = overflow.to_string();
+        assert!(
+            message.starts_with("goroutine 7 stack overflow through its slab: fault address"),
+            "{message}"
+        );
+        assert!(message.contains("guard 0x3fc000-0x400000"), "{message}");
+
+        let below = RunningG {
+            lo: 0x10_0000,
+            hi: 0x10_5000,
+            ..lowest
+        };
+        let overflow = classify(entry.lo - 8, Some(below), Some(entry)).expect("an overflow");
+        assert!(
+            matches!(overflow, Overflow::UnrecordedStack { .. }),
+            "{overflow:?}"
         );
     }
 

@@ -14,6 +14,10 @@
 //! [`StackPool::get`] and [`StackPool::put`] use the global cache directly; they suit callers
 //! that have no M, and cost a lock and a `madvise` per put.
 //!
+//! The pool hands out stacks of one [`StackMode`]. Guarded stacks are mapped and unmapped one
+//! by one. Slab stacks come from the pool's slabs, and a stack that leaves the pool (beyond the
+//! cache's bound, or dropped anywhere) goes back to its slab instead of being unmapped.
+//!
 //! The explicit `LocalCache` object was chosen over a hidden thread-local cache because the
 //! runtime already keeps per-M state, and an object's lifetime is visible: dropping it returns
 //! its stacks, where a thread-local cache would keep them until its thread exits.
@@ -26,7 +30,8 @@ use crossbeam_utils::CachePadded;
 
 use crate::DEFAULT_GUARD_SIZE;
 use crate::error::StackError;
-use crate::stack::{Stack, validate_guard_size, validate_stack_size};
+use crate::slab::{self, Arena, DEFAULT_SLAB_SIZE, MAX_SLAB_SIZE, MIN_SLAB_SIZE};
+use crate::stack::{Stack, StackMode, validate_guard_size, validate_stack_size};
 use crate::sys::round_up_to_pages;
 
 /// Settings of a [`StackPool`] other than its stack size.
@@ -36,13 +41,19 @@ use crate::sys::round_up_to_pages;
 ///
 /// let config = PoolConfig::new().max_cached(256).local_capacity(8);
 /// assert_eq!(config.max_cached_stacks(), 256);
+///
+/// // For hundreds of thousands of goroutines: stacks carved from 64 MiB slabs.
+/// let many = PoolConfig::slab();
+/// assert_eq!(many.stack_mode(), goro_stack::StackMode::Slab);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolConfig {
+    mode: StackMode,
     guard_size: usize,
     max_cached: usize,
     local_capacity: usize,
     keep_resident: usize,
+    slab_size: usize,
 }
 
 impl PoolConfig {
@@ -54,21 +65,47 @@ impl PoolConfig {
     /// resident.
     pub const DEFAULT_KEEP_RESIDENT: usize = 16 * 1024;
 
-    /// Returns the default configuration: a [`DEFAULT_GUARD_SIZE`] guard, and the `DEFAULT_*`
-    /// constants above.
+    /// Returns the default configuration: guarded stacks ([`StackMode::Guarded`]) with a
+    /// [`DEFAULT_GUARD_SIZE`] guard, and the `DEFAULT_*` constants above.
     pub const fn new() -> PoolConfig {
         PoolConfig {
+            mode: StackMode::Guarded,
             guard_size: DEFAULT_GUARD_SIZE,
             max_cached: PoolConfig::DEFAULT_MAX_CACHED,
             local_capacity: PoolConfig::DEFAULT_LOCAL_CAPACITY,
             keep_resident: PoolConfig::DEFAULT_KEEP_RESIDENT,
+            slab_size: DEFAULT_SLAB_SIZE,
         }
     }
 
-    /// Sets the guard size of the pool's stacks in bytes (rounded up to pages; see
-    /// [`Stack::with_guard`]).
+    /// Returns the default configuration in slab mode: `PoolConfig::new().mode(StackMode::Slab)`.
+    pub const fn slab() -> PoolConfig {
+        PoolConfig::new().mode(StackMode::Slab)
+    }
+
+    /// Sets the kind of stacks the pool hands out.
+    pub const fn mode(mut self, mode: StackMode) -> PoolConfig {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets the guard size in bytes (rounded up to pages): of each stack in guarded mode (see
+    /// [`Stack::with_guard`]), of each slab in slab mode.
     pub const fn guard_size(mut self, bytes: usize) -> PoolConfig {
         self.guard_size = bytes;
+        self
+    }
+
+    /// Sets the size of each slab in slab mode, in bytes, guard included. A slab contains as many
+    /// stacks as fit, and at least one. Ignored in guarded mode.
+    ///
+    /// Each slab takes two entries of the mapping table. With the default of
+    /// [`DEFAULT_SLAB_SIZE`](crate::DEFAULT_SLAB_SIZE) (64 MiB), a million stacks of
+    /// [`DEFAULT_STACK_SIZE`](crate::DEFAULT_STACK_SIZE) (256 KiB) fill about 4,000 slabs and
+    /// 8,000 entries. Larger slabs take fewer entries. An empty slab is unmapped, except for
+    /// one kept as a spare.
+    pub const fn slab_size(mut self, bytes: usize) -> PoolConfig {
+        self.slab_size = bytes;
         self
     }
 
@@ -97,6 +134,11 @@ impl PoolConfig {
     pub const fn max_cached_stacks(&self) -> usize {
         self.max_cached
     }
+
+    /// Returns the configured kind of stacks.
+    pub const fn stack_mode(&self) -> StackMode {
+        self.mode
+    }
 }
 
 impl Default for PoolConfig {
@@ -107,15 +149,17 @@ impl Default for PoolConfig {
 
 /// A snapshot of a pool's counters.
 ///
-/// Byte counts are usable stack bytes (`stacks * stack_size`), and each stack also reserves its
-/// guard in address space. While other threads use the pool, a stack moving between a local
-/// and the global cache may be missing from `cached_stacks` for a moment. With no concurrent
-/// use the counts are exact.
+/// Byte counts are usable stack bytes (`stacks * stack_size`). In guarded mode each stack also
+/// reserves its guard in address space. In slab mode the slabs reserve `slab_bytes`, which
+/// includes the stacks not handed out. While other threads use the pool, a stack moving
+/// between a local and the global cache may be missing from `cached_stacks` for a moment. With
+/// no concurrent use the counts are exact.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolStats {
     /// Usable bytes of each stack.
     pub stack_size: usize,
-    /// Stacks mapped by the pool and not yet unmapped: in use plus cached.
+    /// Stacks mapped by the pool and not yet unmapped (in slab mode: handed out by the slabs
+    /// and not returned to them): in use plus cached.
     pub mapped_stacks: usize,
     /// Stacks in the global cache and in all local caches.
     pub cached_stacks: usize,
@@ -134,12 +178,18 @@ pub struct PoolStats {
     pub cached_bytes: usize,
     /// `in_use_stacks * stack_size`.
     pub in_use_bytes: usize,
+    /// Slabs mapped now; 0 in guarded mode.
+    pub slabs: usize,
+    /// Bytes of address space the slabs reserve, guards included; 0 in guarded mode.
+    pub slab_bytes: usize,
 }
 
 /// The state shared by a pool, its local caches and the stacks it mapped.
 pub(crate) struct PoolShared {
     size: usize,
     guard_size: usize,
+    /// The slabs in slab mode; `None` in guarded mode.
+    arena: Option<Arc<Arena>>,
     max_cached: usize,
     local_capacity: usize,
     keep_resident: usize,
@@ -161,16 +211,20 @@ impl PoolShared {
         self.locals.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Maps a new stack owned by this pool.
+    /// Maps a new stack owned by this pool, or in slab mode takes one from the slabs.
     fn map_stack(self: &Arc<Self>) -> Result<Stack, StackError> {
-        let mut stack = Stack::map(self.size, self.guard_size)?;
+        let mut stack = match &self.arena {
+            None => Stack::map(self.size, self.guard_size)?,
+            Some(arena) => arena.allocate()?,
+        };
         stack.owner = Some(Arc::downgrade(self));
         // Relaxed: a statistic (see `mapped`).
         self.mapped.fetch_add(1, Ordering::Relaxed);
         Ok(stack)
     }
 
-    /// Called by `Stack::drop` for a stack of this pool.
+    /// Called by `Stack::drop` for a stack of this pool, before it is unmapped or returned to
+    /// its slab.
     pub(crate) fn note_unmapped(&self) {
         // Relaxed: a statistic (see `mapped`).
         self.mapped.fetch_sub(1, Ordering::Relaxed);
@@ -190,7 +244,8 @@ impl PoolShared {
         );
     }
 
-    /// Puts one stack into the global cache, or unmaps it when the cache is full.
+    /// Puts one stack into the global cache, or unmaps it (returns it to its slab) when the
+    /// cache is full.
     fn cache_one(&self, mut stack: Stack) {
         stack.release_memory(self.keep_resident);
         let mut cache = self.lock_cache();
@@ -227,6 +282,18 @@ impl PoolShared {
     }
 }
 
+/// Checks a requested slab size against [`MIN_SLAB_SIZE`]`..=`[`MAX_SLAB_SIZE`].
+fn validate_slab_size(size: usize) -> Result<usize, StackError> {
+    if !(MIN_SLAB_SIZE..=MAX_SLAB_SIZE).contains(&size) {
+        return Err(StackError::InvalidSlabSize {
+            size,
+            min: MIN_SLAB_SIZE,
+            max: MAX_SLAB_SIZE,
+        });
+    }
+    Ok(size)
+}
+
 /// A pool of stacks of one size.
 ///
 /// The pool is `Sync`: share it between threads by reference or in an `Arc`. Each M should
@@ -240,14 +307,32 @@ pub struct StackPool {
 impl StackPool {
     /// Creates an empty pool of stacks with `size` usable bytes (rounded up to pages).
     ///
+    /// In slab mode each stack has room for its canary besides: [`StackPool::stack_size`] is
+    /// `size` plus [`CANARY_SIZE`](crate::CANARY_SIZE), rounded up to pages. No slab is mapped
+    /// before the first stack is needed.
+    ///
     /// # Errors
     ///
     /// [`StackError::InvalidSize`] for a size outside
     /// [`MIN_STACK_SIZE`](crate::MIN_STACK_SIZE)`..=`[`MAX_STACK_SIZE`](crate::MAX_STACK_SIZE),
-    /// [`StackError::InvalidGuardSize`] for an invalid [`PoolConfig::guard_size`].
+    /// [`StackError::InvalidGuardSize`] for an invalid [`PoolConfig::guard_size`], and in slab
+    /// mode [`StackError::InvalidSlabSize`] for a [`PoolConfig::slab_size`] outside
+    /// [`MIN_SLAB_SIZE`](crate::MIN_SLAB_SIZE)`..=`[`MAX_SLAB_SIZE`](crate::MAX_SLAB_SIZE).
     pub fn new(size: usize, config: PoolConfig) -> Result<StackPool, StackError> {
-        let size = validate_stack_size(size)?;
+        let requested = size;
+        let size = validate_stack_size(requested)?;
         let guard_size = validate_guard_size(config.guard_size)?;
+        let (size, arena) = match config.mode {
+            StackMode::Guarded => (size, None),
+            StackMode::Slab => {
+                let slab_size = validate_slab_size(config.slab_size)?;
+                let span = slab::span_for(requested);
+                (
+                    span,
+                    Some(Arc::new(Arena::new(span, guard_size, slab_size))),
+                )
+            }
+        };
         let keep_resident = round_up_to_pages(config.keep_resident)
             .unwrap_or(usize::MAX)
             .min(size);
@@ -255,6 +340,7 @@ impl StackPool {
             shared: Arc::new(PoolShared {
                 size,
                 guard_size,
+                arena,
                 max_cached: config.max_cached,
                 local_capacity: config.local_capacity,
                 keep_resident,
@@ -265,21 +351,39 @@ impl StackPool {
         })
     }
 
-    /// Usable bytes of each stack.
+    /// Usable bytes of each stack, [`Stack::size`].
     pub fn stack_size(&self) -> usize {
         self.shared.size
     }
 
-    /// Guard bytes of each stack.
+    /// Guard bytes of each stack in guarded mode, of each slab in slab mode.
     pub fn guard_size(&self) -> usize {
         self.shared.guard_size
     }
 
-    /// Returns a stack from the global cache, or maps a new one when the cache is empty.
+    /// Returns the kind of stacks the pool hands out.
+    pub fn stack_mode(&self) -> StackMode {
+        match self.shared.arena {
+            None => StackMode::Guarded,
+            Some(_) => StackMode::Slab,
+        }
+    }
+
+    /// Number of stacks in each slab; 0 in guarded mode.
+    pub fn stacks_per_slab(&self) -> usize {
+        self.shared
+            .arena
+            .as_ref()
+            .map_or(0, |arena| arena.stacks_per_slab())
+    }
+
+    /// Returns a stack from the global cache, or maps a new one when the cache is empty (in slab
+    /// mode: takes one from the slabs, mapping a slab when all are full).
     ///
     /// # Errors
     ///
-    /// [`StackError::MapFailed`] when a new stack is needed and the kernel refuses it.
+    /// [`StackError::MapFailed`] (in slab mode [`StackError::SlabMapFailed`]) when a new stack
+    /// is needed and the kernel refuses the mapping.
     pub fn get(&self) -> Result<Stack, StackError> {
         let cached = self.shared.lock_cache().pop();
         match cached {
@@ -289,7 +393,8 @@ impl StackPool {
     }
 
     /// Puts a stack back: into the global cache, with its memory released below the top
-    /// [`PoolConfig::keep_resident`] bytes, or unmapped when the cache is full.
+    /// [`PoolConfig::keep_resident`] bytes, or unmapped (returned to its slab) when the cache is
+    /// full.
     ///
     /// # Panics
     ///
@@ -325,6 +430,11 @@ impl StackPool {
         };
         let cached = global + local;
         let in_use = mapped.saturating_sub(cached);
+        let slabs = shared
+            .arena
+            .as_ref()
+            .map(|arena| arena.stats())
+            .unwrap_or_default();
         PoolStats {
             stack_size: shared.size,
             mapped_stacks: mapped,
@@ -336,6 +446,8 @@ impl StackPool {
             mapped_bytes: mapped * shared.size,
             cached_bytes: cached * shared.size,
             in_use_bytes: in_use * shared.size,
+            slabs: slabs.slabs,
+            slab_bytes: slabs.slab_bytes,
         }
     }
 }
@@ -343,6 +455,7 @@ impl StackPool {
 impl fmt::Debug for StackPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StackPool")
+            .field("stack_mode", &self.stack_mode())
             .field("stack_size", &self.shared.size)
             .field("guard_size", &self.shared.guard_size)
             .field("max_cached", &self.shared.max_cached)
@@ -370,11 +483,12 @@ pub struct LocalCache {
 }
 
 impl LocalCache {
-    /// Returns a cached stack, refills from the global cache, or maps a new stack.
+    /// Returns a cached stack, refills from the global cache, or maps a new stack (in slab mode:
+    /// takes one from the slabs).
     ///
     /// # Errors
     ///
-    /// [`StackError::MapFailed`] when a new stack is needed and the kernel refuses it.
+    /// As [`StackPool::get`].
     pub fn get(&mut self) -> Result<Stack, StackError> {
         if self.stacks.is_empty() {
             let batch = self.batch_size();
@@ -591,6 +705,74 @@ mod tests {
         unsafe { std::ptr::write_volatile((stack.hi() - 1) as *mut u8, 1) };
         local.put(stack);
         drop(local);
+    }
+
+    #[test]
+    fn new_validates_slab_size() {
+        for size in [0, MIN_SLAB_SIZE - 1, MAX_SLAB_SIZE + 1] {
+            let config = PoolConfig::slab().slab_size(size);
+            match StackPool::new(MIN_STACK_SIZE, config) {
+                Err(StackError::InvalidSlabSize {
+                    size: reported,
+                    min,
+                    max,
+                }) => {
+                    assert_eq!((reported, min, max), (size, MIN_SLAB_SIZE, MAX_SLAB_SIZE));
+                }
+                other => panic!("slab size {size}: {other:?}"),
+            }
+        }
+        let guarded = PoolConfig::new().slab_size(0);
+        assert!(
+            StackPool::new(MIN_STACK_SIZE, guarded).is_ok(),
+            "a guarded pool rejected a slab size it does not use"
+        );
+    }
+
+    #[test]
+    fn slab_pool_counts_stacks_and_slabs() {
+        let config = PoolConfig::slab().max_cached(1).local_capacity(0);
+        let pool = StackPool::new(MIN_STACK_SIZE, config).expect("valid pool");
+        assert_eq!(pool.stack_mode(), StackMode::Slab);
+        assert_eq!(pool.stack_size(), slab::span_for(MIN_STACK_SIZE));
+        assert_eq!(
+            pool.stats().slabs,
+            0,
+            "a slab was mapped before the first get"
+        );
+
+        let stacks: Vec<Stack> = (0..3).map(|_| pool.get().expect("slab stack")).collect();
+        let stats = pool.stats();
+        assert_eq!(
+            (stats.mapped_stacks, stats.in_use_stacks),
+            (3, 3),
+            "{stats:?}"
+        );
+        assert_eq!(stats.slabs, 1, "{stats:?}");
+        assert!(stats.slab_bytes <= DEFAULT_SLAB_SIZE, "{stats:?}");
+        assert_eq!(stats.in_use_bytes, 3 * pool.stack_size());
+
+        for stack in stacks {
+            pool.put(stack);
+        }
+        let stats = pool.stats();
+        assert_eq!(stats.cached_stacks, 1, "{stats:?}");
+        assert_eq!(
+            stats.mapped_stacks, 1,
+            "stacks beyond the bound stayed out: {stats:?}"
+        );
+        assert_eq!(stats.slabs, 1, "{stats:?}");
+    }
+
+    #[test]
+    fn slab_stack_outlives_pool() {
+        let pool = StackPool::new(MIN_STACK_SIZE, PoolConfig::slab()).expect("valid pool");
+        let stack = pool.get().expect("slab stack");
+        drop(pool);
+        // SAFETY: the byte lies in the stack's usable range, above its canary.
+        unsafe { std::ptr::write_volatile((stack.hi() - 1) as *mut u8, 1) };
+        assert_eq!(stack.check_canary(), Ok(()));
+        drop(stack);
     }
 
     #[test]

@@ -7,8 +7,11 @@
 //! Registering and unregistering happen next to `mmap` and `munmap` and take a mutex for the
 //! free-slot list. The handler never takes it: it scans the slots with atomic loads only,
 //! allocates nothing, and so is async-signal-safe. Each slot is one `AtomicU64` packing the
-//! stack's lowest usable page number and its guard size in pages, so the handler never sees a
-//! half-written entry.
+//! page number of the guard's end, the guard size in pages and whether the guard belongs to a
+//! slab, so the handler never sees a half-written entry.
+//!
+//! The guard of a slab lies below its padding page and its lowest stack, not directly below a
+//! stack, so the entry's `lo` is the end of the guard rather than a stack's `lo`.
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -20,8 +23,12 @@ const CHUNK_SLOTS: usize = 4096;
 /// Maximum number of chunks. The registry has room for 4,194,304 guards, far more than the
 /// 32,765 stacks that the default `vm.max_map_count` of 65,530 allows.
 const MAX_CHUNKS: usize = 1024;
-/// Bits of a slot that hold the guard size in pages; the rest holds the page number of `lo`.
+/// Low bits of a slot that hold the guard size in pages and the slab flag; the rest holds the
+/// page number of `lo`.
 const GUARD_BITS: u32 = 20;
+/// The bit of a slot that marks the guard of a slab. Guard sizes stay below it:
+/// `MAX_GUARD_SIZE` is 16,384 pages of 4 KiB.
+const SLAB_FLAG: u64 = 1 << (GUARD_BITS - 1);
 
 /// Chunk pointers. A chunk is published (Release) before any slot index inside it is handed
 /// out, and the handler loads it with Acquire, so it sees the chunk's zeroed slots.
@@ -42,27 +49,32 @@ pub(crate) struct Slot(u32);
 /// A guard found by [`find_guard`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct GuardEntry {
-    /// Lowest usable address of the stack, which is the end of its guard.
+    /// End of the guard: the lowest usable address of a guarded stack, or the start of a slab's
+    /// padding page.
     pub(crate) lo: usize,
     /// Guard size in bytes; the guard is `lo - guard_size..lo`.
     pub(crate) guard_size: usize,
+    /// Whether the guard lies at the bottom of a slab rather than below one stack.
+    pub(crate) slab: bool,
 }
 
-fn pack(lo: usize, guard_size: usize) -> Option<u64> {
+fn pack(entry: GuardEntry) -> Option<u64> {
     let shift = page_size().trailing_zeros();
-    let page_number = (lo >> shift) as u64;
-    let guard_pages = (guard_size >> shift) as u64;
-    if guard_pages == 0 || guard_pages >= 1 << GUARD_BITS || page_number >= 1 << (64 - GUARD_BITS) {
+    let page_number = (entry.lo >> shift) as u64;
+    let guard_pages = (entry.guard_size >> shift) as u64;
+    if guard_pages == 0 || guard_pages >= SLAB_FLAG || page_number >= 1 << (64 - GUARD_BITS) {
         return None;
     }
-    Some(page_number << GUARD_BITS | guard_pages)
+    let flag = if entry.slab { SLAB_FLAG } else { 0 };
+    Some(page_number << GUARD_BITS | flag | guard_pages)
 }
 
 fn unpack(word: u64) -> GuardEntry {
     let shift = page_size().trailing_zeros();
     GuardEntry {
         lo: ((word >> GUARD_BITS) as usize) << shift,
-        guard_size: ((word & ((1 << GUARD_BITS) - 1)) as usize) << shift,
+        guard_size: ((word & (SLAB_FLAG - 1)) as usize) << shift,
+        slab: word & SLAB_FLAG != 0,
     }
 }
 
@@ -76,11 +88,29 @@ fn slot_word(index: usize) -> Option<&'static AtomicU64> {
     Some(unsafe { &*chunk.add(index % CHUNK_SLOTS) })
 }
 
-/// Records the guard below `lo`. Returns `None` when the registry is full or the address does
-/// not fit a slot. The fault handler then recognizes an overflow on this stack only through the
-/// running g's header.
+/// Records the guard below the stack at `lo`. Returns `None` when the registry is full or the
+/// address does not fit a slot. The fault handler then recognizes an overflow on this stack
+/// only through the running g's header.
 pub(crate) fn register(lo: usize, guard_size: usize) -> Option<Slot> {
-    let word = pack(lo, guard_size)?;
+    register_entry(GuardEntry {
+        lo,
+        guard_size,
+        slab: false,
+    })
+}
+
+/// Records the guard at the bottom of a slab, which ends at `guard_end`. Returns `None` as
+/// [`register`] does.
+pub(crate) fn register_slab(guard_end: usize, guard_size: usize) -> Option<Slot> {
+    register_entry(GuardEntry {
+        lo: guard_end,
+        guard_size,
+        slab: true,
+    })
+}
+
+fn register_entry(entry: GuardEntry) -> Option<Slot> {
+    let word = pack(entry)?;
     let index = claim_slot()?;
     let slot = slot_word(index).expect("claim_slot publishes the chunk of every slot it returns");
     // Release pairs with the handler's Acquire load in `find_guard`. The fault happens after
@@ -154,27 +184,33 @@ mod tests {
     fn pack_round_trips() {
         let page = page_size();
         let lo = 0x7fff_1234_5000 & !(page - 1);
-        let word = pack(lo, 4 * page).expect("address fits");
-        assert_eq!(
-            unpack(word),
-            GuardEntry {
+        for slab in [false, true] {
+            let entry = GuardEntry {
                 lo,
-                guard_size: 4 * page
-            }
-        );
+                guard_size: 4 * page,
+                slab,
+            };
+            let word = pack(entry).expect("address fits");
+            assert_eq!(unpack(word), entry);
+        }
     }
 
     #[test]
     fn pack_rejects_unrepresentable() {
         let page = page_size();
-        assert_eq!(pack(0x1000_0000, 0), None, "empty guard");
+        let entry = |lo, guard_size| GuardEntry {
+            lo,
+            guard_size,
+            slab: false,
+        };
+        assert_eq!(pack(entry(0x1000_0000, 0)), None, "empty guard");
         assert_eq!(
-            pack(0x1000_0000, page << GUARD_BITS),
+            pack(entry(0x1000_0000, page * SLAB_FLAG as usize)),
             None,
             "guard too large"
         );
         assert_eq!(
-            pack(usize::MAX & !(page - 1), page),
+            pack(entry(usize::MAX & !(page - 1), page)),
             None,
             "address too high"
         );
@@ -190,6 +226,7 @@ mod tests {
         let expected = GuardEntry {
             lo,
             guard_size: 2 * page,
+            slab: false,
         };
         assert_eq!(
             find_guard(lo - 2 * page),
@@ -201,6 +238,11 @@ mod tests {
         assert_eq!(find_guard(lo - 2 * page - 1), None, "byte below the guard");
         unregister(slot);
         assert_eq!(find_guard(lo - 1), None, "after unregister");
+
+        let slot = register_slab(lo, page).expect("registry has room");
+        let found = find_guard(lo - 1).expect("the slab guard");
+        assert!(found.slab, "{found:?}");
+        unregister(slot);
     }
 
     #[test]

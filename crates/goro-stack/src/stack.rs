@@ -1,12 +1,13 @@
-//! One mmap'ed stack with a guard below it.
+//! One goroutine stack: its own mapping with a guard, or a slice of a slab with a canary.
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use crate::error::StackError;
 use crate::pool::PoolShared;
 use crate::registry::{self, Slot};
+use crate::slab::{self, Arena, CANARY_SIZE, CanaryOverflow};
 use crate::sys::{self, page_size, round_up_to_pages};
 use crate::{DEFAULT_GUARD_SIZE, MAX_GUARD_SIZE, MAX_STACK_SIZE, MIN_STACK_SIZE};
 
@@ -42,7 +43,23 @@ pub fn validate_guard_size(size: usize) -> Result<usize, StackError> {
     Ok(round_up_to_pages(size).expect("a size up to MAX_GUARD_SIZE rounds without overflow"))
 }
 
-/// A stack: one private anonymous mapping whose lowest pages are an inaccessible guard.
+/// The kind of stacks that a [`StackPool`](crate::StackPool) hands out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum StackMode {
+    /// Each stack is its own mapping with guard pages below it: an overflow faults at once,
+    /// but every stack takes two entries of the kernel's mapping table.
+    #[default]
+    Guarded,
+    /// Stacks are carved from large mappings (slabs) and carry a canary at their lowest
+    /// address, which [`Stack::check_canary`] inspects. Only each slab has a guard. Suits
+    /// hundreds of thousands of stacks; see the crate docs for what the canary misses.
+    Slab,
+}
+
+/// A goroutine stack: either its own mapping with a guard below it, or a slice of a slab with a
+/// canary at its lowest address ([`StackMode`]).
+///
+/// A guarded stack:
 ///
 /// ```text
 ///   mapping start            lo                                     hi
@@ -50,21 +67,48 @@ pub fn validate_guard_size(size: usize) -> Result<usize, StackError> {
 ///        └────────────────────┴──────────────────────────────────────┘
 /// ```
 ///
-/// The usable range `lo..hi` is page-aligned and readable and writable from its first to its
-/// last byte. A write that runs off its bottom hits the guard and faults, and the handler of
-/// [`install_overflow_handler`](crate::install_overflow_handler) reports it. Dropping the stack
-/// unmaps it. A `Stack` is `Send` (a suspended goroutine may resume on another thread), but not
-/// `Clone`: it is the only owner of its memory.
+/// A slab stack:
+///
+/// ```text
+///                             lo                                     hi
+///   ... top of stack below    │ canary │ frames, grow down      ◀──  │ canary of stack above ...
+///                             └────────┴─────────────────────────────┘
+/// ```
+///
+/// The range `lo..hi` is readable and writable from its first to its last byte. Below a guarded
+/// stack lies its guard, so a write that runs off its bottom faults, and the handler of
+/// [`install_overflow_handler`](crate::install_overflow_handler) reports it. A slab stack's
+/// lowest [`CANARY_SIZE`](crate::CANARY_SIZE) bytes hold its canary, and below it lies the top of
+/// another stack of the slab. Dropping a guarded stack unmaps it; dropping a slab stack returns
+/// it to its slab. A `Stack` is `Send` (a suspended goroutine may resume on another thread), but
+/// not `Clone`: it is the only owner of its memory.
 pub struct Stack {
-    /// Start of the mapping, which is the start of the guard.
-    base: usize,
-    guard_size: usize,
+    /// Lowest usable address: above the guard, or the canary's address.
+    lo: usize,
+    /// `hi - lo`.
     size: usize,
-    /// The guard's entry in the fault handler's registry; `None` when the registry was full.
-    slot: Option<Slot>,
-    /// The pool that mapped this stack, whose counter drops when the stack is unmapped. Weak, so
-    /// that a pool's cache of stacks does not keep the pool alive.
+    memory: Memory,
+    /// The pool that handed out this stack, whose counter drops when the stack is unmapped or
+    /// returned to its slab. Weak, so that a pool's cache of stacks does not keep the pool
+    /// alive.
     pub(crate) owner: Option<Weak<PoolShared>>,
+}
+
+/// The source of a stack's memory, which decides how the memory is given back.
+enum Memory {
+    /// A mapping of its own: `lo - guard_size..lo + size`.
+    Mapping {
+        guard_size: usize,
+        /// The guard's entry in the fault handler's registry; `None` when the registry was
+        /// full.
+        slot: Option<Slot>,
+    },
+    /// Stack `index` of slab `slab` of `arena`.
+    Slab {
+        arena: Arc<Arena>,
+        slab: u32,
+        index: u32,
+    },
 }
 
 impl Stack {
@@ -106,83 +150,169 @@ impl Stack {
             errno: error.errno,
             map_count: sys::map_count_near_limit().filter(|_| error.errno == libc::ENOMEM),
         })?;
-        let slot = registry::register(base + guard_size, guard_size);
+        let lo = base + guard_size;
+        let slot = registry::register(lo, guard_size);
         Ok(Stack {
-            base,
-            guard_size,
+            lo,
             size,
-            slot,
+            memory: Memory::Mapping { guard_size, slot },
             owner: None,
         })
     }
 
-    /// Lowest usable address, just above the guard.
+    /// Wraps stack `index` of slab `slab`, whose canary the arena has written.
+    pub(crate) fn from_slab(
+        lo: usize,
+        size: usize,
+        arena: Arc<Arena>,
+        slab: u32,
+        index: u32,
+    ) -> Stack {
+        Stack {
+            lo,
+            size,
+            memory: Memory::Slab { arena, slab, index },
+            owner: None,
+        }
+    }
+
+    /// Lowest usable address. It lies just above the guard of a guarded stack, and it is the
+    /// address of the canary of a slab stack.
     pub fn lo(&self) -> usize {
-        self.base + self.guard_size
+        self.lo
     }
 
     /// One past the highest usable address, which is the initial stack pointer of a stack that
-    /// grows down. It is page-aligned, so it meets the 16-byte alignment of every supported ABI.
+    /// grows down. It is page-aligned for a guarded stack and
+    /// [`CANARY_SIZE`](crate::CANARY_SIZE) bytes below a page boundary for a slab stack, so it
+    /// meets the 16-byte alignment of every supported ABI.
     pub fn hi(&self) -> usize {
-        self.lo() + self.size
+        self.lo + self.size
     }
 
-    /// Usable bytes, `hi() - lo()`; a multiple of the page size.
+    /// Usable bytes, `hi() - lo()`; a multiple of the page size. The usable bytes of a slab
+    /// stack include its canary and are at least the requested size plus
+    /// [`CANARY_SIZE`](crate::CANARY_SIZE).
     pub fn size(&self) -> usize {
         self.size
     }
 
-    /// The guard pages below the usable range; any access to them faults.
+    /// Returns the kind of this stack.
+    pub fn mode(&self) -> StackMode {
+        match self.memory {
+            Memory::Mapping { .. } => StackMode::Guarded,
+            Memory::Slab { .. } => StackMode::Slab,
+        }
+    }
+
+    /// The guard pages below the usable range; any access to them faults. Empty, at `lo`, for a
+    /// slab stack, which has no guard of its own.
     pub fn guard(&self) -> Range<usize> {
-        self.base..self.lo()
+        self.lo - self.guard_size()..self.lo
     }
 
-    /// Guard size in bytes; a multiple of the page size.
+    /// Guard size in bytes; a multiple of the page size, and 0 for a slab stack.
     pub fn guard_size(&self) -> usize {
-        self.guard_size
+        match self.memory {
+            Memory::Mapping { guard_size, .. } => guard_size,
+            Memory::Slab { .. } => 0,
+        }
     }
 
-    /// The whole mapping, guard included.
+    /// The memory the stack occupies: its whole mapping, guard included, or a slab stack's
+    /// slice `lo..hi` of its slab.
     pub fn mapping(&self) -> Range<usize> {
-        self.base..self.hi()
+        self.guard().start..self.hi()
     }
 
-    /// Gives the memory of the stack back to the kernel, except for the top `keep_top` bytes
-    /// (rounded up to pages), which stay resident for the next user.
+    /// Returns the canary of a slab stack, `lo..lo + CANARY_SIZE`, or `None` for a guarded
+    /// stack.
+    pub fn canary(&self) -> Option<Range<usize>> {
+        match self.memory {
+            Memory::Mapping { .. } => None,
+            Memory::Slab { .. } => Some(self.lo..self.lo + CANARY_SIZE),
+        }
+    }
+
+    /// Checks that the stack's canary is intact; always `Ok` for a guarded stack.
+    ///
+    /// The runtime calls it at every switch from a goroutine back to g0, on the stack the
+    /// goroutine ran on, and on an error calls [`CanaryOverflow::report_and_abort`] with the
+    /// goroutine's id. A check reads one cache line (eight words) at `lo` and compares it with
+    /// values derived from the process's secret. That line lies in the top page of the stack
+    /// below, so the read may miss the cache and the TLB.
+    ///
+    /// NOTE: the canary catches only frames that write into it. A frame that jumps over it and
+    /// writes into the stack below without touching it goes unnoticed, and so does damage done
+    /// between two checks: until the goroutine switches, it may corrupt the stack below, and
+    /// code that runs meanwhile on that memory may misbehave first.
+    ///
+    /// # Errors
+    ///
+    /// [`CanaryOverflow`] when any canary word differs from its expected value.
+    #[inline]
+    pub fn check_canary(&self) -> Result<(), CanaryOverflow> {
+        match self.memory {
+            Memory::Mapping { .. } => Ok(()),
+            // SAFETY: the stack is live, and its canary lies in its slab's read-write part.
+            Memory::Slab { .. } => unsafe { slab::check_canary(self.lo, self.hi()) },
+        }
+    }
+
+    /// Gives the memory of the stack back to the kernel, except for the pages that hold the top
+    /// `keep_top` bytes, which stay resident for the next user.
     ///
     /// The discarded pages read as zeros afterwards and cost no memory until touched again.
-    /// `keep_top` larger than the stack keeps all of it. Call it only on a stack that no code is
+    /// `keep_top` larger than the stack keeps all of it. A slab stack always keeps its top page,
+    /// which also contains the canary of the stack above. It also keeps the page of its own
+    /// canary, which contains the top of the stack below. Call it only on a stack that no code is
     /// running on or suspended on: its frames below the kept part are lost.
     pub fn release_memory(&mut self, keep_top: usize) {
-        let keep = round_up_to_pages(keep_top)
-            .unwrap_or(usize::MAX)
-            .min(self.size);
-        // SAFETY: lo..hi-keep is this stack's own usable memory, and `&mut self` (with the
-        // documented condition that nothing runs on it) means its contents are dead.
-        unsafe { sys::discard(self.lo(), self.size - keep) };
+        let page = page_size();
+        let (frames_start, keep_start) = match self.memory {
+            Memory::Mapping { .. } => (self.lo, self.hi().saturating_sub(keep_top)),
+            Memory::Slab { .. } => {
+                let top_page = self.hi() + CANARY_SIZE - page;
+                let keep_start = self.hi().saturating_sub(keep_top).min(top_page);
+                (self.lo + CANARY_SIZE, keep_start)
+            }
+        };
+        let keep_start = (keep_start & !(page - 1)).max(frames_start);
+        // SAFETY: frames_start..keep_start lies in this stack's own pages (for a slab stack,
+        // between the page of its canary and its top page), and `&mut self` with the
+        // documented condition that nothing runs on it means the contents are dead.
+        unsafe { sys::discard(frames_start, keep_start - frames_start) };
     }
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            registry::unregister(slot);
-        }
         if let Some(pool) = self.owner.as_ref().and_then(Weak::upgrade) {
             pool.note_unmapped();
         }
-        // SAFETY: the mapping is this stack's own, and dropping the stack ends every use of it.
-        unsafe { sys::unmap(self.base, self.guard_size + self.size) };
+        match &mut self.memory {
+            Memory::Mapping { guard_size, slot } => {
+                if let Some(slot) = slot.take() {
+                    registry::unregister(slot);
+                }
+                let base = self.lo - *guard_size;
+                // SAFETY: the mapping is this stack's own, and dropping the stack ends every
+                // use of it.
+                unsafe { sys::unmap(base, *guard_size + self.size) };
+            }
+            Memory::Slab { arena, slab, index } => arena.release(*slab, *index, self.lo),
+        }
     }
 }
 
 impl fmt::Debug for Stack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Stack")
+            .field("mode", &self.mode())
             .field("lo", &format_args!("{:#x}", self.lo()))
             .field("hi", &format_args!("{:#x}", self.hi()))
             .field("size", &self.size)
-            .field("guard_size", &self.guard_size)
+            .field("guard_size", &self.guard_size())
             .finish()
     }
 }

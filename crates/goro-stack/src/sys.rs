@@ -128,6 +128,22 @@ pub(crate) unsafe fn discard(start: usize, len: usize) {
     let _ = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
 }
 
+/// Asks the kernel not to back `[start, start + len)` with transparent huge pages.
+///
+/// A slab spans many stacks, and where `/sys/kernel/mm/transparent_hugepage/enabled` is
+/// `always`, touching one page of a stack could commit 2 MiB. `MAP_STACK` has the same effect
+/// since Linux 6.7; this call covers older kernels.
+///
+/// # Safety
+///
+/// The range must be a whole mapping of this crate, or whole pages of one.
+pub(crate) unsafe fn disable_huge_pages(start: usize, len: usize) {
+    // madvise fails with EINVAL on a kernel built without transparent huge pages, which then
+    // cannot back the range with them anyway, so the result is ignored.
+    // SAFETY: the caller vouches that the range is ours; the advice changes no contents.
+    let _ = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_NOHUGEPAGE) };
+}
+
 /// Returns the process's mapping count and `vm.max_map_count` when the count is close enough
 /// to the limit that the limit is the likely cause of an `ENOMEM` from `mmap` or `mprotect`.
 ///
