@@ -2,104 +2,13 @@
 
 mod common;
 
-use std::arch::asm;
 use std::hint::black_box;
 
-use common::{ChildOutput, report, run_child, scenario};
-use goro_abi::{GHeader, setg};
+use common::{
+    ChildOutput, call_on_stack, recurse, recurse_forever, report, run_as_goroutine_42, run_child,
+    scenario,
+};
 use goro_stack::{AltStack, PoolConfig, Stack, StackPool, install_overflow_handler};
-
-/// Calls `function` with the stack pointer set to `top`.
-///
-/// The tests need only a plain call on another stack: the real context switch comes from
-/// goro-context. The old stack pointer is kept in a callee-saved register, which `function`
-/// preserves, and restored after the call.
-///
-/// # Safety
-///
-/// `top` must be the 16-byte-aligned top of a writable stack that nothing else uses.
-unsafe fn call_on_stack(top: usize, function: extern "C" fn()) {
-    assert_eq!(
-        top % 16,
-        0,
-        "call_on_stack: the stack top {top:#x} is not 16-byte aligned"
-    );
-
-    // SAFETY: the caller provides a valid stack, and r12, declared clobbered, restores rsp.
-    // `call` pushes the return address, so `function` starts with rsp = 8 mod 16 as the SysV
-    // ABI requires.
-    #[cfg(target_arch = "x86_64")]
-    unsafe {
-        asm!(
-            "mov r12, rsp",
-            "mov rsp, {top}",
-            "call {function}",
-            "mov rsp, r12",
-            top = in(reg) top,
-            function = in(reg) function,
-            out("r12") _,
-            clobber_abi("C"),
-        );
-    }
-
-    // SAFETY: the caller provides a valid stack, and x20, declared clobbered, restores sp. The
-    // AAPCS64 requires sp to be 16-byte aligned at the call, and `top` is.
-    #[cfg(target_arch = "aarch64")]
-    unsafe {
-        asm!(
-            "mov x20, sp",
-            "mov sp, {top}",
-            "blr {function}",
-            "mov sp, x20",
-            top = in(reg) top,
-            function = in(reg) function,
-            out("x20") _,
-            clobber_abi("C"),
-        );
-    }
-
-    // SAFETY: the caller provides a valid stack, and s2, declared clobbered, restores sp. The
-    // RISC-V psABI requires sp to be 16-byte aligned at the call, and `top` is.
-    #[cfg(target_arch = "riscv64")]
-    unsafe {
-        asm!(
-            "mv s2, sp",
-            "mv sp, {top}",
-            "jalr {function}",
-            "mv sp, s2",
-            top = in(reg) top,
-            function = in(reg) function,
-            out("s2") _,
-            clobber_abi("C"),
-        );
-    }
-}
-
-/// Recurses until the stack runs out, with a 512-byte array in each frame.
-#[inline(never)]
-fn recurse(depth: u64) -> u64 {
-    let frame = [depth as u8; 512];
-    black_box(&frame);
-    if black_box(true) {
-        // The addition after the call keeps it from becoming a loop.
-        recurse(depth + 1) + u64::from(frame[7])
-    } else {
-        depth
-    }
-}
-
-extern "C" fn recurse_forever() {
-    black_box(recurse(0));
-}
-
-/// Makes a leaked g header with goid 42 that records `stack`, and sets the g register to it.
-fn run_as_goroutine_42(stack: &Stack) {
-    let g: &'static GHeader = Box::leak(Box::new(GHeader::new()));
-    g.set_goid(42);
-    g.set_stack(stack.lo(), stack.hi(), stack.lo());
-    // SAFETY: the header is leaked, so it stays live; it describes the stack the code will run on.
-    unsafe { setg(std::ptr::from_ref(g).cast_mut()) };
-}
 
 fn report_guard(stack: &Stack) {
     report(

@@ -4,13 +4,21 @@
 //! The parent re-executes its own test binary, filtered to the one test that dispatches
 //! scenarios, with the scenario's name in `GORO_STACK_SCENARIO`. Under QEMU user mode there is
 //! no binfmt_misc, so the command is prefixed with the words of `GORO_TEST_RUNNER` when set.
+//!
+//! The scenarios that overflow a stack on purpose run code on it with [`call_on_stack`], as a
+//! goroutine whose g header [`run_as_goroutine_42`] sets.
 
 #![allow(dead_code)]
 
+use std::arch::asm;
+use std::hint::black_box;
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use goro_abi::{GHeader, setg};
+use goro_stack::Stack;
 
 /// The environment variable that carries the scenario's name to the child.
 pub const SCENARIO_VAR: &str = "GORO_STACK_SCENARIO";
@@ -191,4 +199,96 @@ pub fn report(key: &str, value: impl std::fmt::Display) {
 pub unsafe fn read_byte(address: usize) -> u8 {
     // SAFETY: the caller accepts the fault.
     unsafe { std::ptr::read_volatile(address as *const u8) }
+}
+
+/// Calls `function` with the stack pointer set to `top`.
+///
+/// The tests need only a plain call on another stack: the real context switch comes from
+/// goro-context. The old stack pointer is kept in a callee-saved register, which `function`
+/// preserves, and restored after the call.
+///
+/// # Safety
+///
+/// `top` must be the 16-byte-aligned top of a writable stack that nothing else uses.
+pub unsafe fn call_on_stack(top: usize, function: extern "C" fn()) {
+    assert_eq!(
+        top % 16,
+        0,
+        "call_on_stack: the stack top {top:#x} is not 16-byte aligned"
+    );
+
+    // SAFETY: the caller provides a valid stack, and r12, declared clobbered, restores rsp.
+    // `call` pushes the return address, so `function` starts with rsp = 8 mod 16 as the SysV
+    // ABI requires.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        asm!(
+            "mov r12, rsp",
+            "mov rsp, {top}",
+            "call {function}",
+            "mov rsp, r12",
+            top = in(reg) top,
+            function = in(reg) function,
+            out("r12") _,
+            clobber_abi("C"),
+        );
+    }
+
+    // SAFETY: the caller provides a valid stack, and x20, declared clobbered, restores sp. The
+    // AAPCS64 requires sp to be 16-byte aligned at the call, and `top` is.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        asm!(
+            "mov x20, sp",
+            "mov sp, {top}",
+            "blr {function}",
+            "mov sp, x20",
+            top = in(reg) top,
+            function = in(reg) function,
+            out("x20") _,
+            clobber_abi("C"),
+        );
+    }
+
+    // SAFETY: the caller provides a valid stack, and s2, declared clobbered, restores sp. The
+    // RISC-V psABI requires sp to be 16-byte aligned at the call, and `top` is.
+    #[cfg(target_arch = "riscv64")]
+    unsafe {
+        asm!(
+            "mv s2, sp",
+            "mv sp, {top}",
+            "jalr {function}",
+            "mv sp, s2",
+            top = in(reg) top,
+            function = in(reg) function,
+            out("s2") _,
+            clobber_abi("C"),
+        );
+    }
+}
+
+/// Recurses until the stack runs out, with a 512-byte array in each frame.
+#[inline(never)]
+pub fn recurse(depth: u64) -> u64 {
+    let frame = [depth as u8; 512];
+    black_box(&frame);
+    if black_box(true) {
+        // The addition after the call keeps it from becoming a loop.
+        recurse(depth + 1) + u64::from(frame[7])
+    } else {
+        depth
+    }
+}
+
+pub extern "C" fn recurse_forever() {
+    black_box(recurse(0));
+}
+
+/// Makes a leaked g header with goid 42 that records `stack`, and sets the g register to it.
+pub fn run_as_goroutine_42(stack: &Stack) {
+    let g: &'static GHeader = Box::leak(Box::new(GHeader::new()));
+    g.set_goid(42);
+    g.set_stack(stack.lo(), stack.hi(), stack.lo());
+    // SAFETY: the header is leaked, so it stays live; it describes the stack the code will run on.
+    unsafe { setg(std::ptr::from_ref(g).cast_mut()) };
 }
