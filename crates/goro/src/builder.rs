@@ -34,6 +34,7 @@ pub struct Builder {
     pub(crate) extra_schedulers: Vec<SchedHandle>,
     pub(crate) monitor: MonitorConfig,
     pub(crate) deadlock_detection: bool,
+    pub(crate) dump_on_sigquit: bool,
 }
 
 impl Default for Builder {
@@ -54,6 +55,7 @@ impl Builder {
             extra_schedulers: Vec::new(),
             monitor: MonitorConfig::default(),
             deadlock_detection: true,
+            dump_on_sigquit: false,
         }
     }
 
@@ -120,6 +122,14 @@ impl Builder {
     /// wait for wakeups from threads that run no goroutine, which the runtime cannot see.
     pub fn deadlock_detection(mut self, enabled: bool) -> Builder {
         self.deadlock_detection = enabled;
+        self
+    }
+
+    /// Prints a dump of every goroutine of every runtime to standard error when the process
+    /// receives SIGQUIT, instead of the default of dumping core (off by default). The handler
+    /// is process-wide and stays installed; see [`crate::debug::dump_on_sigquit`].
+    pub fn dump_on_sigquit(mut self, enabled: bool) -> Builder {
+        self.dump_on_sigquit = enabled;
         self
     }
 

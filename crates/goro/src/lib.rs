@@ -36,6 +36,7 @@
 
 mod builder;
 pub mod debug;
+mod dump;
 pub mod fs;
 mod join;
 mod m;
@@ -44,6 +45,7 @@ pub mod net;
 mod park;
 pub mod process;
 mod runtime;
+mod schedtrace;
 mod stats;
 pub mod sync;
 mod syscall;

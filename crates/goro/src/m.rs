@@ -281,6 +281,8 @@ pub(crate) fn ready(g: GRef, cause: ReadyCause) {
         });
         // SeqCst: see `handle`'s park; the g is counted as waiting until it is queued.
         shared.nwaiting.fetch_sub(1, Ordering::SeqCst);
+        // Before the g is queued: once queued, its new M may stamp it Running.
+        crate::dump::note_status(g, goro_abi::GStatus::Runnable, true);
     }
     // SAFETY: the runtime holds the handle of every scheduler its gs link to.
     unsafe { g.header().sched().ready(g, cause, p) };
@@ -413,6 +415,7 @@ fn execute(m: &M, g: GRef) {
     while let Some(g) = next.take() {
         let header = g.header();
         let _ = header.start_running();
+        crate::dump::note_running(g);
         header.set_m(m as *const M as *mut ());
         MCounters::bump(&m.counters.context_switches);
         trace::emit(|| Event::GoStart {
@@ -463,11 +466,14 @@ fn handle(m: &M, g: GRef, request: Request) -> Option<GRef> {
     match request {
         Request::Yield => {
             let _ = header.stop_running();
+            crate::dump::note_status(g, goro_abi::GStatus::Runnable, false);
             // SAFETY: the runtime keeps every linked scheduler alive.
             unsafe { sched.on_yield(g, p()) };
         }
         Request::Park => {
             let _ = header.park();
+            // Before the commit: it may publish the g to a waker, who stamps it Runnable.
+            crate::dump::note_status(g, goro_abi::GStatus::Waiting, true);
             // SAFETY: set by the g right before it switched here, on this thread.
             let (commit, data) = unsafe { (*m.park_commit.get()).take() }
                 .expect("M::handle: park request without a commit function");
@@ -492,6 +498,7 @@ fn handle(m: &M, g: GRef, request: Request) -> Option<GRef> {
         }
         Request::SyscallRequeue => {
             let _ = header.requeue_from_syscall();
+            crate::dump::note_status(g, goro_abi::GStatus::Runnable, true);
             // The M has no P: any P may run the g.
             // SAFETY: as for on_yield.
             unsafe { sched.ready(g, ReadyCause::SyscallExit, None) };
@@ -500,6 +507,7 @@ fn handle(m: &M, g: GRef, request: Request) -> Option<GRef> {
         }
         Request::RequeueRunning => {
             let _ = header.stop_running();
+            crate::dump::note_status(g, goro_abi::GStatus::Runnable, false);
             // SAFETY: as for on_yield.
             unsafe { sched.ready(g, ReadyCause::SyscallExit, Some(p())) };
         }

@@ -471,6 +471,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(header.goid(), g);
+        crate::dump::register(rec);
         trace::emit(|| Event::GoCreate {
             goid: header.goid(),
         });
@@ -503,6 +504,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&goid);
+        crate::dump::unregister(rec);
         self.live_goroutines.fetch_sub(1, Ordering::SeqCst);
         let waiter = {
             let mut join = rec.join.lock().unwrap_or_else(|e| e.into_inner());
@@ -536,6 +538,36 @@ impl Shared {
         }
         stats
     }
+
+    /// Every M started so far, for dumps and schedtrace.
+    pub(crate) fn all_ms(&self) -> Vec<Arc<M>> {
+        self.all_ms.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Calls `f` with every live goroutine, while holding the lock of its shard of `allgs`:
+    /// `finish` removes a g under that lock before it drops the g's own reference, so `f` may
+    /// take a reference to keep the g alive after it returns. `f` must not spawn or finish gs.
+    pub(crate) fn for_each_goroutine(&self, mut f: impl FnMut(GRef)) {
+        for shard in &self.allgs {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            shard.values().copied().for_each(&mut f);
+        }
+    }
+
+    /// The numbers of idle Ps, spinning Ms and idle Ms, for schedtrace. Relaxed: a snapshot.
+    pub(crate) fn idle_counts(&self) -> (usize, usize, usize) {
+        let idle_ms = self
+            .idle_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(0, Vec::len);
+        (
+            self.npidle.load(Ordering::Relaxed),
+            self.nmspinning.load(Ordering::Relaxed),
+            idle_ms,
+        )
+    }
 }
 
 /// A goroutine runtime: `procs` Ps, Ms started on demand, and their schedulers.
@@ -544,6 +576,9 @@ impl Shared {
 /// yields, parks or exits, and the drop waits for all of them.
 pub struct Runtime {
     shared: Arc<Shared>,
+    /// Schedtrace, the `GORO_TRACE` trace and the registration for dumps; dropped after the
+    /// Ms have stopped.
+    observers: crate::debug::Observers,
 }
 
 impl fmt::Debug for Runtime {
@@ -615,7 +650,8 @@ impl Runtime {
             SpawnError::Thread(error) => BuildError::Thread(error),
             other => BuildError::Thread(std::io::Error::other(other.to_string())),
         })?;
-        Ok(Runtime { shared })
+        let observers = crate::debug::Observers::start(&shared, builder.dump_on_sigquit);
+        Ok(Runtime { shared, observers })
     }
 
     /// The number of Ps.
@@ -668,6 +704,12 @@ impl Runtime {
     /// The default scheduler's handle.
     pub fn default_scheduler(&self) -> &SchedHandle {
         &self.shared.schedulers[0]
+    }
+
+    /// Takes a snapshot of every goroutine of this runtime, with the backtraces of suspended
+    /// ones; see [`crate::debug::dump`] for all runtimes of the process.
+    pub fn dump(&self) -> crate::debug::RuntimeDump {
+        self.observers.dump(&self.shared)
     }
 }
 

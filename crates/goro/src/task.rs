@@ -88,6 +88,8 @@ pub(crate) struct Record {
     /// user's wakeup.
     pub(crate) internal_permit: Permit,
     pub(crate) join: Mutex<JoinState>,
+    /// Registry links and status times for dumps and debuggers.
+    pub(crate) debug: crate::dump::GDebug,
 }
 
 #[repr(C)]
@@ -132,6 +134,7 @@ impl Record {
                 permit: Permit::new(),
                 internal_permit: Permit::new(),
                 join: Mutex::new(JoinState::default()),
+                debug: crate::dump::GDebug::new(),
             },
             body: UnsafeCell::new(Body::<F, T>::Pending(body)),
         });

@@ -1,0 +1,176 @@
+//! Goroutine dumps: statuses, wait reasons, stack use and backtraces of parked goroutines.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{LIMIT, watchdog};
+use goro::debug::{Backtrace, GoroutineDump, RuntimeDump};
+use goro::{GStatus, Runtime, WaitReason};
+
+/// Blocks on a channel receive until the test sends; a named function so that the backtrace
+/// can be checked for it.
+#[inline(never)]
+fn dump_test_blocked_in_recv(receiver: goro::sync::Receiver<u32>) -> u32 {
+    receiver.recv().unwrap()
+}
+
+/// Sends its handle, then parks until unparked with `release` set.
+#[inline(never)]
+fn dump_test_parked(release: Arc<AtomicBool>, handle: std::sync::mpsc::Sender<goro::Goroutine>) {
+    handle.send(goro::current()).unwrap();
+    while !release.load(Ordering::Acquire) {
+        goro::park();
+    }
+}
+
+/// Polls `rt.dump()` until `ready` accepts it.
+fn dump_when(rt: &Runtime, ready: impl Fn(&RuntimeDump) -> bool) -> RuntimeDump {
+    loop {
+        let dump = rt.dump();
+        if ready(&dump) {
+            return dump;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn goroutine(dump: &RuntimeDump, goid: u64) -> &GoroutineDump {
+    dump.goroutines
+        .iter()
+        .find(|g| g.goid == goid)
+        .unwrap_or_else(|| panic!("g{goid} missing from the dump:\n{dump}"))
+}
+
+fn function_names(g: &GoroutineDump) -> Vec<String> {
+    match &g.backtrace {
+        Backtrace::Frames(frames) => frames
+            .iter()
+            .map(|f| f.function.clone().unwrap_or_else(|| "?".into()))
+            .collect(),
+        Backtrace::Unavailable(reason) => panic!("g{} has no backtrace: {reason}", g.goid),
+    }
+}
+
+#[test]
+fn dump_shows_parked_goroutines() {
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    watchdog(LIMIT, move || {
+        let (sender, receiver) = goro::sync::channel::<u32>(0);
+        let receiving = rt
+            .spawn(move || dump_test_blocked_in_recv(receiver))
+            .unwrap();
+        let release = Arc::new(AtomicBool::new(false));
+        let flag = release.clone();
+        let (handle_sender, handle) = std::sync::mpsc::channel();
+        let parked = rt
+            .spawn(move || dump_test_parked(flag, handle_sender))
+            .unwrap();
+        let sleeping = rt.spawn(|| goro::sleep(Duration::from_secs(3600))).unwrap();
+        let (recv_id, park_id) = (receiving.goid(), parked.goid());
+
+        let dump = dump_when(&rt, |dump| {
+            [recv_id, park_id].iter().all(|&id| {
+                dump.goroutines
+                    .iter()
+                    .any(|g| g.goid == id && g.status == GStatus::Waiting)
+            })
+        });
+        let text = dump.to_string();
+        let in_recv = goroutine(&dump, recv_id);
+        assert_eq!(in_recv.wait_reason, WaitReason::ChanRecv, "{text}");
+        assert_eq!(in_recv.scheduler, "fifo", "{text}");
+        assert!(in_recv.in_status.is_some(), "{text}");
+        let used = in_recv.stack.used.expect("a parked g's stack use is known");
+        assert!(used > 0 && used < in_recv.stack.size(), "{text}");
+
+        let names = function_names(in_recv);
+        assert!(
+            names
+                .iter()
+                .any(|n| n.contains("dump_test_blocked_in_recv")),
+            "the backtrace names the goroutine's function:\n{text}"
+        );
+        assert!(names.iter().any(|n| n.contains("g_entry")), "{text}");
+        assert!(
+            names.last().unwrap().contains("trampoline"),
+            "the backtrace ends at the stack's entry trampoline:\n{text}"
+        );
+        assert!(text.contains("[chan receive"), "{text}");
+
+        let in_park = goroutine(&dump, park_id);
+        assert_eq!(in_park.wait_reason, WaitReason::Park, "{text}");
+        assert!(
+            function_names(in_park)
+                .iter()
+                .any(|n| n.contains("dump_test_parked")),
+            "{text}"
+        );
+
+        sender.send(7).unwrap();
+        release.store(true, Ordering::Release);
+        handle.recv().unwrap().unpark();
+        assert_eq!(receiving.join().unwrap(), 7);
+        parked.join().unwrap();
+        drop(sleeping);
+    });
+}
+
+#[test]
+fn dump_of_running_goroutine_has_no_backtrace() {
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let rt = Arc::new(rt);
+    let inner = rt.clone();
+    watchdog(LIMIT, move || {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let spinning = inner
+            .spawn(move || {
+                while !flag.load(Ordering::Acquire) {
+                    std::hint::spin_loop();
+                }
+            })
+            .unwrap();
+        let goid = spinning.goid();
+        let dump = dump_when(&inner, |dump| {
+            dump.goroutines
+                .iter()
+                .any(|g| g.goid == goid && g.status == GStatus::Running)
+        });
+        let g = goroutine(&dump, goid);
+        assert!(matches!(g.backtrace, Backtrace::Unavailable(_)), "{dump}");
+        assert!(g.m.is_some(), "a running g names its M:\n{dump}");
+        assert!(
+            dump.ms.iter().any(|m| m.curg == Some(goid)),
+            "its M lists it as curg:\n{dump}"
+        );
+        stop.store(true, Ordering::Release);
+        spinning.join().unwrap();
+    });
+    drop(rt);
+}
+
+#[test]
+fn process_dump_lists_every_runtime() {
+    let first = Runtime::builder().procs(1).build().unwrap();
+    let second = Runtime::builder().procs(1).build().unwrap();
+    let dump = goro::debug::dump();
+    let ids: Vec<u64> = dump.runtimes.iter().map(|r| r.runtime_id).collect();
+    assert!(
+        ids.contains(&first.dump().runtime_id) && ids.contains(&second.dump().runtime_id),
+        "{ids:?}"
+    );
+    let second_id = second.dump().runtime_id;
+    drop(second);
+    let ids: Vec<u64> = goro::debug::dump()
+        .runtimes
+        .iter()
+        .map(|r| r.runtime_id)
+        .collect();
+    assert!(
+        !ids.contains(&second_id),
+        "a dropped runtime leaves the dump: {ids:?}"
+    );
+}
