@@ -29,7 +29,7 @@ impl Arch {
             })
     }
 
-    /// The arch's name as `std::env::consts::ARCH` spells it.
+    /// Returns the arch's name as `std::env::consts::ARCH` spells it.
     pub fn name(self) -> &'static str {
         match self {
             Arch::X86_64 => "x86_64",
@@ -38,7 +38,7 @@ impl Arch {
         }
     }
 
-    /// The Rust target triple for Linux with glibc.
+    /// Returns the Rust target triple for Linux with glibc.
     pub fn triple(self) -> &'static str {
         match self {
             Arch::X86_64 => "x86_64-unknown-linux-gnu",
@@ -47,12 +47,12 @@ impl Arch {
         }
     }
 
-    /// Whether this arch is the host's, so its tests run without QEMU.
+    /// Returns whether this arch is the host's, so that its tests run without QEMU.
     pub fn is_native(self) -> bool {
         self.name() == std::env::consts::ARCH
     }
 
-    /// The GNU triple that Debian's cross packages and sysroots use.
+    /// Returns the GNU triple that Debian's cross packages and sysroots use.
     fn gnu_triple(self) -> &'static str {
         match self {
             Arch::X86_64 => "x86_64-linux-gnu",
@@ -61,20 +61,20 @@ impl Arch {
         }
     }
 
-    /// The cross C compiler that links this arch's binaries.
+    /// Returns the cross C compiler that links this arch's binaries.
     pub fn linker(self) -> String {
         format!("{}-gcc", self.gnu_triple())
     }
 
-    /// The QEMU user-mode command line that runs one of this arch's binaries, before the
-    /// binary's path: the emulator and `-L` with the sysroot of the cross libc, where the
-    /// dynamic loader and shared libraries live.
+    /// Returns the QEMU user-mode command line that runs one of this arch's binaries when the
+    /// binary's path is appended. `-L` names the sysroot of the cross libc, which contains the
+    /// dynamic loader and the shared libraries.
     pub fn qemu_runner(self) -> String {
         format!("qemu-{} -L /usr/{}", self.name(), self.gnu_triple())
     }
 
-    /// Debian packages that build and run this arch's tests when it is not the host's: QEMU,
-    /// the cross gcc and the cross libc headers and libraries.
+    /// Returns the Debian packages that build and run this arch's tests when it is not the
+    /// host's: QEMU, the cross gcc and the cross libc headers and libraries.
     pub fn cross_packages(self) -> [&'static str; 3] {
         match self {
             Arch::X86_64 => ["qemu-user", "gcc-x86-64-linux-gnu", "libc6-dev-amd64-cross"],
@@ -179,7 +179,7 @@ mod tests {
     fn configure_clears_runner_natively() {
         let native = Arch::ALL.into_iter().find(|arch| arch.is_native());
         let Some(native) = native else {
-            return; // The host is none of the three arches; nothing runs natively.
+            return; // The host is not one of the three arches, so nothing runs natively.
         };
         let mut command = Command::new("cargo");
         native.configure(&mut command);

@@ -1,5 +1,5 @@
-//! Reading the output of `cargo test`: libtest's `test result:` lines and cargo's notes of
-//! which test binary it starts.
+//! Parsing the output of `cargo test`: libtest's `test result:` lines and cargo's reports of
+//! failed test binaries.
 
 use std::ops::AddAssign;
 
@@ -50,7 +50,7 @@ pub fn parse_result_line(line: &str) -> Option<TestCounts> {
     (seen == (true, true)).then_some(counts)
 }
 
-/// Whether a line of cargo's stderr reports a failed test binary. With `--no-fail-fast`, cargo
+/// Returns whether a line of cargo's stderr reports a failed test binary. With `--no-fail-fast`, cargo
 /// prints one such line per failed binary, such as
 /// ``error: test failed, to rerun pass `-p goro --test syscall` `` or
 /// ``error: doctest failed, to rerun pass `-p goro --doc` ``.

@@ -31,12 +31,12 @@ pub struct LoomFile {
 #[derive(Debug, Default)]
 pub struct LoomSummary {
     pub counts: TestCounts,
-    /// Why a file or model failed; empty when all passed.
+    /// Reasons for failed files and models, empty when all passed.
     pub problems: Vec<String>,
 }
 
 impl LoomSummary {
-    /// Whether every model passed. Having no model at all passes.
+    /// Returns whether every model passed. A workspace without models passes.
     pub fn passed(&self) -> bool {
         self.problems.is_empty() && self.counts.failed == 0
     }
@@ -195,7 +195,7 @@ fn run_file(
     Ok(())
 }
 
-/// The loom build's own target dir: `loom` below the workspace's target dir.
+/// Returns the loom build's own target dir: `loom` below the workspace's target dir.
 fn loom_target_dir(root: &Path) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -298,6 +298,7 @@ mod tests {
 
     #[test]
     fn discover_finds_loom_files_only() {
+        // goro-x has two models and two other files; goro-y has an empty tests/ directory.
         let root = std::env::temp_dir().join(format!("xtask-discover-{}", std::process::id()));
         let tests = root.join("crates/goro-x/tests");
         std::fs::create_dir_all(&tests).unwrap();
@@ -315,8 +316,10 @@ mod tests {
         for name in ["loom_b.rs", "loom_a.rs", "smoke.rs", "loom_notes.md"] {
             std::fs::write(tests.join(name), "").unwrap();
         }
+
         let found = discover(&root);
         std::fs::remove_dir_all(&root).unwrap();
+
         let found: Vec<(String, String)> = found
             .unwrap()
             .into_iter()

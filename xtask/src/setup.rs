@@ -58,7 +58,7 @@ pub fn all_requirements(bench: bool) -> Vec<Requirement> {
     requirements
 }
 
-/// What running the tests of `arches` needs: QEMU, cross gcc, cross libc and the Rust target
+/// Returns what running the tests of `arches` needs: QEMU, cross gcc, cross libc and the Rust target
 /// for each arch other than the host's, and the tools that tests call.
 pub fn test_requirements(arches: &[Arch]) -> Vec<Requirement> {
     let mut requirements = cross_requirements(arches);
@@ -68,7 +68,7 @@ pub fn test_requirements(arches: &[Arch]) -> Vec<Requirement> {
     requirements
 }
 
-/// What building and running code for the foreign ones of `arches` needs.
+/// Returns what building and running code for the foreign ones of `arches` needs.
 pub fn cross_requirements(arches: &[Arch]) -> Vec<Requirement> {
     let mut requirements = Vec::new();
     for arch in arches.iter().filter(|arch| !arch.is_native()) {
@@ -242,7 +242,8 @@ fn install_debian_packages(missing: &[Requirement]) -> crate::Result<()> {
     Ok(())
 }
 
-/// What is installed on this machine, queried once per [`ensure`] call.
+/// The Rust targets and components installed on this machine, queried once per [`ensure`]
+/// call. Debian packages are queried one by one.
 struct Installed {
     /// `None` when rustup is missing: the active toolchain's targets are then unknown.
     rust_targets: Option<String>,
@@ -292,7 +293,7 @@ impl Installed {
     }
 }
 
-/// Whether dpkg reports `name` as installed. `dpkg -s` also succeeds for a removed package
+/// Returns whether dpkg reports `name` as installed. `dpkg -s` also succeeds for a removed package
 /// whose configuration files remain, so the `Status:` line decides.
 fn debian_package_installed(name: &str) -> bool {
     let Ok(output) = Command::new("dpkg")
@@ -320,7 +321,7 @@ fn succeeds(command: &mut Command) -> bool {
         .is_ok_and(|status| status.success())
 }
 
-/// Whether this process runs with effective user id 0, read from `/proc/self/status`
+/// Returns whether this process runs with effective user id 0, read from `/proc/self/status`
 /// (`Uid:` lists the real, effective, saved and filesystem ids).
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
@@ -376,7 +377,7 @@ mod tests {
     #[test]
     fn native_arch_needs_no_cross_tools() {
         let Some(native) = Arch::ALL.into_iter().find(|arch| arch.is_native()) else {
-            return; // The host is none of the three arches.
+            return; // The host is not one of the three arches.
         };
         assert!(cross_requirements(&[native]).is_empty());
     }

@@ -2,8 +2,8 @@
 //! (opt-level 0) and the release profile (opt-level 3).
 //!
 //! Both profiles run because the context switch and the g register must hold at every
-//! optimization level: a switch that clobbers a callee-saved register, or a TLS address that
-//! LLVM keeps in a register across a switch, often shows only at opt-level 3.
+//! optimization level. A switch that clobbers a callee-saved register often shows only at
+//! opt-level 3, and so does a TLS address that LLVM keeps in a register across a switch.
 
 use std::path::Path;
 use std::process::Command;
@@ -63,7 +63,7 @@ pub struct ArchReport {
 }
 
 impl ArchReport {
-    /// Whether every run passed and at least one test ran.
+    /// Returns whether every run passed and at least one test ran.
     pub fn passed(&self) -> bool {
         self.problems.is_empty() && self.counts.failed == 0 && self.counts.passed > 0
     }
