@@ -4,9 +4,9 @@
 //! - every file (crate root or module) starts with `//!` docs, after inner attributes at most;
 //! - every `unsafe { ... }` block has a `// SAFETY:` comment on its own line or in the comment
 //!   block just above it, with only attributes and blank lines in between;
-//! - every `pub` (including `pub(crate)` and other restricted forms) `unsafe fn` and
-//!   `unsafe trait` has a `# Safety` section in its docs; `unsafe extern "ABI" fn`, the form
-//!   naked functions take, counts as an unsafe fn;
+//! - every `pub` `unsafe fn` and `unsafe trait` has a `# Safety` section in its docs, also
+//!   with `pub(crate)` and other restricted visibilities. `unsafe extern "ABI" fn`, the form
+//!   that naked functions take, counts as an unsafe fn;
 //! - no `#[ignore]` without a reason (`#[ignore = "..."]`), also inside `cfg_attr`;
 //! - no `todo!` or `unimplemented!` outside tests: `tests/` directories, `#[cfg(test)]` modules
 //!   (inline or in their own file) and `#[test]` functions.
@@ -57,7 +57,7 @@ impl Lexed {
         self.line_starts.len()
     }
 
-    /// The code of a line (0-based), without its newline.
+    /// Returns the code of a line (0-based), without its newline.
     fn code_line(&self, line: usize) -> String {
         let start = self.line_starts[line];
         let end = self
@@ -271,7 +271,7 @@ fn matching_close(code: &[char], open: usize) -> Option<usize> {
     None
 }
 
-/// The indices at which the whole word `word` occurs.
+/// Returns the indices at which the whole word `word` occurs.
 fn word_indices(code: &[char], word: &str) -> Vec<usize> {
     let word: Vec<char> = word.chars().collect();
     let mut found = Vec::new();
@@ -294,7 +294,7 @@ fn skip_whitespace(code: &[char], mut index: usize) -> usize {
     index
 }
 
-/// The identifier starting at `index`, or an empty string.
+/// Returns the identifier starting at `index`, or an empty string.
 fn word_at(code: &[char], index: usize) -> String {
     code[index.min(code.len())..]
         .iter()
@@ -333,7 +333,7 @@ fn attribute_lines(lexed: &Lexed, attributes: &[Attribute]) -> Vec<bool> {
         .collect()
 }
 
-/// Whether a `cfg` attribute's content (whitespace removed) compiles its item only in tests:
+/// Returns whether a `cfg` attribute's content (whitespace removed) compiles its item only in tests:
 /// `cfg(test)` or `cfg(all(..., test, ...))`.
 fn is_test_cfg(content: &str) -> bool {
     if content == "cfg(test)" {
@@ -479,7 +479,7 @@ fn check_module_docs(
     });
 }
 
-/// Whether a comment segment, stripped of its markers, starts with `marker`.
+/// Returns whether a comment segment, stripped of its markers, starts with `marker`.
 fn comment_starts_with(segment: &str, marker: &str) -> bool {
     segment
         .trim_start()
@@ -488,7 +488,7 @@ fn comment_starts_with(segment: &str, marker: &str) -> bool {
         .starts_with(marker)
 }
 
-/// The comments of the lines just above `line` (0-based), walking up across blank lines,
+/// Returns the comments of the lines just above `line` (0-based), walking up across blank lines,
 /// attribute lines and comment lines until the first line of other code. Also returns the
 /// code of the attribute lines passed.
 fn comments_above(
@@ -562,7 +562,8 @@ fn continues_onto_next_line(previous: &str, current: &str) -> bool {
     !previous.trim().is_empty() && (open_ending || current.starts_with('.'))
 }
 
-/// What follows an `unsafe` keyword, if it declares an item that needs `# Safety` docs.
+/// Returns the kind of item (`fn` or `trait`) that an `unsafe` keyword declares, if it
+/// declares one that needs `# Safety` docs.
 fn unsafe_item_kind(code: &[char], unsafe_index: usize) -> Option<&'static str> {
     let mut index = skip_whitespace(code, unsafe_index + "unsafe".len());
     let mut keyword = word_at(code, index);
@@ -733,7 +734,7 @@ fn rust_files(dir: &Path, files: &mut Vec<PathBuf>) {
     }
 }
 
-/// The directory in which `mod name;` looks for `name.rs` and `name/mod.rs`: the file's own
+/// Returns the directory in which `mod name;` looks for `name.rs` and `name/mod.rs`: the file's own
 /// directory for `lib.rs`, `main.rs`, `mod.rs` and other crate roots, else the directory
 /// named after the file.
 fn module_dir(file: &Path) -> PathBuf {
@@ -750,7 +751,7 @@ fn module_dir(file: &Path) -> PathBuf {
     }
 }
 
-/// Whether `file` is under the `tests/` directory of its crate (the nearest directory above it
+/// Returns whether `file` is under the `tests/` directory of its crate (the nearest directory above it
 /// with a Cargo.toml).
 fn in_crate_tests_dir(file: &Path) -> bool {
     let Some(crate_dir) = file
