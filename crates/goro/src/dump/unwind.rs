@@ -17,6 +17,7 @@
 //! rules use DWARF expressions (PLT stubs, signal trampolines) ends the backtrace.
 
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The most frames a backtrace lists.
 pub(crate) const MAX_FRAMES: usize = 64;
@@ -119,22 +120,81 @@ impl StackCopy {
     }
 }
 
-/// Copies `buffer.len()` bytes at `address` of this process with `process_vm_readv`, which
-/// reports an unmapped address as an error instead of faulting, and cannot race with Rust's
-/// memory model since the kernel does the reading.
+/// Whether `process_vm_readv` is usable: 0 not tried yet, 1 yes, 2 no (QEMU user mode does
+/// not implement it, and seccomp filters may forbid it). Relaxed: a cached probe result.
+static VM_READV: AtomicU8 = AtomicU8::new(0);
+
+/// Copies `buffer.len()` bytes at `address` of this process, reporting an unmapped address as
+/// `false` instead of faulting. The kernel does the reading (`process_vm_readv`, or a write of
+/// the range into a pipe where that call is missing), so a concurrent writer cannot make it a
+/// data race in Rust's memory model either.
 pub(crate) fn read_memory(address: usize, buffer: &mut [u8]) -> bool {
-    let local = libc::iovec {
-        iov_base: buffer.as_mut_ptr().cast(),
-        iov_len: buffer.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: address as *mut c_void,
-        iov_len: buffer.len(),
-    };
-    // SAFETY: `local` describes `buffer`, writable for its length; the remote side is only
-    // read, by the kernel, which checks it.
-    let copied = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
-    copied == buffer.len() as isize
+    if VM_READV.load(Ordering::Relaxed) != 2 {
+        let local = libc::iovec {
+            iov_base: buffer.as_mut_ptr().cast(),
+            iov_len: buffer.len(),
+        };
+        let remote = libc::iovec {
+            iov_base: address as *mut c_void,
+            iov_len: buffer.len(),
+        };
+        // SAFETY: `local` describes `buffer`, writable for its length; the remote side is only
+        // read, by the kernel, which checks it.
+        let copied = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+        if copied == buffer.len() as isize {
+            VM_READV.store(1, Ordering::Relaxed);
+            return true;
+        }
+        let error = std::io::Error::last_os_error().raw_os_error();
+        if copied >= 0 || !matches!(error, Some(libc::ENOSYS | libc::EPERM)) {
+            return false;
+        }
+        VM_READV.store(2, Ordering::Relaxed);
+    }
+    read_through_pipe(address, buffer)
+}
+
+/// Copies memory by writing it into a pipe and reading it back: `write` fails with `EFAULT`
+/// on an unmapped source instead of raising SIGSEGV.
+fn read_through_pipe(address: usize, buffer: &mut [u8]) -> bool {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return false;
+    }
+    let [read_end, write_end] = fds;
+    let mut done = 0;
+    while done < buffer.len() {
+        // A non-blocking write takes what fits in the pipe; the loop reads it back at once.
+        // SAFETY: the kernel reads the source range and reports EFAULT if it is unmapped.
+        let written = unsafe {
+            libc::write(
+                write_end,
+                (address + done) as *const c_void,
+                buffer.len() - done,
+            )
+        };
+        if written <= 0 {
+            break;
+        }
+        // SAFETY: `buffer[done..]` has room for the `written` bytes now in the pipe.
+        let read = unsafe {
+            libc::read(
+                read_end,
+                buffer[done..].as_mut_ptr().cast(),
+                written as usize,
+            )
+        };
+        if read != written {
+            break;
+        }
+        done += written as usize;
+    }
+    // SAFETY: the descriptor was opened above and is closed once.
+    unsafe { libc::close(read_end) };
+    // SAFETY: as above.
+    unsafe { libc::close(write_end) };
+    done == buffer.len()
 }
 
 /// Returns the program counters of the frames of a g suspended by the context switch with
@@ -684,6 +744,19 @@ mod tests {
         assert_eq!(reader.sleb(), Some(-1));
         assert_eq!(reader.sleb(), Some(-128));
         assert_eq!(reader.u8(), None);
+    }
+
+    #[test]
+    fn pipe_read_copies_and_rejects_unmapped() {
+        let words = [7u64, 8, 9];
+        let mut copy = [0u8; 24];
+        assert!(read_through_pipe(words.as_ptr() as usize, &mut copy));
+        assert_eq!(copy[8], 8);
+        let large = vec![5u8; 200_000];
+        let mut copy = vec![0u8; large.len()];
+        assert!(read_through_pipe(large.as_ptr() as usize, &mut copy));
+        assert_eq!(copy, large);
+        assert!(!read_through_pipe(8, &mut [0u8; 16]));
     }
 
     #[test]
