@@ -41,6 +41,11 @@ pub struct WcArgs {
     /// Print one line per file, sorted by path, before the total
     #[arg(long)]
     pub per_file: bool,
+
+    /// Record goro's execution trace while counting and write it to FILE as Chrome trace
+    /// event JSON (open it in chrome://tracing or ui.perfetto.dev)
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }
 
 const WC_AFTER_HELP: &str = "\
@@ -100,6 +105,7 @@ mod tests {
         assert_eq!(args.scheduler, SchedulerKind::Fifo);
         assert_eq!(args.procs, None);
         assert!(!args.per_file);
+        assert_eq!(args.trace, None);
     }
 
     #[test]
@@ -112,11 +118,14 @@ mod tests {
             "--scheduler",
             "fifo",
             "--per-file",
+            "--trace",
+            "t.json",
         ])
         .unwrap();
         assert_eq!(args.paths, [PathBuf::from("a"), PathBuf::from("b")]);
         assert_eq!(args.procs, Some(3));
         assert!(args.per_file);
+        assert_eq!(args.trace, Some(PathBuf::from("t.json")));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod cli;
 mod count;
 mod runtime;
+mod trace;
 mod walk;
 mod wc;
 
@@ -55,10 +56,28 @@ fn run_wc(args: WcArgs) -> ExitCode {
         }
     };
 
+    let trace = match args
+        .trace
+        .as_deref()
+        .map(trace::TraceFile::start)
+        .transpose()
+    {
+        Ok(trace) => trace,
+        Err(message) => {
+            eprintln!("goro-demo: {message}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
     let start = Instant::now();
     let joined =
         runtime.block_on(move || wc::count_paths(&GoroFileSystem, &mut GoroutineSpawner, &roots));
     let wall_time = start.elapsed();
+    if let Some(trace) = trace {
+        if let Err(message) = trace.finish() {
+            eprintln!("goro-demo: {message}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    }
     let results = match joined {
         Ok(results) => results,
         Err(err) => {
