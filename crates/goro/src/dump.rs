@@ -253,7 +253,7 @@ pub struct MDump {
     pub id: u32,
     /// The OS thread id (`gettid`), 0 until the thread has started.
     pub thread_id: i64,
-    /// The P it holds.
+    /// The P it holds, from the P's owner word: running goroutines on it or blocked in a syscall.
     pub p: Option<u32>,
     /// Whether it is looking for work while holding a P.
     pub spinning: bool,
@@ -350,7 +350,7 @@ pub(crate) fn collect(
         records.push(record);
     });
     let now = coarse_now_ns();
-    let goroutines = records
+    let mut goroutines: Vec<GoroutineDump> = records
         .iter()
         .map(|record| {
             // SAFETY: the reference taken above keeps the record alive.
@@ -360,7 +360,8 @@ pub(crate) fn collect(
             dump
         })
         .collect();
-    let ps = shared
+    goroutines.sort_by_key(|g| g.goid);
+    let ps: Vec<PDump> = shared
         .ps
         .iter()
         .enumerate()
@@ -381,7 +382,7 @@ pub(crate) fn collect(
         })
         .collect();
     let running = goroutines_on(&ms, shared);
-    let ms = ms.iter().map(|m| m_dump(m, &running)).collect();
+    let ms = ms.iter().map(|m| m_dump(m, &ps, &running)).collect();
     RuntimeDump {
         runtime_id,
         uptime,
@@ -407,13 +408,15 @@ fn goroutines_on(ms: &[Arc<M>], shared: &Shared) -> Vec<(usize, u64)> {
     running
 }
 
-fn m_dump(m: &Arc<M>, running: &[(usize, u64)]) -> MDump {
+/// Describes M `m`. Its P comes from the Ps' owner words, because an M in a syscall keeps its
+/// own note of the P that the monitor may have retaken meanwhile.
+fn m_dump(m: &Arc<M>, ps: &[PDump], running: &[(usize, u64)]) -> MDump {
     let address = Arc::as_ptr(m) as usize;
     MDump {
         id: m.id.0,
         // Relaxed: written once by the M's thread when it starts.
         thread_id: m.thread_id.load(Ordering::Relaxed),
-        p: m.p().map(|p| p.0),
+        p: ps.iter().find(|p| p.m == Some(m.id.0)).map(|p| p.id),
         spinning: m.is_spinning(),
         // Relaxed: a snapshot.
         in_syscall: m.syscall_p.load(Ordering::Relaxed) != u32::MAX,

@@ -132,12 +132,7 @@ pub(crate) fn report(shared: &Shared, runtime_id: u64, uptime: Duration, detail:
             if g.status == GStatus::Waiting {
                 let _ = write!(text, "({})", g.wait_reason.name());
             }
-            let _ = writeln!(
-                text,
-                " m={} scheduler={}",
-                OrDash(g.m.map(|m| format!("M{m}"))),
-                g.scheduler
-            );
+            let _ = writeln!(text, " m={} scheduler={}", OrDash(g.m), g.scheduler);
         }
     }
     text
