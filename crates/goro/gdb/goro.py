@@ -54,8 +54,8 @@ WAIT_REASONS = {
 }
 SUSPENDED = {"idle", "runnable", "waiting"}
 
-# Where goro_context's switch leaves each register of a suspended context, as offsets from the
-# saved stack pointer, and how many bytes the switch pushed (the goroutine's stack pointer
+# Offsets from the saved stack pointer of the registers that goro_context's switch saves for a
+# suspended context, and the number of bytes the switch pushed (the goroutine's stack pointer
 # after the switch returns is saved_sp + frame). See crates/goro-context/src/arch/*.rs.
 LAYOUTS = {
     "x86_64": {
@@ -221,7 +221,8 @@ class BacktraceCommand(gdb.Command):
         finally:
             gdb.execute("select-frame 0")
             # The pc last, after the stack pointer it belongs with.
-            for name, value in [s for s in saved if s[0] != "pc"] + [s for s in saved if s[0] == "pc"]:
+            ordered = [s for s in saved if s[0] != "pc"] + [s for s in saved if s[0] == "pc"]
+            for name, value in ordered:
                 gdb.execute("set $%s = %d" % (name, value))
             try:
                 selected.select()

@@ -4,10 +4,10 @@
 //!
 //! # Cost on the scheduling path
 //!
-//! Each goroutine's record carries a [`GDebug`] node. The M that runs a g writes two words of
-//! it at the transitions of `m.rs`: a run count (a plain increment, no clock) when the g
-//! starts running, and the time of the change, read from `CLOCK_MONOTONIC_COARSE`, when the g
-//! starts running, parks, is woken or is requeued from a syscall. The coarse clock is a vDSO
+//! Each goroutine's record contains a [`GDebug`] node, written at the transitions of `m.rs`.
+//! When the g starts running, its M bumps a run count, a plain increment without a clock.
+//! When the g starts running, parks, is woken or is requeued from a syscall, the time of the
+//! change is stored, read from `CLOCK_MONOTONIC_COARSE`. The coarse clock is a vDSO
 //! read of the kernel's tick time: about 9 ns on the 2-vCPU x86_64 VM where this was written
 //! (10 million calls, against 48 ns for `CLOCK_MONOTONIC` there), with a resolution of one
 //! kernel tick (1 to 10 ms). A yield and a requeue after a syscall store "unknown" instead of
@@ -60,8 +60,8 @@ pub(crate) struct GDebug {
     /// The g this node belongs to. Written once, before the node is linked.
     g: AtomicPtr<GHeader>,
     /// `(coarse monotonic ns << 3) | status`: when the g entered `status`, or 0 when unknown.
-    /// Written by whoever changes the status (the g's M, or its waker); read by dumps, which
-    /// trust it only when the status still matches. Relaxed: a dump is a snapshot.
+    /// Written by the thread that changes the status (the g's M, or its waker). Dumps trust it
+    /// only while the status still matches. Relaxed: a dump is a snapshot.
     since: AtomicU64,
     /// Times the g has started running. Written only by the M that starts the g (at most one
     /// at a time), read by dumps to detect that a g ran while its stack was copied.
@@ -69,7 +69,7 @@ pub(crate) struct GDebug {
 }
 
 impl GDebug {
-    /// A node for a g spawned now, in status Runnable.
+    /// Returns the node of a g spawned now, in status Runnable.
     pub(crate) fn new() -> GDebug {
         GDebug {
             next: AtomicPtr::new(ptr::null_mut()),
@@ -160,7 +160,7 @@ pub(crate) fn unregister(record: &Record) {
     node.prev.store(ptr::null_mut(), Ordering::Relaxed);
 }
 
-/// The kernel's tick time, in nanoseconds of `CLOCK_MONOTONIC_COARSE`.
+/// Reads the kernel's tick time, in nanoseconds of `CLOCK_MONOTONIC_COARSE`.
 fn coarse_now_ns() -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
@@ -175,7 +175,7 @@ fn pack_since(ns: u64, status: GStatus) -> u64 {
     (ns << 3) | status as u64
 }
 
-/// The g's debug node; `None` for a g without a runtime record.
+/// Returns the g's debug node, or `None` for a g without a runtime record.
 fn node_of(g: GRef) -> Option<&'static GDebug> {
     let record = g.header().runtime() as *const Record;
     // SAFETY: a g's record lives as long as the g, and callers pass gs they run or ready.
@@ -237,9 +237,9 @@ pub struct RuntimeDump {
 pub struct PDump {
     /// The P's number.
     pub id: u32,
-    /// Who owns it: `"idle"`, `"running"`, `"syscall"` or `"transit"`.
+    /// The owner state: `"idle"`, `"running"`, `"syscall"` or `"transit"`.
     pub state: &'static str,
-    /// The M that holds it, when one does.
+    /// The M that owns it, if any.
     pub m: Option<u32>,
     /// Syscalls entered on it so far (wrapping).
     pub syscalltick: u32,
@@ -275,8 +275,8 @@ pub struct GoroutineDump {
     pub wait_reason: WaitReason,
     /// The name of its scheduler.
     pub scheduler: &'static str,
-    /// How long it has been in `status`, to the kernel's tick (1 to 10 ms); `None` when the
-    /// runtime did not record it (after a yield, and in a syscall).
+    /// The time it has been in `status`, to the kernel's tick (1 to 10 ms). `None` when the
+    /// runtime did not record it, which is the case after a yield and in a syscall.
     pub in_status: Option<Duration>,
     /// The M that runs it.
     pub m: Option<u32>,
@@ -300,7 +300,7 @@ pub struct StackUsage {
 }
 
 impl StackUsage {
-    /// The usable size in bytes.
+    /// Returns the usable size in bytes.
     pub fn size(&self) -> usize {
         self.hi - self.lo
     }
@@ -341,9 +341,9 @@ pub(crate) fn collect(
     let ms = shared.all_ms();
     let mut records = Vec::new();
     shared.for_each_goroutine(|g| {
-        // SAFETY: `for_each_goroutine` holds the lock of the g's shard of the runtime's list,
-        // from which `finish` removes a g before it drops the g's own reference; so the record
-        // is alive, and the reference taken here keeps it alive after the lock is released.
+        // SAFETY: `for_each_goroutine` runs this under the lock of the g's shard, and `finish`
+        // removes a g from its shard before it drops the g's own reference. So the record is
+        // alive here, and the reference taken here keeps it alive after the lock is released.
         let record = unsafe { Record::of(g) };
         // SAFETY: as above.
         unsafe { record.as_ref() }.retain();
@@ -476,9 +476,9 @@ fn goroutine(record: &Record, ms: &[Arc<M>], now: u64, backtraces: bool) -> Goro
 
 /// Reads the stack use and backtrace of a g that looked suspended.
 ///
-/// The g may be resumed by another M at any moment, so its saved stack pointer and stack are
-/// copied with `process_vm_readv`, which neither faults nor takes part in a data race, and the
-/// copy is kept only when the g's run count and status are the same after it as before.
+/// Another M may resume the g at any moment. So the saved stack pointer and the stack are
+/// copied by the kernel (see `unwind::read_memory`), which neither faults nor races. The copy
+/// is kept only when the g's run count and status are the same after it as before.
 fn suspended(record: &Record, hi: usize) -> (Option<usize>, Backtrace) {
     let g = record.g();
     let header = g.header();

@@ -8,7 +8,7 @@
 //! `runqueue` counts the goroutines whose status is Runnable, which are those in their
 //! schedulers' queues (plus any that are between a status change and their `ready` call).
 //! The [`Scheduler`](goro_sched::Scheduler) trait has no way to report queue lengths, so the
-//! count comes from the runtime's list of goroutines; with more than one scheduler, a
+//! count comes from the runtime's list of goroutines. With more than one scheduler, a
 //! `queued:` suffix splits it by scheduler name. The bracket has one entry per P for its local
 //! run queue, `-` where the scheduler does not report one.
 //!
@@ -86,9 +86,19 @@ impl Drop for SchedTrace {
 /// Returns the schedtrace line of `shared`, followed by its P, M and goroutine lines when
 /// `detail` is set.
 pub(crate) fn report(shared: &Shared, runtime_id: u64, uptime: Duration, detail: bool) -> String {
+    let mut text = summary_line(shared, runtime_id, uptime);
+    if detail {
+        detail_lines(shared, runtime_id, uptime, &mut text);
+    }
+    text
+}
+
+/// Returns the `SCHED` line, ending with a newline.
+fn summary_line(shared: &Shared, runtime_id: u64, uptime: Duration) -> String {
     let (idle_ps, spinning, idle_ms) = shared.idle_counts();
     let threads = shared.all_ms().len();
     let schedulers: Vec<&'static str> = shared.schedulers.iter().map(|s| s.name()).collect();
+
     let mut queued = vec![0usize; schedulers.len()];
     let mut goroutines = 0;
     shared.for_each_goroutine(|g| {
@@ -101,6 +111,7 @@ pub(crate) fn report(shared: &Shared, runtime_id: u64, uptime: Duration, detail:
             }
         }
     });
+
     let procs = shared.ps.len();
     let mut text = format!(
         "SCHED {}ms: runtime={runtime_id} procs={procs} idleprocs={idle_ps} threads={threads} \
@@ -119,21 +130,23 @@ pub(crate) fn report(shared: &Shared, runtime_id: u64, uptime: Duration, detail:
         }
     }
     text.push('\n');
-    if detail {
-        let dump = crate::dump::collect(shared, runtime_id, uptime, false);
-        for p in &dump.ps {
-            let _ = writeln!(text, "  {p}");
-        }
-        for m in &dump.ms {
-            let _ = writeln!(text, "  {m}");
-        }
-        for g in &dump.goroutines {
-            let _ = write!(text, "  G{}: status={}", g.goid, g.status);
-            if g.status == GStatus::Waiting {
-                let _ = write!(text, "({})", g.wait_reason.name());
-            }
-            let _ = writeln!(text, " m={} scheduler={}", OrDash(g.m), g.scheduler);
-        }
-    }
     text
+}
+
+/// Appends one line per P, M and goroutine to `text`.
+fn detail_lines(shared: &Shared, runtime_id: u64, uptime: Duration, text: &mut String) {
+    let dump = crate::dump::collect(shared, runtime_id, uptime, false);
+    for p in &dump.ps {
+        let _ = writeln!(text, "  {p}");
+    }
+    for m in &dump.ms {
+        let _ = writeln!(text, "  {m}");
+    }
+    for g in &dump.goroutines {
+        let _ = write!(text, "  G{}: status={}", g.goid, g.status);
+        if g.status == GStatus::Waiting {
+            let _ = write!(text, "({})", g.wait_reason.name());
+        }
+        let _ = writeln!(text, " m={} scheduler={}", OrDash(g.m), g.scheduler);
+    }
 }

@@ -9,7 +9,7 @@
 //! on one lock. Records are ordered by a process-wide sequence number taken with one
 //! `fetch_add` per event: read-modify-write operations on one atomic are totally ordered, and
 //! that order agrees with happens-before. So when a goroutine stops on one M and starts on
-//! another, its stop is ordered first, whichever buffer holds it. [`stop`] merges the buffers
+//! another, its stop is ordered first, whichever buffer contains it. [`stop`] merges the buffers
 //! in that order.
 //!
 //! [`write_chrome_json`] turns the records into the JSON that `chrome://tracing` and Perfetto
@@ -30,7 +30,7 @@ use goro_abi::WaitReason;
 
 use crate::m::current_m;
 
-/// Why a goroutine stopped running on its M.
+/// The reason a goroutine stopped running on its M.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
     /// It yielded.
@@ -46,7 +46,7 @@ pub enum StopReason {
 }
 
 impl StopReason {
-    /// A short description for trace viewers.
+    /// Returns a short description for trace viewers.
     pub fn name(self) -> &'static str {
         match self {
             StopReason::Yield => "yield",
@@ -134,9 +134,9 @@ static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 /// under the same lock when it differs.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
-/// Nanoseconds from [`epoch`] to the start of the current session. Written by [`start`] before
-/// it sets `ENABLED`; a record made right at a start may see the old value and get a time
-/// from the previous session's origin, which `stop` clamps to 0.
+/// Nanoseconds from [`epoch`] to the start of the current session, written by [`start`] before
+/// it sets `ENABLED`. A record made right at a start may read the previous session's origin,
+/// and its time then saturates at 0 or comes out early.
 static START_NS: AtomicU64 = AtomicU64::new(0);
 
 /// The buffers that joined the current session.
@@ -168,7 +168,7 @@ thread_local! {
     static LOCAL: OnceCell<Arc<ThreadBuffer>> = const { OnceCell::new() };
 }
 
-/// The process's monotonic time origin for trace timestamps.
+/// Returns the process's monotonic time origin for trace timestamps.
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
@@ -322,7 +322,7 @@ const TID_OTHER: u32 = u32::MAX;
 /// The JSON has one track per P (process "goro Ps"), with a complete event named `g<id>` for
 /// each uninterrupted run of a goroutine on that P, and one track per M (process "goro Ms")
 /// with a complete event for each syscall. A goroutine's run ends when it yields, parks, exits
-/// or enters a syscall; after a syscall it starts a new run on the P it got back. Spawns
+/// or enters a syscall. After a syscall it starts a new run on the P it got back. Spawns
 /// (`create g<id>`), wakeups (`unblock g<id>`) and P hand-overs (`P start`, `P stop`) are
 /// instant events. Every event has the recording M in its `args`. Times are microseconds
 /// since the trace started, with nanosecond decimals. Runs and syscalls that were still open
@@ -469,7 +469,7 @@ impl Converter {
                 } else {
                     "P stop"
                 };
-                // On the P's own track, also when the monitor (which holds no P) retook it.
+                // On the P's own track, also when the monitor (which owns no P) retook it.
                 let on_p = TraceRecord {
                     p: Some(p),
                     ..*record

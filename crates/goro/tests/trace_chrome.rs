@@ -1,5 +1,5 @@
-//! The Chrome trace JSON: it parses, every track is well nested, each goroutine's runs are
-//! disjoint, and no goroutine runs on two Ps at once; `GORO_TRACE` writes it at drop.
+//! The Chrome trace JSON parses, every track is well nested, each goroutine's runs are
+//! disjoint, and no goroutine runs on two Ps at once. `GORO_TRACE` writes it at drop.
 
 mod common;
 
@@ -44,7 +44,7 @@ impl Json {
         }
     }
 
-    /// A time in microseconds (with up to three decimals) as integer nanoseconds.
+    /// Returns the time at `key`, in microseconds with up to three decimals, as nanoseconds.
     fn nanos(&self, key: &str) -> u64 {
         let text = self
             .number(key)

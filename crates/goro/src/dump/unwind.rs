@@ -3,8 +3,8 @@
 //!
 //! A suspended g's registers are on its own stack, where the context switch pushed them (see
 //! `goro_context`'s per-arch layouts). The dump copies the used part of that stack, rebuilds
-//! the registers from the copy, and steps from frame to frame: for each return address it asks
-//! libgcc's `_Unwind_Find_FDE` for the frame description entry, runs its CFI program up to the
+//! the registers from the copy, and steps from frame to frame. For each return address it looks
+//! up the frame description entry with libgcc's `_Unwind_Find_FDE`, runs its CFI program up to the
 //! address, and applies the resulting rules (where the caller's frame address, return address
 //! and callee-saved registers are) to the copy. It never runs on the g's stack and never reads
 //! the live stack after the copy, so a g that resumes meanwhile cannot be disturbed.
@@ -19,7 +19,7 @@
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// The most frames a backtrace lists.
+/// The maximum number of frames in a backtrace.
 pub(crate) const MAX_FRAMES: usize = 64;
 
 /// DWARF register numbers and the layout of a suspended context, per arch.
@@ -198,7 +198,7 @@ fn read_through_pipe(address: usize, buffer: &mut [u8]) -> bool {
 }
 
 /// Returns the program counters of the frames of a g suspended by the context switch with
-/// saved stack pointer `sp`, innermost first. `copy` holds `[sp, stack_hi)`.
+/// saved stack pointer `sp`, innermost first. `copy` contains `[sp, stack_hi)`.
 pub(crate) fn backtrace(copy: &StackCopy) -> Vec<usize> {
     let sp = copy.base as u64;
     let mut registers = [None; REGISTERS];
@@ -283,19 +283,19 @@ fn step(
             Rule::Unsupported => None,
         };
     }
-    // The stack pointer is the CFA by definition, whatever the table says of it.
+    // The stack pointer is the CFA by definition, whatever rule the table gives for it.
     caller[arch::SP] = Some(cfa);
     Some(caller)
 }
 
-/// How the frame's canonical frame address (CFA) is computed.
+/// The rule that computes a frame's canonical frame address (CFA).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Cfa {
     RegisterOffset(u16, i64),
     Unsupported,
 }
 
-/// Where the caller's value of a register is.
+/// The location of the caller's value of a register.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Rule {
     SameValue,
@@ -706,9 +706,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Reads a pointer in `DW_EH_PE_*` encoding `encoding`, applying only the pc-relative
-    /// adjustment (the only one whose base is known here); the value is used by
-    /// `DW_CFA_set_loc`, which compilers do not emit for `.eh_frame`, and to skip fields.
+    /// Reads a pointer in `DW_EH_PE_*` encoding `encoding`. Only the pc-relative adjustment
+    /// is applied, because its base (the field's own address) is the only one known here. The
+    /// value serves `DW_CFA_set_loc`, which is rare in `.eh_frame`, and skipping fields.
     fn encoded(&mut self, encoding: u8) -> Option<u64> {
         if encoding == 0xff {
             return Some(0);
