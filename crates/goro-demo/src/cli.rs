@@ -1,5 +1,6 @@
 //! Command-line syntax of goro-demo.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
@@ -18,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Count lines, words and bytes of files, with one goroutine per file.
     Wc(WcArgs),
+    /// Serve the files of a directory over HTTP/1.1, with one goroutine per connection.
+    Serve(ServeArgs),
 }
 
 /// Arguments of `goro-demo wc`.
@@ -64,6 +67,48 @@ A file or directory that cannot be read is reported on standard error and the re
 counted. Exit status: 0 if every file was counted, 1 if one could not be, 2 for invalid
 options.";
 
+/// Arguments of `goro-demo serve`.
+#[derive(Debug, Args)]
+#[command(after_help = SERVE_AFTER_HELP)]
+pub struct ServeArgs {
+    /// Directory whose files to serve [default: the current directory]
+    #[arg(value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Address and port to listen on; port 0 picks a free port, which the log names
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// Scheduler of the goroutines
+    #[arg(long, value_enum, default_value_t = SchedulerKind::Fifo)]
+    pub scheduler: SchedulerKind,
+
+    /// Number of processors (Ps) that run goroutines at once, from 1 to the runtime's maximum
+    /// [default: the number of CPUs]
+    #[arg(long, value_name = "N")]
+    pub procs: Option<usize>,
+
+    /// Also log every connection and every request
+    #[arg(long)]
+    pub verbose: bool,
+
+    /// Serve with one OS thread per connection over std::net instead of goroutines, as a
+    /// baseline for benchmarks
+    #[arg(long, hide = true, conflicts_with_all = ["scheduler", "procs"])]
+    pub threads: bool,
+}
+
+const SERVE_AFTER_HELP: &str = "\
+Answers GET and HEAD with the file that the path names, and 405 to other methods. A directory
+is served through its index.html; without one, the answer is 403, because directories are not
+listed. A path that leads out of DIR, through `..` or a symbolic link, is refused with 400 or
+403. HTTP/1.1 connections stay open for further requests unless the client sends
+`Connection: close`; HTTP/1.0 ones close unless it sends `Connection: keep-alive`.
+
+Logs go to standard error: the start with the address, each error the server handles, and the
+stop. SIGINT or SIGTERM stops the server: open connections finish their current response and
+close, then it prints its counters and the runtime's report. A second signal exits at once.";
+
 /// The schedulers that `--scheduler` selects from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SchedulerKind {
@@ -74,12 +119,22 @@ pub enum SchedulerKind {
 /// Returns an error for `goro-demo wc` with `message` and its usage, which exits with status 2
 /// like the errors that clap finds itself.
 pub fn wc_usage_error(message: String) -> clap::Error {
+    subcommand_usage_error("wc", message)
+}
+
+/// Returns an error for the subcommand `name` with `message` and its usage, which exits with
+/// status 2 like the errors that clap finds itself.
+///
+/// # Panics
+///
+/// Panics if `name` is not a subcommand of [`Cli`].
+pub fn subcommand_usage_error(name: &str, message: String) -> clap::Error {
     let mut command = Cli::command();
     command.build();
-    let wc = command
-        .find_subcommand_mut("wc")
-        .expect("Cli has a wc subcommand");
-    wc.error(clap::error::ErrorKind::InvalidValue, message)
+    let subcommand = command
+        .find_subcommand_mut(name)
+        .unwrap_or_else(|| panic!("subcommand_usage_error: Cli has no subcommand {name:?}"));
+    subcommand.error(clap::error::ErrorKind::InvalidValue, message)
 }
 
 #[cfg(test)]
@@ -90,6 +145,15 @@ mod tests {
         let args = ["goro-demo", "wc"].iter().chain(args);
         Cli::try_parse_from(args).map(|cli| match cli.command {
             Command::Wc(wc) => wc,
+            other => panic!("parsed as {other:?}"),
+        })
+    }
+
+    fn parse_serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let args = ["goro-demo", "serve"].iter().chain(args);
+        Cli::try_parse_from(args).map(|cli| match cli.command {
+            Command::Serve(serve) => serve,
+            other => panic!("parsed as {other:?}"),
         })
     }
 
@@ -149,5 +213,67 @@ mod tests {
         let err = parse(&["--scheduler", "lifo"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("fifo"), "{err}");
+    }
+
+    #[test]
+    fn serve_defaults() {
+        let args = parse_serve(&[]).unwrap();
+        assert_eq!(args.dir, None);
+        assert_eq!(args.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(args.scheduler, SchedulerKind::Fifo);
+        assert_eq!(args.procs, None);
+        assert!(!args.verbose);
+        assert!(!args.threads);
+    }
+
+    #[test]
+    fn serve_all_options() {
+        let args = parse_serve(&[
+            "www",
+            "--addr",
+            "[::1]:0",
+            "--scheduler",
+            "fifo",
+            "--procs",
+            "2",
+            "--verbose",
+        ])
+        .unwrap();
+        assert_eq!(args.dir, Some(PathBuf::from("www")));
+        assert_eq!(args.addr, "[::1]:0".parse().unwrap());
+        assert_eq!(args.scheduler, SchedulerKind::Fifo);
+        assert_eq!(args.procs, Some(2));
+        assert!(args.verbose);
+
+        let args = parse_serve(&["--threads"]).unwrap();
+        assert!(args.threads);
+    }
+
+    #[test]
+    fn serve_threads_conflicts_with_runtime_options() {
+        for option in [["--scheduler", "fifo"], ["--procs", "2"]] {
+            let err = parse_serve(&["--threads", option[0], option[1]]).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn serve_invalid_address_rejected() {
+        for addr in ["localhost:80", "127.0.0.1", "127.0.0.1:99999"] {
+            let err = parse_serve(&["--addr", addr]).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains(addr), "{err}");
+        }
+    }
+
+    #[test]
+    fn serve_usage_error_names_serve() {
+        let err = subcommand_usage_error("serve", "invalid value for '--procs <N>'".into());
+        let message = err.render().to_string();
+        assert!(message.contains("Usage: goro-demo serve"), "{message}");
     }
 }

@@ -3,10 +3,14 @@
 //! `goro-demo wc [PATH...]` counts lines, words and bytes of every regular file under the
 //! paths, as `LC_ALL=C wc -lwc` would, with one goroutine per file. `goro-demo wc --help`
 //! describes the options and output.
+//!
+//! `goro-demo serve [DIR]` serves the files of DIR over HTTP/1.1 with one goroutine per
+//! connection, until SIGINT or SIGTERM. `goro-demo serve --help` describes its options.
 
 mod cli;
 mod count;
 mod runtime;
+mod serve;
 mod trace;
 mod walk;
 mod wc;
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Wc(args) => run_wc(args),
+        Command::Serve(args) => serve::run(args),
     }
 }
 
