@@ -7,7 +7,10 @@
 //!
 //! This crate holds the [`Scheduler`] trait, the glue that turns an implementation into the
 //! `#[repr(C)]` vtable stored in each g's header ([`SchedHandle`]), and the reference
-//! schedulers: [`Fifo`], one global queue in ready order.
+//! schedulers: [`Fifo`], one global queue in ready order, and [`WorkStealing`], per-P run
+//! queues with stealing between Ps, after Go's scheduler. The work-stealing scheduler's
+//! queues are public for other runtimes: [`RunQueue`], a bounded ring with one producer and
+//! many stealers, and [`Injector`], the global queue.
 //!
 //! # Writing a scheduler
 //!
@@ -44,10 +47,13 @@ mod fifo;
 mod gqueue;
 mod handle;
 mod scheduler;
+mod steal;
+mod sync;
 
 pub use fifo::Fifo;
 pub use gqueue::GQueue;
 pub use handle::SchedHandle;
 pub use scheduler::{Scheduler, vtable_of};
+pub use steal::{Injector, RunQueue, WorkStealing};
 
 pub use goro_abi::{GRef, PId, ReadyCause, SchedLink, SchedVTable, SyscallExit};
