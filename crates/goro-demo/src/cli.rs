@@ -114,6 +114,9 @@ close, then it prints its counters and the runtime's report. A second signal exi
 pub enum SchedulerKind {
     /// First in, first out: one run queue shared by all processors
     Fifo,
+    /// Work stealing: a run queue per processor, and idle processors take goroutines from busy
+    /// ones
+    Steal,
 }
 
 /// Returns an error for `goro-demo wc` with `message` and its usage, which exits with status 2
@@ -233,7 +236,7 @@ mod tests {
             "--addr",
             "[::1]:0",
             "--scheduler",
-            "fifo",
+            "steal",
             "--procs",
             "2",
             "--verbose",
@@ -241,7 +244,7 @@ mod tests {
         .unwrap();
         assert_eq!(args.dir, Some(PathBuf::from("www")));
         assert_eq!(args.addr, "[::1]:0".parse().unwrap());
-        assert_eq!(args.scheduler, SchedulerKind::Fifo);
+        assert_eq!(args.scheduler, SchedulerKind::Steal);
         assert_eq!(args.procs, Some(2));
         assert!(args.verbose);
 
@@ -251,7 +254,7 @@ mod tests {
 
     #[test]
     fn serve_threads_conflicts_with_runtime_options() {
-        for option in [["--scheduler", "fifo"], ["--procs", "2"]] {
+        for option in [["--scheduler", "steal"], ["--procs", "2"]] {
             let err = parse_serve(&["--threads", option[0], option[1]]).unwrap_err();
             assert_eq!(
                 err.kind(),

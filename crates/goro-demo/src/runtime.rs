@@ -24,6 +24,7 @@ pub fn build(
     }
     let builder = match scheduler {
         SchedulerKind::Fifo => builder.scheduler(goro_sched::Fifo::new()),
+        SchedulerKind::Steal => builder.scheduler(goro_sched::WorkStealing::new()),
     };
     builder.build()
 }

@@ -398,6 +398,11 @@ fn files_served_fifo() {
 }
 
 #[test]
+fn files_served_steal() {
+    check_files_served(&["--scheduler", "steal", "--procs", "2"]);
+}
+
+#[test]
 fn files_served_one_proc() {
     check_files_served(&["--procs", "1"]);
 }
@@ -905,13 +910,14 @@ fn wrk_load_no_errors() {
 }
 
 #[test]
-#[ignore = "load test of 20 s; run it with the benchmarks (cargo test -- --ignored)"]
+#[ignore = "load test of 30 s; run it with the benchmarks (cargo test -- --ignored)"]
 fn wrk_goroutines_versus_threads() {
     assert!(!emulated(), "the load comparison must run natively");
     let site = Site::new("bench");
     fs::write(site.www.join("4k.bin"), random_bytes(4096, 7)).unwrap();
-    let configurations: [(&str, &[&str]); 2] = [
+    let configurations: [(&str, &[&str]); 3] = [
         ("goroutines, fifo", &["--scheduler", "fifo"]),
+        ("goroutines, steal", &["--scheduler", "steal"]),
         ("threads", &["--threads"]),
     ];
     let mut rows = Vec::new();
