@@ -1,7 +1,7 @@
 //! One client connection: reading request heads, responding to them, and closing.
 //!
 //! The connection serves requests one after the other (pipelined requests wait in the input
-//! buffer) until the client or the server asks to close, the client sends nothing for
+//! buffer) until the client or the server requests a close, the client sends nothing for
 //! [`REQUEST_TIMEOUT`], or the server stops. The stream must have a read timeout of
 //! [`READ_POLL_INTERVAL`], so that a read waiting for a quiet client returns in time to notice
 //! that the server stops.
