@@ -52,7 +52,9 @@ fn yield_some() {
 #[derive(Clone, Copy, Debug)]
 enum SendMode {
     Blocking,
-    /// `try_send`, yielding while the channel is full.
+    /// `try_send`, yielding while the channel is full, then `send`. Two pollers alone never
+    /// meet on a rendezvous channel, since a non-blocking operation pairs only with a blocked
+    /// one.
     Polling,
     /// A one-case `Select::wait`.
     Select,
@@ -62,7 +64,7 @@ enum SendMode {
 #[derive(Clone, Copy, Debug)]
 enum RecvMode {
     Blocking,
-    /// `try_recv`, yielding while the channel is empty.
+    /// `try_recv`, yielding while the channel is empty, then `recv`.
     Polling,
     /// A one-case `Select::wait`.
     Select,
@@ -102,19 +104,34 @@ fn send_one(tx: &Sender<(usize, usize)>, value: (usize, usize), mode: SendMode) 
         SendMode::Blocking => tx.send(value).expect("the channel is open"),
         SendMode::Polling => {
             let mut value = value;
-            loop {
+            for _ in 0..POLLS {
                 match tx.try_send(value) {
-                    Ok(()) => break,
+                    Ok(()) => return,
                     Err(TrySendError::Full(back)) => value = back,
                     Err(TrySendError::Closed(_)) => panic!("try_send: the channel closed early"),
                 }
                 goro::yield_now();
             }
+            tx.send(value).expect("the channel is open");
         }
         SendMode::Select => Select::new()
             .send(tx, value, |sent| sent.expect("the channel is open"))
             .wait(),
     }
+}
+
+/// How many times a polling sender or receiver tries before it blocks.
+const POLLS: usize = 4;
+
+fn poll_recv(rx: &Receiver<(usize, usize)>) -> Option<(usize, usize)> {
+    for _ in 0..POLLS {
+        match rx.try_recv() {
+            Ok(value) => return Some(value),
+            Err(TryRecvError::Closed) => return None,
+            Err(TryRecvError::Empty) => goro::yield_now(),
+        }
+    }
+    rx.recv().ok()
 }
 
 /// Receives until the channel is closed and drained; returns the values in receive order.
@@ -123,13 +140,7 @@ fn drain(rx: &Receiver<(usize, usize)>, mode: RecvMode) -> Vec<(usize, usize)> {
     loop {
         let next = match mode {
             RecvMode::Blocking | RecvMode::Thread => rx.recv().ok(),
-            RecvMode::Polling => loop {
-                match rx.try_recv() {
-                    Ok(value) => break Some(value),
-                    Err(TryRecvError::Closed) => break None,
-                    Err(TryRecvError::Empty) => goro::yield_now(),
-                }
-            },
+            RecvMode::Polling => poll_recv(rx),
             RecvMode::Select => Select::new().recv(rx, Result::ok).wait(),
         };
         match next {
