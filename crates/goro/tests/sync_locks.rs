@@ -201,8 +201,8 @@ fn mutex_starving_waiters_get_the_lock_in_order() {
                 })
                 .collect();
             std::thread::sleep(2 * STARVATION_THRESHOLD);
-            // Unlock and barge back in before the woken waiter runs; the waiter then finds
-            // that it starved, and from now on the lock goes to the waiters in their order.
+            // Unlock and barge back in before the woken waiter runs. The waiter then finds
+            // that it starved, so from now on the lock goes to the waiters in their order.
             drop(guard);
             let guard = mutex.lock();
             goro::yield_now();
@@ -220,8 +220,9 @@ fn mutex_starving_waiters_get_the_lock_in_order() {
         [0, 1, 2, 3, BARGER],
         "the lock was not handed off in order"
     );
-    // The barger's unlock and each waiter's unlock handed the lock to the next in line; the
-    // last hand-off went to the barger, the last waiter, which ended starvation mode.
+    // The barger's unlock and each waiter's unlock handed the lock to the next in line. The
+    // last hand-off went to the barger, which was the last waiter and so ended starvation
+    // mode.
     assert_eq!(handoffs, 1 + WAITERS as u64);
 }
 

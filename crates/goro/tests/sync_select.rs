@@ -121,7 +121,8 @@ fn default_runs_only_when_nothing_is_ready() {
         .send(&full_tx, 1, |_| "sent")
         .default(|| "default");
     assert_eq!(outcome, "default");
-    assert!(rx.is_empty() && full_tx.is_empty());
+    assert!(rx.is_empty());
+    assert!(full_tx.is_empty());
 
     tx.send(4).unwrap();
     let outcome = Select::new()

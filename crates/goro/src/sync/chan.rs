@@ -16,8 +16,8 @@
 //!
 //! At most one of the queues is non-empty, except for nodes of selects that wait on both
 //! sides of the same channel. A send that finds a waiting receiver writes the value straight
-//! into the receiver's slot; a receive that finds a waiting sender takes the value from the
-//! sender's slot (refilling the buffer with it when the buffer was full). Only when neither
+//! into the receiver's slot. A receive that finds a waiting sender takes the value from the
+//! sender's slot, or, when the buffer was full, moves it into the buffer's freed place. Only when neither
 //! the buffer nor a partner can serve it does an operation enqueue a node and wait.
 //!
 //! Every node points to a [`Selector`], the state of one blocked operation. A plain send or
@@ -48,7 +48,7 @@ const WAITING: usize = 0;
 const CLAIMED: usize = 1;
 /// The owner withdrew: a select found a case ready while it was enqueueing its nodes.
 const ABORTED: usize = 2;
-/// `FIRED + case`: the operation's case `case` completed; its slot holds the outcome.
+/// `FIRED + case`: the operation's case `case` completed, and its slot contains the outcome.
 const FIRED: usize = 3;
 
 /// The state of one blocked channel operation (a send, a receive, or a whole select).
@@ -290,7 +290,7 @@ impl<T> Chan<T> {
 
     fn lock(&self) -> StdMutexGuard<'_, State<T>> {
         // No user code runs under the lock (values are only moved), so a poisoned lock can
-        // only come from a bug in this module; its state is still consistent.
+        // only come from a bug in this module, and its state is still consistent.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -628,7 +628,7 @@ impl<T> Sender<T> {
         self.chan.is_closed()
     }
 
-    /// The number of values in the buffer.
+    /// Returns the number of values in the buffer.
     pub fn len(&self) -> usize {
         self.chan.len()
     }
@@ -638,7 +638,7 @@ impl<T> Sender<T> {
         self.len() == 0
     }
 
-    /// The buffer's capacity, or `None` for an unbounded channel.
+    /// Returns the buffer's capacity, or `None` for an unbounded channel.
     pub fn capacity(&self) -> Option<usize> {
         self.chan.capacity
     }
@@ -712,7 +712,7 @@ impl<T> Receiver<T> {
         self.chan.is_closed()
     }
 
-    /// The number of values in the buffer.
+    /// Returns the number of values in the buffer.
     pub fn len(&self) -> usize {
         self.chan.len()
     }
@@ -722,12 +722,12 @@ impl<T> Receiver<T> {
         self.len() == 0
     }
 
-    /// The buffer's capacity, or `None` for an unbounded channel.
+    /// Returns the buffer's capacity, or `None` for an unbounded channel.
     pub fn capacity(&self) -> Option<usize> {
         self.chan.capacity
     }
 
-    /// An iterator that receives values until the channel is closed and drained.
+    /// Returns an iterator that receives values until the channel is closed and drained.
     pub fn iter(&self) -> Iter<'_, T> {
         Iter { receiver: self }
     }

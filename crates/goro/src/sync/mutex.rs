@@ -1,7 +1,7 @@
 //! A mutual exclusion lock whose waiters park, with Go's starvation mode.
 //!
-//! The algorithm is the one of Go's `sync.Mutex` (`src/sync/mutex.go`, since Go 1.9). One
-//! atomic word holds the state:
+//! The algorithm is the one of Go's `sync.Mutex` (`src/sync/mutex.go`, since Go 1.9). The
+//! state is one atomic word:
 //!
 //! ```text
 //!  31                               3   2        1       0
@@ -253,8 +253,8 @@ pub struct Mutex<T: ?Sized> {
     data: UnsafeCell<T>,
 }
 
-// SAFETY: the lock gives one thread at a time access to the value, which may thus move
-// between threads (T: Send); no `&T` is ever shared without the lock.
+// SAFETY: the lock gives one thread at a time access to the value, so the value moves
+// between threads (T: Send) but no `&T` is ever shared between them.
 unsafe impl<T: ?Sized + Send> Sync for Mutex<T> {}
 
 impl<T> Mutex<T> {
@@ -290,8 +290,8 @@ impl<T: ?Sized> Mutex<T> {
         self.data.get_mut()
     }
 
-    /// The number of unlocks that handed the lock directly to a waiter because the mutex was
-    /// in starvation mode. It stays 0 while no waiter waits longer than
+    /// Returns the number of unlocks that handed the lock directly to a waiter because the
+    /// mutex was in starvation mode. It stays 0 while no waiter waits longer than
     /// [`STARVATION_THRESHOLD`].
     pub fn handoffs(&self) -> u64 {
         self.raw.handoffs()

@@ -31,9 +31,9 @@ const MAX_READERS: i32 = 1 << 30;
 pub struct RwLock<T: ?Sized> {
     /// Serializes writers.
     writer: RawMutex,
-    /// Where the pending writer waits for the departing readers.
+    /// The semaphore on which the pending writer waits for the departing readers.
     writer_sem: Sema,
-    /// Where readers wait for the pending or active writer.
+    /// The semaphore on which readers wait for the pending or active writer.
     reader_sem: Sema,
     /// Readers inside or waiting, minus `MAX_READERS` while a writer is pending or active.
     reader_count: AtomicI32,
@@ -73,11 +73,11 @@ impl<T: ?Sized> RwLock<T> {
         let old = self.reader_count.fetch_add(1, Ordering::Acquire);
         let readers = if old < 0 { old + MAX_READERS } else { old };
         if readers >= MAX_READERS - 1 {
-            // The count would run into the writer bias; only leaked guards get here.
+            // One more would run into the writer bias; only leaked guards get here.
             eprintln!(
-                "fatal error: goro: RwLock::read: {readers} read guards exist at once, the \
+                "fatal error: goro: RwLock::read: {readers} read guards exist already, the \
                  maximum is {}",
-                MAX_READERS - 2
+                MAX_READERS - 1
             );
             std::process::abort();
         }
@@ -95,7 +95,7 @@ impl<T: ?Sized> RwLock<T> {
     pub fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
         let mut count = self.reader_count.load(Ordering::Relaxed);
         loop {
-            if !(0..MAX_READERS - 2).contains(&count) {
+            if !(0..MAX_READERS - 1).contains(&count) {
                 return None;
             }
             // Acquire: as in `read`.
@@ -146,8 +146,8 @@ impl<T: ?Sized> RwLock<T> {
         // Release in `read_unlock`; Release orders the announcement for them.
         let readers = self.reader_count.fetch_sub(MAX_READERS, Ordering::AcqRel);
         // Wait for the readers inside. Each of them counts `reader_wait` down on its way
-        // out; whoever brings it to zero (the last reader, or this add) settles the wait.
-        // AcqRel: pairs with the readers' AcqRel in `read_unlock_slow`.
+        // out, and the one that brings it to zero (the last reader, or this add) ends the
+        // wait. AcqRel: pairs with the readers' AcqRel in `read_unlock_slow`.
         if readers != 0 && self.reader_wait.fetch_add(readers, Ordering::AcqRel) + readers != 0 {
             self.writer_sem.acquire(false, WaitReason::Lock);
         }

@@ -7,8 +7,8 @@
 //!
 //! The algorithm, as Go's `selectgo` but with one channel lock held at a time:
 //!
-//! 1. Poll every case in an order rotated by a random start; the first that can proceed
-//!    (a partner waits, the buffer serves it, or the channel is closed) fires.
+//! 1. Poll every case, in an order rotated by a random start. The first case that can
+//!    proceed (a partner waits, the buffer serves it, or the channel is closed) fires.
 //! 2. Otherwise return the default, or enqueue one node per case, all sharing one
 //!    selector. If a case became ready meanwhile, withdraw (abort the selector, unlink
 //!    every node) and start over at 1.
@@ -123,8 +123,8 @@ impl<R, L: CaseList<R>> Select<R, L> {
     /// # Panics
     ///
     /// Panics when there are no cases, since the select would block forever.
-    // NOTE: a timeout case (Go's `case <-time.After(d)`) needs the runtime's timers; it will
-    // be one more case whose node a timer completes, claiming the selector like a channel.
+    // NOTE: there is no timeout case (Go's `case <-time.After(d)`) yet. It needs a timer that
+    // completes a node of its own, claiming the selector as a channel partner does.
     pub fn wait(self) -> R {
         assert!(
             L::LEN > 0,

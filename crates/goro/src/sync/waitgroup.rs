@@ -1,8 +1,8 @@
 //! A counter that goroutines and threads can wait on until it reaches zero.
 //!
-//! The algorithm is the one of Go's `sync.WaitGroup`: one 64-bit word holds the counter (high
-//! half) and the number of waiters (low half), so that `add` sees at once whether anybody
-//! must be woken.
+//! The algorithm is the one of Go's `sync.WaitGroup`: one 64-bit word contains the counter
+//! (high half) and the number of waiters (low half), so that `add` reads in one step whether
+//! it must wake waiters.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +16,7 @@ use super::sema::Sema;
 /// The coordinator calls [`add`](WaitGroup::add) with the number of tasks, each task calls
 /// [`done`](WaitGroup::done) when it finishes, and [`wait`](WaitGroup::wait) blocks until the
 /// counter is zero. An `add` with a positive delta while the counter is zero must happen
-/// before the `wait` it is meant for; a wait group may be reused once every `wait` of the
+/// before the `wait` it is meant for. A wait group may be reused once every `wait` of the
 /// previous round has returned. Share it through an `Arc` or a reference.
 ///
 /// ```
@@ -96,6 +96,7 @@ impl WaitGroup {
             .wrapping_add(shifted);
         let counter = counter_of(state);
         let waiters = waiters_of(state);
+
         if counter < 0 {
             // Undo, so that a caller that catches the panic finds the counter unchanged.
             self.state.fetch_sub(shifted, Ordering::Relaxed);
@@ -116,7 +117,8 @@ impl WaitGroup {
         if counter > 0 || waiters == 0 {
             return;
         }
-        // The counter is zero and goroutines wait: nobody may touch the state now but us.
+
+        // The counter is zero and goroutines wait, so only this call may change the state.
         // Acquire: as above.
         if self.state.load(Ordering::Acquire) != state {
             panic!("{function}: called concurrently with wait while the counter reached zero");

@@ -1,8 +1,8 @@
 //! An intrusive doubly linked list of waiter nodes that live on their waiters' stacks.
 //!
-//! A blocked goroutine keeps its node in the frame of the blocking call (Go's sudog lives on
-//! the heap; a goroutine stack never moves here, so the frame serves), which makes blocking
-//! free of allocation. The list is always owned by one lock: every link field is read and
+//! A blocked goroutine keeps its node in the frame of the blocking call, so blocking
+//! allocates nothing. Go keeps its sudogs on the heap, but a goroutine stack here never moves,
+//! so the frame is a stable home. The list is always owned by one lock: every link field is read and
 //! written only under that lock, and a node stays alive while it is linked because its owner
 //! does not leave the blocking call before the node is unlinked.
 
@@ -47,7 +47,7 @@ pub(crate) struct WaitList<N: Linked> {
     tail: Option<NonNull<N>>,
 }
 
-// SAFETY: the list holds pointers to nodes of waiters on any thread; it is only used under its
+// SAFETY: the list points to nodes of waiters on any thread. It is only used under its
 // owner's lock, which orders every access to the nodes' link fields.
 unsafe impl<N: Linked> Send for WaitList<N> {}
 
