@@ -83,6 +83,8 @@ mod tests {
 
     use super::*;
 
+    // Boxed so that each header keeps its address while the Vec grows.
+    #[allow(clippy::vec_box)]
     fn gs(n: u64) -> Vec<Box<GHeader>> {
         (1..=n)
             .map(|goid| {

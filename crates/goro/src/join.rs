@@ -72,7 +72,6 @@ impl<T> JoinHandle<T> {
                 join.waiter = Some(Waiter::current());
             }
         }
-        let epoch = shared.deadlock_epoch();
         let mut failure = None;
         wait_until(
             || {
@@ -86,7 +85,7 @@ impl<T> JoinHandle<T> {
                 }
                 if on_thread && shared.is_shutdown() {
                     failure = Some(JoinError::Shutdown { goid });
-                } else if on_thread && shared.deadlock_epoch() != epoch {
+                } else if on_thread && shared.is_deadlocked() {
                     failure = Some(JoinError::Deadlock { goid });
                 }
                 failure.is_some()
@@ -106,6 +105,9 @@ impl<T> JoinHandle<T> {
         unsafe { Record::take_output(self.record, &mut output as *mut _ as *mut ()) };
         match output {
             Some(Ok(value)) => Ok(value),
+            Some(Err(payload)) if payload.is::<crate::park::Cancelled>() => {
+                Err(JoinError::Shutdown { goid })
+            }
             Some(Err(payload)) => Err(JoinError::Panicked { goid, payload }),
             None => unreachable!("JoinHandle::join: g{goid} completed without an output"),
         }

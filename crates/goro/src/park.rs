@@ -83,6 +83,7 @@ impl Permit {
 /// Parks the running goroutine on `permit` until an unpark of the same permit, unless a
 /// wakeup is already stored.
 pub(crate) fn park_on(permit: &Permit, reason: WaitReason) {
+    unwind_if_cancelled();
     if permit.try_consume() {
         return;
     }
@@ -91,6 +92,22 @@ pub(crate) fn park_on(permit: &Permit, reason: WaitReason) {
         unsafe { &*(data as *const Permit) }.commit_park()
     }
     m::gopark(reason, commit, permit as *const Permit as *const ());
+    unwind_if_cancelled();
+}
+
+/// The panic payload with which a goroutine unwinds when its runtime is dropped while the
+/// goroutine is parked or yielding. `join` reports it as `JoinError::Shutdown`.
+pub(crate) struct Cancelled;
+
+/// Unwinds the running goroutine if its runtime is being dropped. `resume_unwind` skips the
+/// panic hook, so nothing is printed.
+fn unwind_if_cancelled() {
+    if let Some(record) = current_record() {
+        // SAFETY: the running goroutine's record is alive while it runs.
+        if unsafe { record.as_ref() }.shared().is_cancelling() && !std::thread::panicking() {
+            std::panic::resume_unwind(Box::new(Cancelled));
+        }
+    }
 }
 
 /// A handle to a goroutine, for waking it with [`Goroutine::unpark`]. Keeps the goroutine's
@@ -119,6 +136,18 @@ impl Goroutine {
     /// The goroutine's id.
     pub fn goid(&self) -> u64 {
         self.record().g().header().goid()
+    }
+
+    pub(crate) fn gref(&self) -> GRef {
+        self.record().g()
+    }
+
+    /// Wakes the goroutine if it is parked, so that it unwinds (its runtime is cancelling).
+    pub(crate) fn cancel(&self) {
+        if self.gref().header().status() == goro_abi::GStatus::Waiting {
+            self.unpark_internal();
+            self.unpark();
+        }
     }
 
     /// Makes the goroutine's permit available: a parked goroutine wakes, and a running one
@@ -199,5 +228,7 @@ pub fn yield_now() {
     if current_record().is_none() {
         panic!("goro::yield_now called from a thread that runs no goroutine");
     }
+    unwind_if_cancelled();
     m::mcall(Request::Yield);
+    unwind_if_cancelled();
 }

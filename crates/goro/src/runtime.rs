@@ -63,8 +63,8 @@ pub(crate) struct Shared {
     /// Goroutines inside a syscall, for deadlock detection.
     pub(crate) nsyscall: AtomicU64,
     deadlock_detection: bool,
-    /// Bumped at every deadlock report; a thread waiting in `join` fails when it changes.
-    deadlock_epoch: AtomicU64,
+    /// Set when the runtime starts dropping: goroutines that park or yield unwind.
+    cancelling: AtomicBool,
     /// Set when a deadlock was reported and nothing has run since, so that it is reported once.
     deadlock_reported: AtomicBool,
     /// Threads that run no goroutine and wait in `join`, woken at a deadlock or shutdown.
@@ -257,21 +257,53 @@ impl Shared {
         &self.allgs[goid as usize % ALLGS_SHARDS]
     }
 
-    /// Returns every live goroutine, for dumps and deadlock reports. The gs may change status
-    /// while the caller reads them; only their headers' atomics may be read.
-    pub(crate) fn all_goroutines(&self) -> Vec<GRef> {
+    /// Returns a handle to every live goroutine, sorted by goid, for dumps, deadlock reports
+    /// and shutdown. Each handle keeps its g's block alive; the gs may change status meanwhile.
+    pub(crate) fn all_goroutines(&self) -> Vec<crate::park::Goroutine> {
         let mut all = Vec::new();
         for shard in &self.allgs {
-            all.extend(
-                shard
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .values()
-                    .copied(),
-            );
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            // Retained under the shard lock: `finish` removes a g from its shard before it
+            // drops the g's own reference, so every g listed here is still alive.
+            all.extend(shard.values().map(|&g| {
+                // SAFETY: every g in allgs was spawned by this runtime and has a record.
+                crate::park::Goroutine::from_record(unsafe { Record::of(g) })
+            }));
         }
-        all.sort_by_key(|g| g.header().goid());
+        all.sort_by_key(crate::park::Goroutine::goid);
         all
+    }
+
+    /// Unwinds every goroutine that parks or yields from now on, and wakes the parked ones, so
+    /// that their destructors run before the runtime stops. Waits while the number of live
+    /// goroutines keeps falling; goroutines blocked in a syscall or running without ever
+    /// parking are left as they are after 100 ms without progress.
+    fn cancel_all(&self) {
+        // SeqCst: a goroutine that parks after this store sees it in `is_cancelling`.
+        self.cancelling.store(true, Ordering::SeqCst);
+        let mut last_live = u64::MAX;
+        let mut progress_at = std::time::Instant::now();
+        loop {
+            let live = self.live_goroutines.load(Ordering::SeqCst);
+            if live == 0 {
+                return;
+            }
+            if live != last_live {
+                last_live = live;
+                progress_at = std::time::Instant::now();
+            } else if progress_at.elapsed() > std::time::Duration::from_millis(100) {
+                return;
+            }
+            for g in self.all_goroutines() {
+                g.cancel();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// Returns whether the runtime is unwinding its goroutines before it stops.
+    pub(crate) fn is_cancelling(&self) -> bool {
+        self.cancelling.load(Ordering::SeqCst)
     }
 
     /// Reports a deadlock when every goroutine is parked and nothing can wake one: all Ps are
@@ -299,6 +331,7 @@ impl Shared {
         }
         let mut report = String::from("goro: all goroutines are asleep - deadlock!\n");
         for g in self.all_goroutines() {
+            let g = g.gref();
             let header = g.header();
             report.push_str(&format!(
                 "\ngoroutine {} [{}, scheduler {}]",
@@ -308,7 +341,6 @@ impl Shared {
             ));
         }
         eprintln!("{report}\n");
-        self.deadlock_epoch.fetch_add(1, Ordering::SeqCst);
         self.wake_external_waiters();
     }
 
@@ -320,9 +352,11 @@ impl Shared {
         }
     }
 
-    /// The number of deadlocks reported so far.
-    pub(crate) fn deadlock_epoch(&self) -> u64 {
-        self.deadlock_epoch.load(Ordering::SeqCst)
+    /// Returns whether a deadlock was reported and no goroutine was readied since.
+    pub(crate) fn is_deadlocked(&self) -> bool {
+        // SeqCst: pairs with the store in `check_deadlock`, made before the external waiters
+        // are woken; a waiter registered after that wakeup sees the flag at its first check.
+        self.deadlock_reported.load(Ordering::SeqCst)
     }
 
     /// Registers the calling thread (which runs no goroutine) as waiting in `join`.
@@ -475,13 +509,13 @@ impl Shared {
         trace::emit(|| Event::GoCreate {
             goid: header.goid(),
         });
-        let live = self.live_goroutines.fetch_add(1, Ordering::Relaxed) + 1;
+        // SeqCst: deadlock detection compares the live count with the waiting count.
+        let live = self.live_goroutines.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak_live_goroutines.fetch_max(live, Ordering::Relaxed);
         let _ = header.ready_new();
-        let p = current_m()
-            .filter(|m| std::ptr::eq(&*m.shared, &**self))
-            .and_then(M::p);
-        scheduler.ready(g, ReadyCause::Spawn, p);
+        scheduler.ready(g, ReadyCause::Spawn, m.and_then(M::p));
+        // A spawn is progress: a deadlock reported earlier no longer holds.
+        self.note_progress();
         self.wakep();
         Ok(JoinHandle::new(record))
     }
@@ -541,7 +575,10 @@ impl Shared {
 
     /// Every M started so far, for dumps and schedtrace.
     pub(crate) fn all_ms(&self) -> Vec<Arc<M>> {
-        self.all_ms.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.all_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Calls `f` with every live goroutine, while holding the lock of its shard of `allgs`:
@@ -639,7 +676,7 @@ impl Runtime {
             nwaiting: AtomicU64::new(0),
             nsyscall: AtomicU64::new(0),
             deadlock_detection: builder.deadlock_detection,
-            deadlock_epoch: AtomicU64::new(0),
+            cancelling: AtomicBool::new(false),
             deadlock_reported: AtomicBool::new(false),
             external_waiters: Mutex::new(Vec::new()),
             allgs: std::array::from_fn(|_| Mutex::new(std::collections::HashMap::new())),
@@ -722,6 +759,7 @@ impl Drop for Runtime {
                  wait for itself; drop it from the thread that built it"
             );
         }
+        self.shared.cancel_all();
         // Release: pairs with the Acquire in `is_shutdown`.
         self.shared.shutdown.store(true, Ordering::Release);
         let idle = self
@@ -746,8 +784,9 @@ impl Drop for Runtime {
             // A panic on an M is a runtime bug; it was already printed by the panic hook.
             let _ = thread.join();
         }
-        // NOTE: goroutines still parked or runnable at shutdown are not resumed: their blocks
-        // and stacks stay allocated, and their joiners get `JoinError::Shutdown`.
+        // NOTE: goroutines that were still blocked in a syscall, or that caught the
+        // cancellation unwind and parked again, are not resumed: their blocks and stacks stay
+        // allocated, and their joiners get `JoinError::Shutdown`.
     }
 }
 

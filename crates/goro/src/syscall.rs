@@ -47,10 +47,6 @@ pub fn entersyscall() {
         panic!("goro::entersyscall called from a thread that runs no goroutine");
     };
     let p = enter(header, m, "entersyscall");
-    trace::emit(|| Event::SyscallEnter {
-        goid: header.goid(),
-        handoff: false,
-    });
     let shared = &m.shared;
     let ps = &shared.ps[p.index()];
     // Only the P's owner writes the tick; Relaxed, see `P::syscalltick`.
@@ -74,23 +70,19 @@ pub fn entersyscall_block() {
         panic!("goro::entersyscall_block called from a thread that runs no goroutine");
     };
     let p = enter(header, m, "entersyscall_block");
-    trace::emit(|| Event::SyscallEnter {
-        goid: header.goid(),
-        handoff: true,
-    });
     trace::emit(|| Event::PStop { p: p.0 });
     let shared = &m.shared;
     shared.ps[p.index()].state.handoff(m.id);
-    m.set_p(None);
     shared.handoffs.fetch_add(1, Ordering::Relaxed);
     shared.handoffp(p);
 }
 
 /// The part of both entries that runs before the P is released.
+///
+/// The M's P is cleared for the duration of the syscall: while it is `Syscall(m)` the monitor
+/// may give it to another M, so code running in the syscall (a `ready` from inside a
+/// `blocking` closure) must not treat it as its own.
 fn enter(header: &GHeader, m: &M, function: &'static str) -> PId {
-    let p = m
-        .p()
-        .unwrap_or_else(|| panic!("goro::{function}: the goroutine's M holds no P"));
     let status = header.status();
     if status != GStatus::Running {
         panic!(
@@ -98,6 +90,9 @@ fn enter(header: &GHeader, m: &M, function: &'static str) -> PId {
             header.goid()
         );
     }
+    let p = m
+        .p()
+        .unwrap_or_else(|| panic!("goro::{function}: the goroutine's M holds no P"));
     let _ = header.entersyscall();
     // The frame is approximate: the address of a local stands for the stack pointer, this
     // function for the program counter. Dumps only need to know where the stack was in use.
@@ -106,6 +101,12 @@ fn enter(header: &GHeader, m: &M, function: &'static str) -> PId {
     // SAFETY: the runtime keeps every linked scheduler alive.
     unsafe { header.sched().on_entersyscall(gref(header), p) };
     m.set_syscall_p(p);
+    // Emitted while the M still names its P, so the trace shows where the syscall began.
+    trace::emit(|| Event::SyscallEnter {
+        goid: header.goid(),
+        handoff: function == "entersyscall_block",
+    });
+    m.set_p(None);
     MCounters::bump(&m.counters.syscalls_entered);
     // SeqCst: deadlock detection must see a goroutine in a syscall (it may wake others).
     m.shared.nsyscall.fetch_add(1, Ordering::SeqCst);
@@ -137,7 +138,8 @@ pub fn exitsyscall() {
         .expect("goro::exitsyscall: no P recorded at entersyscall");
     let shared = &m.shared;
     header.set_syscall_frame(0, 0);
-    if m.p() == Some(old_p) && shared.ps[old_p.index()].state.exitsyscall(m.id) {
+    if shared.ps[old_p.index()].state.exitsyscall(m.id) {
+        m.set_p(Some(old_p));
         MCounters::bump(&m.counters.fast_exits);
         trace::emit(|| Event::SyscallExit {
             goid: header.goid(),

@@ -161,6 +161,7 @@ fn getg_follows_goroutines_across_ms() {
                 .map(|_| {
                     goro::spawn(|| {
                         let me = goro::getg();
+                        // SAFETY: the running g's header is alive while it runs.
                         let goid = unsafe { &*me }.goid();
                         let mut threads = std::collections::HashSet::new();
                         for _ in 0..50 {
