@@ -129,9 +129,9 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 /// The process-wide order of records; see the module documentation.
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
-/// The number of the current tracing session. Written under `SESSION`'s lock by [`start`];
-/// read Relaxed by recording threads, which compare it with their buffer's and re-register
-/// under the same lock when it differs.
+/// The number of the current tracing session. Written under `SESSION`'s lock by [`start`] and
+/// [`stop`], and read Relaxed by recording threads, which compare it with their buffer's and
+/// join the session under the same lock when it differs.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 /// Nanoseconds from [`epoch`] to the start of the current session, written by [`start`] before
@@ -204,15 +204,25 @@ fn record(event: Event) {
     // address cannot go stale on another thread.
     let _ = LOCAL.try_with(|local| {
         let buffer = local.get_or_init(Arc::default);
-        let mut inner = buffer.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.generation != generation {
-            inner.records.clear();
-            inner.generation = generation;
-            let mut session = SESSION.lock().unwrap_or_else(|e| e.into_inner());
-            if session.generation != generation {
-                // A session started or stopped since the flag was read: drop the event.
+        {
+            let mut inner = buffer.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if inner.generation == generation {
+                inner.records.push((sequence, record));
                 return;
             }
+        }
+        // Join the session: the session lock first, then the buffer's, the order `stop` uses.
+        let mut session = SESSION.lock().unwrap_or_else(|e| e.into_inner());
+        if session.generation != generation {
+            // A session started or stopped since the generation was read: drop the event.
+            return;
+        }
+        let mut inner = buffer.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.generation != generation {
+            // Any records left are from an earlier session, which `stop` has already collected
+            // under the session lock, or events that arrived after it.
+            inner.records.clear();
+            inner.generation = generation;
             session.buffers.push(buffer.clone());
         }
         inner.records.push((sequence, record));
@@ -233,20 +243,21 @@ pub fn start() {
 /// documentation for what that order guarantees).
 pub fn stop() -> Vec<TraceRecord> {
     ENABLED.store(false, Ordering::Relaxed);
-    let (generation, buffers) = {
+    let mut all = Vec::new();
+    {
         let mut session = SESSION.lock().unwrap_or_else(|e| e.into_inner());
         let generation = session.generation;
         // A new generation makes threads that still hold an event drop it, instead of adding
         // it to the next session.
         session.generation += 1;
         GENERATION.store(session.generation, Ordering::Relaxed);
-        (generation, std::mem::take(&mut session.buffers))
-    };
-    let mut all = Vec::new();
-    for buffer in buffers {
-        let mut inner = buffer.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.generation == generation {
-            all.append(&mut inner.records);
+        // The buffers are drained under the session lock, so that no thread can join a later
+        // session, which clears its buffer, before its records are collected here.
+        for buffer in std::mem::take(&mut session.buffers) {
+            let mut inner = buffer.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if inner.generation == generation {
+                all.append(&mut inner.records);
+            }
         }
     }
     all.sort_unstable_by_key(|(sequence, _)| *sequence);
@@ -644,6 +655,45 @@ mod tests {
             m,
             p,
             event,
+        }
+    }
+
+    #[test]
+    fn sessions_keep_every_finished_event() {
+        let threads = 4;
+        let per_thread = 10_000u64;
+        for _session in 0..2 {
+            start();
+            let workers: Vec<_> = (0..threads)
+                .map(|thread| {
+                    std::thread::spawn(move || {
+                        for i in 0..per_thread {
+                            // The goid encodes the thread and the event's index.
+                            emit(|| Event::GoCreate {
+                                goid: thread * per_thread + i,
+                            });
+                        }
+                    })
+                })
+                .collect();
+            for worker in workers {
+                worker.join().unwrap();
+            }
+            let records = stop();
+            assert_eq!(records.len() as u64, threads * per_thread);
+            let mut next = vec![0; threads as usize];
+            for record in &records {
+                let Event::GoCreate { goid } = record.event else {
+                    panic!("unexpected event {record:?}");
+                };
+                let thread = (goid / per_thread) as usize;
+                assert_eq!(
+                    goid % per_thread,
+                    next[thread],
+                    "thread {thread} out of order"
+                );
+                next[thread] += 1;
+            }
         }
     }
 
