@@ -35,6 +35,7 @@ pub struct Builder {
     pub(crate) monitor: MonitorConfig,
     pub(crate) deadlock_detection: bool,
     pub(crate) dump_on_sigquit: bool,
+    pub(crate) many_goroutines: bool,
 }
 
 impl Default for Builder {
@@ -55,6 +56,7 @@ impl Builder {
             extra_schedulers: Vec::new(),
             monitor: MonitorConfig::default(),
             deadlock_detection: true,
+            many_goroutines: false,
             dump_on_sigquit: false,
         }
     }
@@ -130,6 +132,20 @@ impl Builder {
     /// is process-wide and stays installed; see [`crate::debug::dump_on_sigquit`].
     pub fn dump_on_sigquit(mut self, enabled: bool) -> Builder {
         self.dump_on_sigquit = enabled;
+        self
+    }
+
+    /// Chooses the stack mode for very many goroutines (off by default).
+    ///
+    /// By default every stack is its own mapping with a guard page below it, which costs two
+    /// of the kernel's memory mappings per goroutine; Linux's default `vm.max_map_count` of
+    /// 65530 then caps a process at about 32,000 goroutines. In this mode, stacks are carved
+    /// from large slabs with one guard page per slab, so a million parked goroutines fit.
+    /// Overflow is detected by a canary at the bottom of each stack, checked at every switch
+    /// back to the scheduler: an overflow that skips the canary, or that corrupts memory before
+    /// the goroutine next switches, can go unnoticed (see `goro_stack`'s docs on slab mode).
+    pub fn many_goroutines(mut self, enabled: bool) -> Builder {
+        self.many_goroutines = enabled;
         self
     }
 

@@ -431,7 +431,21 @@ fn execute(m: &M, g: GRef) {
             setg(&m.g0 as *const GHeader as *mut GHeader);
             request
         };
+        if m.shared.slab_stacks {
+            check_canary(g);
+        }
         next = handle(m, g, Request::from_usize(request));
+    }
+}
+
+/// Checks the canary at the bottom of a slab stack after its g switched away, and aborts with
+/// a report naming the goroutine when the g overflowed into it.
+fn check_canary(g: GRef) {
+    // SAFETY: every g an M runs was spawned by its runtime and has a record; its stack stays
+    // in the record until the g's exit is handled, after this check.
+    let stack = unsafe { &*Record::of(g).as_ref().stack.get() };
+    if let Some(Err(overflow)) = stack.as_ref().map(goro_stack::Stack::check_canary) {
+        overflow.report_and_abort(g.header().goid());
     }
 }
 

@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     /// The default scheduler first, then the added ones.
     pub(crate) schedulers: Box<[SchedHandle]>,
     pub(crate) pool: StackPool,
+    /// Whether stacks come from slabs and need their canary checked at every switch.
+    pub(crate) slab_stacks: bool,
     pub(crate) max_threads: usize,
     pub(crate) monitor_config: MonitorConfig,
     /// Idle Ps. `npidle` mirrors its length for lock-free checks.
@@ -639,8 +641,12 @@ impl Runtime {
 
     pub(crate) fn start(builder: Builder) -> Result<Runtime, BuildError> {
         goro_stack::install_overflow_handler();
-        let pool =
-            StackPool::new(builder.stack_size, PoolConfig::default()).map_err(BuildError::Stack)?;
+        let pool_config = if builder.many_goroutines {
+            PoolConfig::slab()
+        } else {
+            PoolConfig::default()
+        };
+        let pool = StackPool::new(builder.stack_size, pool_config).map_err(BuildError::Stack)?;
         let mut schedulers = vec![builder.default_scheduler];
         schedulers.extend(builder.extra_schedulers);
         for scheduler in &schedulers {
@@ -656,6 +662,7 @@ impl Runtime {
             ps,
             schedulers: schedulers.into_boxed_slice(),
             pool,
+            slab_stacks: builder.many_goroutines,
             max_threads: builder.max_threads,
             monitor_config: builder.monitor,
             idle_ps: Mutex::new((0..builder.procs as u32).rev().map(PId).collect()),
