@@ -745,6 +745,11 @@ impl Runtime {
         self.shared.stats()
     }
 
+    /// Counters of the runtime's stack pool: mapped, cached and in-use stacks and bytes.
+    pub fn stack_stats(&self) -> goro_stack::PoolStats {
+        self.shared.pool.stats()
+    }
+
     /// The default scheduler's handle.
     pub fn default_scheduler(&self) -> &SchedHandle {
         &self.shared.schedulers[0]
