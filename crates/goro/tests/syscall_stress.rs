@@ -42,8 +42,22 @@ fn compute(rounds: u64) -> u64 {
 }
 
 #[test]
-fn ten_thousand_goroutines_mix_syscalls() {
-    let rt = Runtime::builder().procs(2).build().unwrap();
+fn ten_thousand_goroutines_mix_syscalls_fifo() {
+    stress(Runtime::builder().procs(2).build().unwrap());
+}
+
+#[test]
+fn ten_thousand_goroutines_mix_syscalls_steal() {
+    stress(
+        Runtime::builder()
+            .procs(2)
+            .scheduler(goro_sched::WorkStealing::new())
+            .build()
+            .unwrap(),
+    );
+}
+
+fn stress(rt: Runtime) {
     let (finished, stats) = watchdog(LIMIT * 3, move || {
         let finished = rt
             .block_on(|| {
