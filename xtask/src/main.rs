@@ -7,6 +7,7 @@
 //! `docs/testing.md` describes each stage and how to run it alone.
 
 mod arch;
+mod bench;
 mod ci;
 mod libtest;
 mod loom;
@@ -32,6 +33,8 @@ Commands:
   test-all-arches  Run the workspace tests natively on x86_64 and under QEMU on aarch64 and riscv64
   loom             Run every loom model (crates/*/tests/loom_*.rs) in release mode
   ci               Run fmt, clippy, doc, test-all-arches and loom, then print the total
+  bench            Benchmark goro against Go, may, tokio, corosensei and threads; write
+                   docs/benchmarks.md
 
 Run `cargo xtask <command> --help` for the options of one command.
 
@@ -102,6 +105,7 @@ enum Command {
     Ci {
         stages: Vec<ci::Stage>,
     },
+    Bench(bench::Plan),
 }
 
 fn main() -> ExitCode {
@@ -145,6 +149,7 @@ fn run(command: Command) -> Result<bool> {
         }
         Command::Loom => Ok(loom::run(&root)?.passed()),
         Command::Ci { stages } => Ok(ci::run(&root, &stages)),
+        Command::Bench(plan) => bench::run(&root, plan),
     }
 }
 
@@ -162,6 +167,7 @@ fn parse_args(args: &[String]) -> Result<Command> {
         "test-all-arches" if wants_help => Ok(Command::Help(TEST_ALL_ARCHES_HELP)),
         "loom" if wants_help => Ok(Command::Help(LOOM_HELP)),
         "ci" if wants_help => Ok(Command::Help(CI_HELP)),
+        "bench" if wants_help => Ok(Command::Help(bench::HELP)),
         "setup" => parse_setup(options),
         "test-all-arches" => parse_test_all_arches(options),
         "loom" => match options.first() {
@@ -169,8 +175,9 @@ fn parse_args(args: &[String]) -> Result<Command> {
             Some(option) => Err(unknown_option("loom", option, "no options")),
         },
         "ci" => parse_ci(options),
+        "bench" => Ok(Command::Bench(bench::parse(options)?)),
         other => Err(format!(
-            "unknown subcommand `{other}`; known: setup, test-all-arches, loom, ci \
+            "unknown subcommand `{other}`; known: setup, test-all-arches, loom, ci, bench \
              (run `cargo xtask --help`)"
         )
         .into()),
@@ -287,7 +294,7 @@ mod tests {
 
     #[test]
     fn help_lists_every_command() {
-        for name in ["setup", "test-all-arches", "loom", "ci"] {
+        for name in ["setup", "test-all-arches", "loom", "ci", "bench"] {
             assert!(
                 HELP.contains(&format!("\n  {name} ")),
                 "{name} missing from help"
@@ -301,10 +308,10 @@ mod tests {
 
     #[test]
     fn unknown_subcommand_lists_known_ones() {
-        let message = parse("bench").unwrap_err().to_string();
-        assert!(message.contains("unknown subcommand `bench`"), "{message}");
+        let message = parse("benchmark").unwrap_err().to_string();
+        assert!(message.contains("unknown subcommand `benchmark`"), "{message}");
         assert!(
-            message.contains("setup, test-all-arches, loom, ci"),
+            message.contains("setup, test-all-arches, loom, ci, bench"),
             "{message}"
         );
     }
