@@ -134,7 +134,7 @@ struct Section {
     primary: &'static str,
     higher_is_better: bool,
     targets: Vec<Target>,
-    /// Text of the target as the brief states it, or empty.
+    /// The target in words for the page, or empty when the workload has none.
     target_text: &'static str,
     rows: Vec<Row>,
 }
@@ -313,13 +313,14 @@ fn sections(plan: Plan) -> Vec<Section> {
 
 fn switch_section(plan: Plan) -> Section {
     let count = plan.switches;
+    let count_text = group_digits(count as f64);
     let row = |label: &str, implementation: &str| {
         bench_row(label, &format!("switch {implementation} {count}"))
     };
     Section {
         title: "Raw switch round trip".into(),
         about: format!(
-            "{count} resumes of a coroutine that suspends at once; time per resume plus \
+            "{count_text} resumes of a coroutine that suspends at once; time per resume plus \
              suspend. `goro_context::Coroutine` catches panics and passes values; the raw \
              `goro_context::switch` ping-pong is the bare primitive."
         ),
@@ -344,13 +345,17 @@ fn yield_section(plan: Plan) -> Section {
     let count = plan.yields;
     // sched_yield between two threads costs microseconds; fewer yields keep the run short.
     let thread_count = count / 10;
+    let (count_text, thread_count_text) = (
+        group_digits(count as f64),
+        group_digits(thread_count as f64),
+    );
     Section {
         title: "Yield ping-pong on one processor".into(),
         about: format!(
-            "Two goroutines on one P (procs 1) each yield {count} times; time per yield. may \
+            "Two goroutines on one P (procs 1) each yield {count_text} times; time per yield. may \
              runs 1 worker, tokio a current-thread runtime with `yield_now`, Go GOMAXPROCS=1 \
              with `runtime.Gosched`. OS threads: two threads pinned to one CPU with \
-             `sched_setaffinity`, each calling `std::thread::yield_now` {thread_count} times."
+             `sched_setaffinity`, each calling `std::thread::yield_now` {thread_count_text} times."
         ),
         primary: "yield",
         higher_is_better: false,
@@ -380,10 +385,11 @@ fn spawn_section(count: usize) -> Section {
             group_digits(count as f64)
         ),
         about: format!(
-            "One goroutine spawns {count} empty goroutines with 2 processors, then joins each; \
+            "One goroutine spawns {} empty goroutines with 2 processors, then joins each; \
              time per goroutine. may runs 2 workers, tokio a multi-thread runtime with 2 \
              workers, Go GOMAXPROCS=2 and joins through a `sync.WaitGroup`. goro runs in its \
-             default stack mode."
+             default stack mode.",
+            group_digits(count as f64)
         ),
         primary: "spawn_join",
         higher_is_better: false,
@@ -404,10 +410,11 @@ fn spawn_section(count: usize) -> Section {
 
 fn chan_section(plan: Plan) -> Section {
     let count = plan.round_trips;
+    let count_text = group_digits(count as f64);
     Section {
         title: "Channel ping-pong on one processor".into(),
         about: format!(
-            "{count} round trips of a value over two channels between two goroutines on one \
+            "{count_text} round trips of a value over two channels between two goroutines on one \
              processor; time per round trip. goro's `goro::sync::channel` with capacity 0 (a \
              rendezvous) or 1, Go's unbuffered channels, may's `sync::mpsc` (unbounded) with \
              1 worker, tokio's `sync::mpsc` with capacity 1 (its smallest) on a \
@@ -439,10 +446,11 @@ fn chan_section(plan: Plan) -> Section {
 
 fn syscall_section(plan: Plan) -> Section {
     let count = plan.syscalls;
+    let count_text = group_digits(count as f64);
     Section {
         title: "Syscall fast path".into(),
         about: format!(
-            "{count} getppid calls through `goro::blocking` minus {count} raw getppid calls, \
+            "{count_text} getppid calls through `goro::blocking` minus {count_text} raw getppid calls, \
              per call, on one processor; against Go's `syscall.Syscall` minus \
              `syscall.RawSyscall` of getppid with GOMAXPROCS=1. `raw` and `wrapped` are the two \
              halves."
@@ -519,12 +527,13 @@ fn rss_section(count: usize, with_default_mode: bool) -> Section {
     Section {
         title: format!("RSS per parked goroutine, {}", group_digits(count as f64)),
         about: format!(
-            "{count} goroutines parked in a channel receive (may: in `coroutine::park`), 2 \
+            "{} goroutines parked in a channel receive (may: in `coroutine::park`), 2 \
              processors; resident memory added per goroutine, from /proc/self/statm before \
              spawning and after all have parked. goro's many-goroutines mode \
              (`Builder::many_goroutines(true)`) runs with 16 KiB stacks carved from slabs, the \
              default mode with one 256 KiB mapping and a guard page per stack. may runs its \
-             default stacks."
+             default stacks.",
+            group_digits(count as f64)
         ),
         primary: "per_goroutine",
         higher_is_better: false,
