@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use goro_abi::WaitReason;
 
-use super::sema::Sema;
+use super::sema::{Released, Sema};
 
 const LOCKED: u32 = 1;
 /// A waiter has been woken (or is running in `lock_slow`), so unlock need not wake another.
@@ -131,7 +131,15 @@ impl RawMutex {
             // A waiter that waited before goes back to the front of the queue.
             let lifo = wait_start.is_some();
             let start = *wait_start.get_or_insert_with(Instant::now);
-            self.sema.acquire(lifo, WaitReason::Lock);
+            if let Err(interrupted) = self.sema.acquire(lifo, WaitReason::Lock) {
+                // Unwinding (the runtime is being dropped): a waiter that was already woken
+                // passes the wakeup on. One still queued stays with the semaphore as
+                // abandoned, and the unlock that reaches it does the same.
+                if interrupted.granted {
+                    self.leave_woken();
+                }
+                std::panic::resume_unwind(interrupted.payload);
+            }
             starving = starving || start.elapsed() > STARVATION_THRESHOLD;
             // Relaxed: the semaphore's hand-over already ordered the unlocker's writes before
             // this load.
@@ -169,13 +177,15 @@ impl RawMutex {
             .state
             .fetch_sub(LOCKED, Ordering::Release)
             .wrapping_sub(LOCKED);
-        if new != 0 {
-            self.unlock_slow(new);
+        if new != 0 && self.unlock_slow(new) == Some(Released::Abandoned) {
+            self.leave_woken();
         }
     }
 
+    /// Wakes a waiter or hands the lock off after an unlock left the state `new`. Returns
+    /// what the semaphore did with the wakeup, or `None` when nobody was woken.
     #[cold]
-    fn unlock_slow(&self, new: u32) {
+    fn unlock_slow(&self, new: u32) -> Option<Released> {
         assert!(
             new.wrapping_add(LOCKED) & LOCKED != 0,
             "Mutex::unlock: the mutex was not locked"
@@ -185,15 +195,19 @@ impl RawMutex {
             // but STARVING keeps arriving goroutines from taking it meanwhile.
             // Relaxed: a statistic.
             self.handoffs.fetch_add(1, Ordering::Relaxed);
-            self.sema.release();
-            return;
+            return Some(self.sema.release());
         }
-        let mut old = new;
+        self.wake_next(new)
+    }
+
+    /// Wakes one waiter in normal mode, unless none waits or one is already awake.
+    fn wake_next(&self, state: u32) -> Option<Released> {
+        let mut old = state;
         loop {
             // Nobody to wake, or someone already woke, took the lock, or turned the mutex
             // starving (then the lock is handed off by a later unlock).
             if old >> WAITER_SHIFT == 0 || old & (LOCKED | WOKEN | STARVING) != 0 {
-                return;
+                return None;
             }
             let new = (old - WAITER) | WOKEN;
             // Relaxed: the semaphore orders this unlock before the woken waiter's retry.
@@ -201,11 +215,42 @@ impl RawMutex {
                 .state
                 .compare_exchange_weak(old, new, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => {
-                    self.sema.release();
+                Ok(_) => return Some(self.sema.release()),
+                Err(actual) => old = actual,
+            }
+        }
+    }
+
+    /// Does the part of a woken waiter that will not take the lock, because it unwound: in
+    /// starvation mode it received the lock and unlocks it (back in normal mode), otherwise
+    /// it clears WOKEN and lets the next waiter be woken. Repeats while the wakeups go to
+    /// abandoned waiters, in a loop since there may be many of them.
+    #[cold]
+    fn leave_woken(&self) {
+        loop {
+            let old = self.state.load(Ordering::Relaxed);
+            let released = if old & STARVING != 0 {
+                self.take_handoff(old, false);
+                // Release: as in `unlock`.
+                let new = self
+                    .state
+                    .fetch_sub(LOCKED, Ordering::Release)
+                    .wrapping_sub(LOCKED);
+                if new == 0 {
                     return;
                 }
-                Err(actual) => old = actual,
+                self.unlock_slow(new)
+            } else {
+                // Relaxed: only the flag changes hands, no data.
+                let previous = self.state.fetch_and(!WOKEN, Ordering::Relaxed);
+                assert!(
+                    previous & WOKEN != 0,
+                    "Mutex: inconsistent state {previous:#x}: a woken waiter finds WOKEN clear"
+                );
+                self.wake_next(previous & !WOKEN)
+            };
+            if released != Some(Released::Abandoned) {
+                return;
             }
         }
     }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use goro_abi::WaitReason;
 
 use super::mutex::RawMutex;
-use super::sema::Sema;
+use super::sema::{Released, Sema};
 
 /// The bias a pending writer subtracts from `reader_count`; also one more than the number of
 /// read guards that may exist at once.
@@ -83,7 +83,15 @@ impl<T: ?Sized> RwLock<T> {
         }
         if old < 0 {
             // A writer is pending or active: wait until its unlock lets us in.
-            self.reader_sem.acquire(false, WaitReason::Lock);
+            if let Err(interrupted) = self.reader_sem.acquire(false, WaitReason::Lock) {
+                // Unwinding (the runtime is being dropped): a reader let in leaves again. One
+                // still waiting stays with the semaphore as abandoned, and the writer's unlock
+                // lets it in and out (`write_unlock`).
+                if interrupted.granted {
+                    self.read_unlock();
+                }
+                std::panic::resume_unwind(interrupted.payload);
+            }
         }
         RwLockReadGuard {
             lock: self,
@@ -133,8 +141,11 @@ impl<T: ?Sized> RwLock<T> {
         );
         // A writer is pending. AcqRel: every departing reader's Release reaches the last one,
         // whose semaphore release then wakes the writer.
-        if self.reader_wait.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.writer_sem.release();
+        if self.reader_wait.fetch_sub(1, Ordering::AcqRel) == 1
+            && self.writer_sem.release() == Released::Abandoned
+        {
+            // The writer unwound while it waited: it got the lock now, and gives it back.
+            self.write_unlock();
         }
     }
 
@@ -148,8 +159,17 @@ impl<T: ?Sized> RwLock<T> {
         // Wait for the readers inside. Each of them counts `reader_wait` down on its way
         // out, and the one that brings it to zero (the last reader, or this add) ends the
         // wait. AcqRel: pairs with the readers' AcqRel in `read_unlock_slow`.
-        if readers != 0 && self.reader_wait.fetch_add(readers, Ordering::AcqRel) + readers != 0 {
-            self.writer_sem.acquire(false, WaitReason::Lock);
+        if readers != 0
+            && self.reader_wait.fetch_add(readers, Ordering::AcqRel) + readers != 0
+            && let Err(interrupted) = self.writer_sem.acquire(false, WaitReason::Lock)
+        {
+            // Unwinding (the runtime is being dropped): a writer that got the lock gives it
+            // back. One still waiting stays with the semaphore as abandoned, and the last
+            // reader's unlock does that for it (`read_unlock_slow`).
+            if interrupted.granted {
+                self.write_unlock();
+            }
+            std::panic::resume_unwind(interrupted.payload);
         }
         RwLockWriteGuard {
             lock: self,
@@ -184,9 +204,12 @@ impl<T: ?Sized> RwLock<T> {
             readers < MAX_READERS,
             "RwLock: write unlock of a lock that no writer holds"
         );
-        // Wake the readers that arrived while the writer was pending or active.
+        // Wake the readers that arrived while the writer was pending or active. A reader that
+        // unwound while it waited is let in and out at once.
         for _ in 0..readers {
-            self.reader_sem.release();
+            if self.reader_sem.release() == Released::Abandoned {
+                self.read_unlock();
+            }
         }
         self.writer.unlock();
     }

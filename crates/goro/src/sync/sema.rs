@@ -4,8 +4,16 @@
 //!
 //! A release hands its unit straight to the first waiter, if there is one, so a woken waiter
 //! never has to compete for it again.
+//!
+//! A waiting goroutine can unwind out of `acquire` when its runtime is dropped. The primitive
+//! above has already counted it as a waiter, so its units must still arrive: the semaphore
+//! keeps an abandoned waiter in its place, and the release that reaches that place returns
+//! [`Released::Abandoned`] so that the caller performs the waiter's part (unlocking what the
+//! waiter would have locked, for instance).
 
+use std::any::Any;
 use std::cell::UnsafeCell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
 use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,9 +40,34 @@ unsafe impl Linked for SemaNode {
 }
 
 struct SemaState {
-    /// Units released while nobody waited.
+    /// Units released while no waiter was queued.
     count: u32,
     waiters: WaitList<SemaNode>,
+    /// Waiters that unwound out of `acquire` before a unit reached them; each takes one of
+    /// the units released after the queue is empty.
+    abandoned: u32,
+}
+
+/// What a [`Sema::release`] did with its unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "an abandoned waiter's part must be performed by the releaser"]
+pub(crate) enum Released {
+    /// Granted to a queued waiter, which was woken.
+    Granted,
+    /// Stored in the count, since nobody waited.
+    Stored,
+    /// Taken on behalf of an abandoned waiter: the caller must do what that waiter would
+    /// have done with the unit.
+    Abandoned,
+}
+
+/// A wait that unwound (its runtime is being dropped). The caller undoes its part of the
+/// primitive's state, then resumes the unwind with `payload`.
+pub(crate) struct Interrupted {
+    /// Whether a release had granted the unit already: the waiter then owns what the unit
+    /// stands for. Otherwise the semaphore keeps the waiter as abandoned.
+    pub(crate) granted: bool,
+    pub(crate) payload: Box<dyn Any + Send + 'static>,
 }
 
 /// A counting semaphore, starting at zero.
@@ -48,6 +81,7 @@ impl Sema {
             state: StdMutex::new(SemaState {
                 count: 0,
                 waiters: WaitList::new(),
+                abandoned: 0,
             }),
         }
     }
@@ -59,19 +93,23 @@ impl Sema {
 
     /// Takes a unit, waiting for one when there is none. A `lifo` waiter queues at the front,
     /// so it is the next one served (Go's `queueLifo`, for a waiter that already waited).
-    pub(crate) fn acquire(&self, lifo: bool, reason: WaitReason) {
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Interrupted`] when the wait unwinds.
+    pub(crate) fn acquire(&self, lifo: bool, reason: WaitReason) -> Result<(), Interrupted> {
         let mut state = self.lock();
         if state.count > 0 {
             state.count -= 1;
-            return;
+            return Ok(());
         }
         let node = SemaNode {
             links: Links::new(),
             waiter: UnsafeCell::new(Some(Waiter::current())),
             granted: AtomicBool::new(false),
         };
-        // SAFETY: `queued` unlinks the node before this frame ends, unless a release granted
-        // it a unit, which unlinks it.
+        // SAFETY: the node is unlinked before this frame ends: by the release that grants it
+        // a unit, or below when the wait unwinds.
         unsafe {
             if lifo {
                 state.waiters.push_front(NonNull::from(&node));
@@ -79,20 +117,33 @@ impl Sema {
                 state.waiters.push_back(NonNull::from(&node));
             }
         }
-        let queued = Queued {
-            sema: self,
-            node: &node,
-        };
         drop(state);
         // Acquire: pairs with the Release in `release`; what the releaser did before it
         // happens before the caller goes on.
-        wait_until(|| node.granted.load(Ordering::Acquire), reason, None);
-        std::mem::forget(queued);
+        let waited = catch_unwind(AssertUnwindSafe(|| {
+            wait_until(|| node.granted.load(Ordering::Acquire), reason, None)
+        }));
+        let Err(payload) = waited else {
+            return Ok(());
+        };
+        let mut state = self.lock();
+        // SAFETY: the node is alive and only ever queued in this semaphore.
+        let queued = unsafe { state.waiters.remove(NonNull::from(&node)) };
+        if queued {
+            state.abandoned = state
+                .abandoned
+                .checked_add(1)
+                .expect("Sema::acquire: more than u32::MAX abandoned waiters");
+        }
+        Err(Interrupted {
+            granted: !queued,
+            payload,
+        })
     }
 
-    /// Gives a unit to the first waiter, or keeps it when nobody waits.
-    pub(crate) fn release(&self) {
-        let waiter = {
+    /// Gives a unit to the first waiter (or abandoned waiter), or keeps it when nobody waits.
+    pub(crate) fn release(&self) -> Released {
+        let granted = {
             let mut state = self.lock();
             match state.waiters.pop_front() {
                 Some(node) => {
@@ -105,37 +156,22 @@ impl Sema {
                     node.granted.store(true, Ordering::Release);
                     waiter
                 }
+                None if state.abandoned > 0 => {
+                    state.abandoned -= 1;
+                    return Released::Abandoned;
+                }
                 None => {
                     state.count = state
                         .count
                         .checked_add(1)
                         .expect("Sema::release: more than u32::MAX units released");
-                    None
+                    return Released::Stored;
                 }
             }
         };
-        if let Some(waiter) = waiter {
+        if let Some(waiter) = granted {
             waiter.wake();
         }
-    }
-}
-
-/// A node in the queue; unlinks it on drop, so that it never outlives its link when the wait
-/// unwinds.
-struct Queued<'a> {
-    sema: &'a Sema,
-    node: &'a SemaNode,
-}
-
-impl Drop for Queued<'_> {
-    fn drop(&mut self) {
-        let mut state = self.sema.lock();
-        // SAFETY: the node is alive (borrowed) and only ever queued in this semaphore.
-        let removed = unsafe { state.waiters.remove(NonNull::from(self.node)) };
-        drop(state);
-        if !removed {
-            // A release granted us a unit that we will not use: pass it on.
-            self.sema.release();
-        }
+        Released::Granted
     }
 }

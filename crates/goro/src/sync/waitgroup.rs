@@ -126,7 +126,8 @@ impl WaitGroup {
         // Relaxed: the semaphore releases below order this reset before the waiters return.
         self.state.store(0, Ordering::Relaxed);
         for _ in 0..waiters {
-            self.sema.release();
+            // A waiter that unwound (its runtime is being dropped) needs nothing more.
+            let _ = self.sema.release();
         }
     }
 
@@ -154,7 +155,11 @@ impl WaitGroup {
                 Err(actual) => state = actual,
             }
         }
-        self.sema.acquire(false, WaitReason::WaitGroup);
+        if let Err(interrupted) = self.sema.acquire(false, WaitReason::WaitGroup) {
+            // Unwinding (the runtime is being dropped): the semaphore keeps this waiter's
+            // unit, and nothing else is owed.
+            std::panic::resume_unwind(interrupted.payload);
+        }
         // Relaxed: only a misuse changes the state between the release and here.
         if self.state.load(Ordering::Relaxed) != 0 {
             panic!("WaitGroup::wait: the wait group was reused before a previous wait returned");
