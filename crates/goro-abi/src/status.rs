@@ -10,8 +10,9 @@
 //!                                        Syscall ◀─────┘ entersyscall
 //! ```
 //!
-//! The status is one atomic word. Each transition is a compare-and-swap from the one state it
-//! accepts; any other current state is a runtime bug and panics naming both states.
+//! The status is one atomic word. Each transition checks that the word holds the one state it
+//! accepts and then stores the new one; any other current state is a runtime bug and panics
+//! naming both states.
 
 use core::fmt;
 use core::sync::atomic::Ordering;
@@ -139,25 +140,25 @@ pub struct Transition {
 
 impl GHeader {
     fn transition(&self, from: GStatus, to: GStatus, function: &'static str) -> Transition {
-        // AcqRel: the status word orders nothing by itself (queues and permits do), but
-        // acquiring the previous writer's release makes dumps and assertions on other threads
-        // see the fields written before the change.
-        match self.status_word().compare_exchange(
-            from as u32,
-            to as u32,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => Transition { from, to },
-            Err(actual) => panic!(
+        // Each transition is made by the one party that owns the g at that moment (the M that
+        // took it from a queue, the g itself while it runs, the waker that won its permit), so
+        // the word needs no compare-and-swap: a load to check the state and a store to change
+        // it. Acquire and Release make dumps and assertions on other threads see the fields
+        // written before the change. A second party changing the word at the same time would
+        // be a runtime bug, which this check catches only when the race is lost visibly.
+        let actual = self.status_word().load(Ordering::Acquire);
+        if actual != from as u32 {
+            panic!(
                 "{function}: illegal g status transition for g {}: status is {}, expected {} to \
                  move to {}",
                 self.goid(),
                 GStatus::from_u32(actual),
                 from,
                 to
-            ),
+            );
         }
+        self.status_word().store(to as u32, Ordering::Release);
+        Transition { from, to }
     }
 
     /// `Idle -> Runnable`: a new g is handed to its scheduler for the first time.

@@ -66,6 +66,8 @@ pub struct Monitor {
     seen: Vec<SyscallSeen>,
     idle_scans: u32,
     period: Duration,
+    /// Whether this scan saw a syscall that was already going at the previous scan.
+    long_syscall_seen: bool,
 }
 
 impl Monitor {
@@ -76,6 +78,7 @@ impl Monitor {
             seen: vec![SyscallSeen::default(); procs],
             idle_scans: 0,
             period: config.min_period,
+            long_syscall_seen: false,
         }
     }
 
@@ -107,6 +110,9 @@ impl Monitor {
             };
             return RetakeDecision::Leave;
         }
+        // The same syscall as at the previous scan: it may need retaking soon, so the monitor
+        // keeps its short period.
+        self.long_syscall_seen = true;
         let elapsed = Duration::from_nanos(now_ns.saturating_sub(seen.since_ns));
         let long_enough = elapsed >= self.config.grace;
         if long_enough && (work_waiting || elapsed >= self.config.force_retake_after) {
@@ -117,10 +123,17 @@ impl Monitor {
         }
     }
 
-    /// Returns how long to sleep before the next scan. `retook` tells whether this scan retook
-    /// any P; `all_idle` whether every P is idle (then nothing can be retaken soon).
-    pub fn next_period(&mut self, retook: bool, any_syscall: bool, all_idle: bool) -> Duration {
-        if retook || any_syscall {
+    /// Returns how long to sleep before the next scan, and starts a new scan. `retook` tells
+    /// whether this scan retook any P; `all_idle` whether every P is idle.
+    ///
+    /// The period is short while a syscall lasts across scans (a retake may be due) or a P
+    /// was just retaken, and doubles after many quiet scans, as Go's sysmon does. Short
+    /// syscalls that come and go between scans count as quiet: a monitor that woke every 20 us
+    /// whenever some P happened to be in a syscall would slow every syscall of a busy
+    /// program down.
+    pub fn next_period(&mut self, retook: bool, all_idle: bool) -> Duration {
+        let long_syscall = std::mem::take(&mut self.long_syscall_seen);
+        if retook || long_syscall {
             self.idle_scans = 0;
             self.period = self.config.min_period;
         } else if all_idle {
@@ -196,17 +209,22 @@ mod tests {
     }
 
     #[test]
-    fn period_backs_off_when_quiet_and_resets_on_syscalls() {
+    fn period_backs_off_when_quiet_and_resets_on_long_syscalls() {
         let config = MonitorConfig::default();
         let mut monitor = Monitor::new(config, 2);
         for _ in 0..IDLE_SCANS_BEFORE_BACKOFF {
-            assert_eq!(monitor.next_period(false, false, false), config.min_period);
+            assert_eq!(monitor.next_period(false, false), config.min_period);
         }
-        assert_eq!(
-            monitor.next_period(false, false, false),
-            config.min_period * 2
-        );
-        assert_eq!(monitor.next_period(false, false, true), config.max_period);
-        assert_eq!(monitor.next_period(false, true, false), config.min_period);
+        assert_eq!(monitor.next_period(false, false), config.min_period * 2);
+        assert_eq!(monitor.next_period(false, true), config.max_period);
+        // A new syscall at each scan is quiet...
+        let _ = monitor.observe(0, syscall(1, 1), 0, false);
+        assert_eq!(monitor.next_period(false, false), config.max_period);
+        let _ = monitor.observe(0, syscall(1, 2), 1_000, false);
+        assert_eq!(monitor.next_period(false, false), config.max_period);
+        // ...but one that lasts across two scans brings the short period back.
+        let _ = monitor.observe(0, syscall(1, 2), 2_000, false);
+        assert_eq!(monitor.next_period(false, false), config.min_period);
+        assert_eq!(monitor.next_period(true, false), config.min_period);
     }
 }

@@ -132,6 +132,9 @@ pub(crate) struct M {
     /// when a g exits, and the g it runs when that g spawns (goroutines are not preempted,
     /// so the two never overlap).
     stack_cache: UnsafeCell<Option<goro_stack::LocalCache>>,
+    /// Whether the goroutine this M runs is inside a syscall. Written only by the M's own
+    /// thread; read by deadlock detection (see `Shared::check_deadlock` for the ordering).
+    pub(crate) in_syscall: std::sync::atomic::AtomicBool,
     /// The OS thread id (`gettid`) of the M's thread, set when the thread starts.
     pub(crate) thread_id: std::sync::atomic::AtomicI64,
 }
@@ -156,6 +159,7 @@ impl M {
             note: Note::default(),
             counters: MCounters::default(),
             thread_id: std::sync::atomic::AtomicI64::new(0),
+            in_syscall: std::sync::atomic::AtomicBool::new(false),
             stack_cache: UnsafeCell::new(None),
         }
     }
@@ -173,7 +177,10 @@ impl M {
     }
 
     pub(crate) fn take_syscall_p(&self) -> Option<PId> {
-        match self.syscall_p.swap(NO_P, Ordering::Relaxed) {
+        // Only the M's own thread touches `syscall_p`: a load and a store, no swap.
+        let p = self.syscall_p.load(Ordering::Relaxed);
+        self.syscall_p.store(NO_P, Ordering::Relaxed);
+        match p {
             NO_P => None,
             p => Some(PId(p)),
         }
@@ -516,7 +523,8 @@ fn handle(m: &M, g: GRef, request: Request) -> Option<GRef> {
             // The M has no P: any P may run the g.
             // SAFETY: as for on_yield.
             unsafe { sched.ready(g, ReadyCause::SyscallExit, None) };
-            m.shared.nsyscall.fetch_sub(1, Ordering::SeqCst);
+            // Release: the g is queued before the M stops counting as in a syscall.
+            m.in_syscall.store(false, Ordering::Release);
             m.shared.wakep();
         }
         Request::RequeueRunning => {

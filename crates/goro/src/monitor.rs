@@ -94,16 +94,11 @@ fn run(shared: &Arc<Shared>) {
         shared.timers.fire(Instant::now());
         let now = epoch.elapsed().as_nanos() as u64;
         let work_waiting = shared.has_work();
-        let (mut retook, mut any_syscall, mut all_idle) = (false, false, true);
+        let (mut retook, mut all_idle) = (false, true);
         for (index, p) in shared.ps.iter().enumerate() {
             let owner = p.state.owner();
-            match owner {
-                POwner::Idle => {}
-                POwner::Syscall(_) => {
-                    any_syscall = true;
-                    all_idle = false;
-                }
-                POwner::Running(_) | POwner::Transit => all_idle = false,
+            if owner != POwner::Idle {
+                all_idle = false;
             }
             let observation = PObservation {
                 owner,
@@ -119,6 +114,6 @@ fn run(shared: &Arc<Shared>) {
                 shared.handoffp(PId(index as u32));
             }
         }
-        period = monitor.next_period(retook, any_syscall, all_idle);
+        period = monitor.next_period(retook, all_idle);
     }
 }

@@ -62,8 +62,6 @@ pub(crate) struct Shared {
     pub(crate) timers: crate::timer::Timers,
     /// Goroutines parked (status Waiting), for deadlock detection.
     pub(crate) nwaiting: AtomicU64,
-    /// Goroutines inside a syscall, for deadlock detection.
-    pub(crate) nsyscall: AtomicU64,
     deadlock_detection: bool,
     /// Set when the runtime starts dropping: goroutines that park or yield unwind.
     cancelling: AtomicBool,
@@ -321,7 +319,7 @@ impl Shared {
         let live = self.live_goroutines.load(Ordering::SeqCst);
         if live == 0
             || self.npidle.load(Ordering::SeqCst) != self.ps.len()
-            || self.nsyscall.load(Ordering::SeqCst) != 0
+            || self.any_m_in_syscall()
             || self.nwaiting.load(Ordering::SeqCst) != live
             || !self.timers.is_empty()
             || self.has_work()
@@ -344,6 +342,15 @@ impl Shared {
         }
         eprintln!("{report}\n");
         self.wake_external_waiters();
+    }
+
+    /// Returns whether a goroutine is inside a syscall on any M. Called only with every P idle:
+    /// an M sets its flag before its P can be retaken or handed off, and the P's way to the
+    /// idle list (Release and Acquire on the P's word, then the SeqCst idle count read by the
+    /// caller) orders the flag before this load.
+    fn any_m_in_syscall(&self) -> bool {
+        let all = self.all_ms.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter().any(|m| m.in_syscall.load(Ordering::Acquire))
     }
 
     /// Notes that a goroutine was readied, so that a later deadlock is reported again.
@@ -681,7 +688,6 @@ impl Runtime {
             thread_limit_reported: AtomicBool::new(false),
             timers: crate::timer::Timers::default(),
             nwaiting: AtomicU64::new(0),
-            nsyscall: AtomicU64::new(0),
             deadlock_detection: builder.deadlock_detection,
             cancelling: AtomicBool::new(false),
             deadlock_reported: AtomicBool::new(false),

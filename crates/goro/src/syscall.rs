@@ -108,8 +108,9 @@ fn enter(header: &GHeader, m: &M, function: &'static str) -> PId {
     });
     m.set_p(None);
     MCounters::bump(&m.counters.syscalls_entered);
-    // SeqCst: deadlock detection must see a goroutine in a syscall (it may wake others).
-    m.shared.nsyscall.fetch_add(1, Ordering::SeqCst);
+    // Stored before the P becomes retakable (the Release store of `PState::entersyscall` or
+    // `handoff` follows), so whoever sees the P idle later also sees this flag.
+    m.in_syscall.store(true, Ordering::Relaxed);
     p
 }
 
@@ -145,7 +146,7 @@ pub fn exitsyscall() {
             goid: header.goid(),
             fast: true,
         });
-        shared.nsyscall.fetch_sub(1, Ordering::SeqCst);
+        m.in_syscall.store(false, Ordering::Release);
         let _ = header.exitsyscall();
         after_exit(header, old_p);
         return;
@@ -159,7 +160,7 @@ pub fn exitsyscall() {
             goid: header.goid(),
             fast: false,
         });
-        shared.nsyscall.fetch_sub(1, Ordering::SeqCst);
+        m.in_syscall.store(false, Ordering::Release);
         let _ = header.exitsyscall();
         after_exit(header, p);
         return;
