@@ -123,6 +123,19 @@ impl Monitor {
         }
     }
 
+    /// Brings the short period back at once: something (a syscall entered while goroutines
+    /// wait for a P) asked for prompt scans.
+    pub fn reset_period(&mut self) {
+        self.idle_scans = 0;
+        self.period = self.config.min_period;
+    }
+
+    /// Returns whether the current period is longer than the minimum, so that a syscall that
+    /// blocks now would wait for more than one short period before the monitor looks.
+    pub fn is_backed_off(&self) -> bool {
+        self.period > self.config.min_period
+    }
+
     /// Returns how long to sleep before the next scan, and starts a new scan. `retook` tells
     /// whether this scan retook any P; `all_idle` whether every P is idle.
     ///

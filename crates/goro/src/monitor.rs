@@ -14,6 +14,12 @@ use crate::runtime::Shared;
 #[derive(Default)]
 pub(crate) struct MonitorHandle {
     started: AtomicBool,
+    /// Whether the monitor sleeps longer than its minimum period, written by the monitor
+    /// before each sleep and read (Relaxed: a hint) by `entersyscall`.
+    backed_off: AtomicBool,
+    /// Set by the first syscall that kicks a backed-off monitor, so that a burst of syscalls
+    /// sends one wakeup; cleared by the monitor when it wakes.
+    kick_pending: AtomicBool,
     control: Mutex<Control>,
     wakeup: Condvar,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -55,6 +61,19 @@ impl MonitorHandle {
         self.wakeup.notify_all();
     }
 
+    /// Called at syscall entry: if the monitor sleeps long while goroutines wait for a P, wake
+    /// it and have it scan at its short period, so a blocking syscall loses its P within
+    /// about the grace period instead of the monitor's long period. Costs one relaxed load
+    /// when the monitor is not backed off.
+    pub(crate) fn nudge_for_syscall(&self, shared: &Shared) {
+        if self.backed_off.load(Ordering::Relaxed)
+            && shared.has_work()
+            && !self.kick_pending.swap(true, Ordering::Relaxed)
+        {
+            self.kick();
+        }
+    }
+
     /// Stops the monitor and waits for it.
     pub(crate) fn stop(&self) {
         self.control.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
@@ -89,8 +108,12 @@ fn run(shared: &Arc<Shared>) {
             if control.stop {
                 return;
             }
-            control.kicked = false;
+            if std::mem::take(&mut control.kicked) {
+                monitor.reset_period();
+                period = shared.monitor_config.min_period;
+            }
         }
+        handle.kick_pending.store(false, Ordering::Relaxed);
         shared.timers.fire(Instant::now());
         let now = epoch.elapsed().as_nanos() as u64;
         let work_waiting = shared.has_work();
@@ -115,5 +138,8 @@ fn run(shared: &Arc<Shared>) {
             }
         }
         period = monitor.next_period(retook, all_idle);
+        handle
+            .backed_off
+            .store(monitor.is_backed_off(), Ordering::Relaxed);
     }
 }

@@ -56,6 +56,7 @@ pub fn entersyscall() {
     );
     ps.state.entersyscall(m.id);
     shared.monitor.ensure_started(shared);
+    shared.monitor.nudge_for_syscall(shared);
 }
 
 /// Marks the running goroutine as entering a syscall known to block (a pipe or socket read, a
