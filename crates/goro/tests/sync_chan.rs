@@ -300,8 +300,9 @@ proptest! {
         }
         for (i, result) in send_results.into_iter().enumerate() {
             match (capacity, result) {
-                (None, result) => prop_assert!(result.is_ok(), "unbounded send {} failed", i),
-                (Some(_), Err(SendError(value))) => prop_assert_eq!(value, i as u32),
+                // An unbounded send never waits: it fails only when it ran after the close.
+                (None, Ok(())) => {}
+                (_, Err(SendError(value))) => prop_assert_eq!(value, i as u32),
                 // The bounded channel was full from the start, so no send can succeed.
                 (Some(_), Ok(())) => prop_assert!(false, "send {} succeeded on a full channel", i),
             }
