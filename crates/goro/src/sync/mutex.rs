@@ -221,10 +221,10 @@ impl RawMutex {
         }
     }
 
-    /// Does the part of a woken waiter that will not take the lock, because it unwound: in
-    /// starvation mode it received the lock and unlocks it (back in normal mode), otherwise
-    /// it clears WOKEN and lets the next waiter be woken. Repeats while the wakeups go to
-    /// abandoned waiters, in a loop since there may be many of them.
+    /// Does the part of a woken waiter that unwound instead of taking the lock. In starvation
+    /// mode the waiter was handed the lock, so it unlocks it (leaving starvation mode).
+    /// Otherwise it clears WOKEN and lets the next waiter be woken. Runs in a loop for as long
+    /// as the wakeups go to abandoned waiters, since there may be many of them.
     #[cold]
     fn leave_woken(&self) {
         loop {
