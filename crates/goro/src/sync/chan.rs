@@ -17,8 +17,9 @@
 //! At most one of the queues is non-empty, except for nodes of selects that wait on both
 //! sides of the same channel. A send that finds a waiting receiver writes the value straight
 //! into the receiver's slot. A receive that finds a waiting sender takes the value from the
-//! sender's slot, or, when the buffer was full, moves it into the buffer's freed place. Only when neither
-//! the buffer nor a partner can serve it does an operation enqueue a node and wait.
+//! sender's slot, or, when the buffer was full, moves it into the buffer's freed place. Only
+//! when neither the buffer nor a partner can serve it does an operation enqueue a node and
+//! wait.
 //!
 //! Every node points to a [`Selector`], the state of one blocked operation. A plain send or
 //! receive has one node; a select has one node per case, all pointing to the same selector.
@@ -44,7 +45,7 @@ use crate::waiter::{Waiter, wait_until};
 
 /// Nobody has completed the operation yet.
 const WAITING: usize = 0;
-/// A waker (or the owner itself) won the CAS and is completing the operation.
+/// A waker (a partner or a close) won the CAS and is completing the operation.
 const CLAIMED: usize = 1;
 /// The owner withdrew: a select found a case ready while it was enqueueing its nodes.
 const ABORTED: usize = 2;

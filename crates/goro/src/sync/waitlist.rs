@@ -2,9 +2,11 @@
 //!
 //! A blocked goroutine keeps its node in the frame of the blocking call, so blocking
 //! allocates nothing. Go keeps its sudogs on the heap, but a goroutine stack here never moves,
-//! so the frame is a stable home. The list is always owned by one lock: every link field is read and
-//! written only under that lock, and a node stays alive while it is linked because its owner
-//! does not leave the blocking call before the node is unlinked.
+//! so the frame is a stable home.
+//!
+//! A list is always owned by one lock, and every link field is read and written only under
+//! that lock. A node stays alive while it is linked, because its owner does not leave the
+//! blocking call before the node is unlinked (also when the call unwinds).
 
 use std::cell::Cell;
 use std::marker::PhantomPinned;
