@@ -547,7 +547,8 @@ impl<T> Drop for Enqueued<'_, T> {
 ///
 /// # Panics
 ///
-/// Panics when `capacity` values of `T` do not fit in the address space.
+/// Panics when `capacity` values of `T` do not fit in the address space. A buffer that fits
+/// but cannot be allocated aborts the process, as `Vec::with_capacity` does.
 pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let fits = capacity
         .checked_mul(size_of::<T>())

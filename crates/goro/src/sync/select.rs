@@ -117,8 +117,9 @@ impl<R, L: CaseList<R>> Select<R, L> {
     }
 
     /// Blocks until one case can proceed, performs it, and returns its handler's result.
-    /// When several can proceed, one is picked at random. Called from a goroutine, it parks
-    /// the goroutine; from any other thread, it blocks the thread.
+    /// When several can proceed, the first found by polling from a random case fires, so no
+    /// ready case starves (the choice is not uniform, unlike Go's). Called from a goroutine,
+    /// it parks the goroutine; from any other thread, it blocks the thread.
     ///
     /// # Panics
     ///
