@@ -14,8 +14,12 @@ fn parked_example() -> PathBuf {
     let example = profile_dir.join("examples").join("parked");
     if !example.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "goro", "--example", "parked"])
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "goro", "--example", "parked"]);
+        if profile_dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .unwrap();
