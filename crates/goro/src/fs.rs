@@ -1,6 +1,6 @@
 //! File system calls that go through the syscall protocol.
 //!
-//! Each function runs the `std::fs` call inside [`blocking`](crate::blocking), so a goroutine
+//! Each function runs the `std::fs` call inside [`blocking`], so a goroutine
 //! that waits for the disk lets its P run other goroutines if the call is slow. Outside a
 //! goroutine they behave like their `std::fs` counterparts.
 

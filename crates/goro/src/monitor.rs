@@ -109,8 +109,8 @@ fn run(shared: &Arc<Shared>) {
                 return;
             }
             if std::mem::take(&mut control.kicked) {
+                // `next_period` below starts from the short period again.
                 monitor.reset_period();
-                period = shared.monitor_config.min_period;
             }
         }
         handle.kick_pending.store(false, Ordering::Relaxed);
