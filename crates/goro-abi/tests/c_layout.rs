@@ -1,7 +1,7 @@
 //! The C header `include/goro/g.h` describes the same layout as `GHeader`: every `sizeof` and
 //! `offsetof` that a C compiler computes for the target equals the Rust constant.
 
-use goro_abi::{offsets, ABI_VERSION, G_HEADER_SIZE};
+use goro_abi::{ABI_VERSION, G_HEADER_SIZE, offsets};
 
 unsafe extern "C" {
     // From src/layout_check.c, compiled with the target's C compiler by build.rs.
@@ -35,7 +35,11 @@ fn c_header_matches_rust_layout() {
         ("sched_word", offsets::SCHED_WORD),
         ("reserved", offsets::RESERVED),
     ];
-    assert_eq!(count, rust.len(), "the C check reports a different number of fields");
+    assert_eq!(
+        count,
+        rust.len(),
+        "the C check reports a different number of fields"
+    );
     for (i, (field, expected)) in rust.iter().enumerate() {
         assert_eq!(c[i], *expected, "C and Rust disagree on {field}");
     }

@@ -44,7 +44,11 @@ impl World {
 
     /// Runs goroutine `g` on the P, checking that nobody else uses the P meanwhile.
     fn run_on_p(&self, _g: u32) {
-        assert_eq!(self.users.fetch_add(1, Ordering::SeqCst), 0, "two owners used the P");
+        assert_eq!(
+            self.users.fetch_add(1, Ordering::SeqCst),
+            0,
+            "two owners used the P"
+        );
         self.g_runs.fetch_add(1, Ordering::SeqCst);
         thread::yield_now();
         self.users.fetch_sub(1, Ordering::SeqCst);
@@ -126,8 +130,15 @@ impl World {
     }
 
     fn check_end(&self) {
-        assert_eq!(self.g_runs.load(Ordering::SeqCst), 1, "the goroutine ran zero or two times");
-        assert!(self.runq.lock().unwrap().is_empty(), "a goroutine was left in the run queue");
+        assert_eq!(
+            self.g_runs.load(Ordering::SeqCst),
+            1,
+            "the goroutine ran zero or two times"
+        );
+        assert!(
+            self.runq.lock().unwrap().is_empty(),
+            "a goroutine was left in the run queue"
+        );
         let idle = *self.idle.lock().unwrap();
         assert_eq!(self.p.owner(), POwner::Idle, "the P ended without an owner");
         assert!(idle, "an idle P is missing from the idle list");
@@ -166,7 +177,10 @@ fn retake_with_waiting_work_hands_the_p_to_another_m() {
         monitor.join().unwrap();
         // Goroutine 1 ran once and goroutine 2 once.
         assert_eq!(world.g_runs.load(Ordering::SeqCst), 2);
-        assert!(world.runq.lock().unwrap().is_empty(), "a goroutine was left queued");
+        assert!(
+            world.runq.lock().unwrap().is_empty(),
+            "a goroutine was left queued"
+        );
         assert_eq!(world.p.owner(), POwner::Idle);
     });
 }
@@ -186,7 +200,10 @@ fn p_in_transit_is_never_retaken() {
         p.handoff(M1);
         p.accept(M2);
         let retook = monitor.join().unwrap();
-        assert!(!retook, "the monitor retook a P that was running or in transit");
+        assert!(
+            !retook,
+            "the monitor retook a P that was running or in transit"
+        );
         assert_eq!(p.owner(), POwner::Running(M2));
     });
 }
