@@ -103,6 +103,17 @@ impl Timers {
     }
 }
 
+/// Arms a timer that wakes the running goroutine (through its runtime-internal permit) at
+/// `deadline`; does nothing on a thread that runs no goroutine. For waits with a timeout: a
+/// wakeup that comes after the wait ended only costs the next internal wait one extra check.
+pub(crate) fn wake_at(deadline: Instant) {
+    if let Some(record) = current_record() {
+        // SAFETY: the running goroutine's record is alive while it runs.
+        let shared = unsafe { record.as_ref() }.shared().clone();
+        shared.add_timer(deadline, Waiter::current());
+    }
+}
+
 /// Puts the running goroutine to sleep for at least `duration`, parking it (not its M): its
 /// P runs other goroutines meanwhile. On a thread that runs no goroutine it calls
 /// `std::thread::sleep`.

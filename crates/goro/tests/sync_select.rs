@@ -425,3 +425,55 @@ fn wait_without_cases_panics() {
     let select: Select<()> = Select::new();
     select.wait();
 }
+
+#[test]
+fn select_times_out_when_nothing_is_ready() {
+    let rt = goro::Runtime::builder().procs(2).build().unwrap();
+    let (elapsed, outcome) = common::watchdog(common::LIMIT, move || {
+        rt.block_on(|| {
+            let (_tx, rx) = goro::sync::channel::<u32>(0);
+            let start = std::time::Instant::now();
+            let outcome = goro::sync::Select::new()
+                .recv(&rx, |r| r.ok())
+                .wait_timeout(std::time::Duration::from_millis(20), || None);
+            (start.elapsed(), outcome)
+        })
+        .unwrap()
+    });
+    assert_eq!(outcome, None);
+    assert!(
+        elapsed >= std::time::Duration::from_millis(20),
+        "gave up after {elapsed:?}"
+    );
+}
+
+#[test]
+fn recv_timeout_returns_a_value_that_comes_in_time() {
+    let rt = goro::Runtime::builder().procs(2).build().unwrap();
+    let (late, on_time) = common::watchdog(common::LIMIT, move || {
+        rt.block_on(|| {
+            let (tx, rx) = goro::sync::channel::<u32>(0);
+            let late = rx.recv_timeout(std::time::Duration::from_millis(5));
+            let sender = goro::spawn(move || {
+                goro::sleep(std::time::Duration::from_millis(5));
+                tx.send(7).unwrap();
+            })
+            .unwrap();
+            let on_time = rx.recv_timeout(std::time::Duration::from_secs(60));
+            sender.join().unwrap();
+            (late, on_time)
+        })
+        .unwrap()
+    });
+    assert_eq!(late, Err(goro::sync::RecvTimeoutError::Timeout));
+    assert_eq!(on_time, Ok(7));
+}
+
+#[test]
+fn recv_timeout_works_on_a_plain_thread() {
+    let (_tx, rx) = goro::sync::channel::<u32>(1);
+    let start = std::time::Instant::now();
+    let result = rx.recv_timeout(std::time::Duration::from_millis(10));
+    assert_eq!(result, Err(goro::sync::RecvTimeoutError::Timeout));
+    assert!(start.elapsed() >= std::time::Duration::from_millis(10));
+}

@@ -689,9 +689,22 @@ impl<T> Receiver<T> {
     /// # Errors
     ///
     /// Returns [`RecvError`] once the channel is closed and its buffer drained.
-    // NOTE: `recv_timeout` needs the runtime's timers, which do not exist yet.
     pub fn recv(&self) -> Result<T, RecvError> {
         self.chan.recv()
+    }
+
+    /// Receives a value, waiting at most `timeout` for one.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`RecvTimeoutError::Timeout`] when no value came in time, and
+    /// [`RecvTimeoutError::Closed`] once the channel is closed and its buffer drained.
+    pub fn recv_timeout(&self, timeout: std::time::Duration) -> Result<T, RecvTimeoutError> {
+        crate::sync::Select::new()
+            .recv(self, |result| {
+                result.map_err(|RecvError| RecvTimeoutError::Closed)
+            })
+            .wait_timeout(timeout, || Err(RecvTimeoutError::Timeout))
     }
 
     /// Receives a value if one is ready: buffered, or offered by a blocked sender.
@@ -904,6 +917,28 @@ impl fmt::Display for RecvError {
 }
 
 impl std::error::Error for RecvError {}
+
+/// The error of [`Receiver::recv_timeout`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecvTimeoutError {
+    /// No value came before the timeout, and the channel is open.
+    Timeout,
+    /// The channel is closed and its buffer drained.
+    Closed,
+}
+
+impl fmt::Display for RecvTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvTimeoutError::Timeout => f.write_str("receive timed out: no value arrived in time"),
+            RecvTimeoutError::Closed => {
+                f.write_str("receive failed: the channel is closed and empty")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RecvTimeoutError {}
 
 /// The error of [`Receiver::try_recv`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -50,8 +50,8 @@ mod waitgroup;
 mod waitlist;
 
 pub use chan::{
-    IntoIter, Iter, Receiver, RecvError, SendError, Sender, TryRecvError, TrySendError, channel,
-    unbounded,
+    IntoIter, Iter, Receiver, RecvError, RecvTimeoutError, SendError, Sender, TryRecvError,
+    TrySendError, channel, unbounded,
 };
 pub use mutex::{Mutex, MutexGuard, STARVATION_THRESHOLD};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};

@@ -20,6 +20,7 @@
 
 use std::cell::{Cell, UnsafeCell};
 use std::marker::PhantomData;
+use std::time::{Duration, Instant};
 
 use goro_abi::WaitReason;
 
@@ -124,21 +125,33 @@ impl<R, L: CaseList<R>> Select<R, L> {
     /// # Panics
     ///
     /// Panics when there are no cases, since the select would block forever.
-    // NOTE: there is no timeout case (Go's `case <-time.After(d)`) yet. It needs a timer that
-    // completes a node of its own, claiming the selector as a channel partner does.
     pub fn wait(self) -> R {
         assert!(
             L::LEN > 0,
             "Select::wait: no cases, so the select would block forever; add a recv or send case"
         );
-        let fired = run(&self.cases, true).expect("Select::wait: returned without a case");
+        let fired = run(&self.cases, true, None).expect("Select::wait: returned without a case");
         self.cases.finish(fired)
+    }
+
+    /// As [`wait`](Select::wait), but gives up after `timeout` and returns `handler()` (Go's
+    /// `case <-time.After(timeout)`). A case that fires while the timeout expires wins: the
+    /// timeout takes effect only if it claims the select before any channel does.
+    ///
+    /// A goroutine sleeps on the runtime's timers; a plain thread rechecks the clock at least
+    /// every millisecond.
+    pub fn wait_timeout(self, timeout: Duration, handler: impl FnOnce() -> R) -> R {
+        let deadline = Instant::now() + timeout;
+        match run(&self.cases, true, Some(deadline)) {
+            Some(fired) => self.cases.finish(fired),
+            None => handler(),
+        }
     }
 
     /// Performs one case that can proceed without blocking and returns its handler's result,
     /// or returns `handler()` when none can (Go's `default` case).
     pub fn default(self, handler: impl FnOnce() -> R) -> R {
-        match run(&self.cases, false) {
+        match run(&self.cases, false, None) {
             Some(fired) => self.cases.finish(fired),
             None => handler(),
         }
@@ -386,7 +399,7 @@ where
 
 /// Runs the select over `cases`: returns the index of the case that fired, with its outcome
 /// stored in the case, or `None` when `blocking` is false and no case could proceed.
-fn run<R, L: CaseList<R>>(cases: &L, blocking: bool) -> Option<usize> {
+fn run<R, L: CaseList<R>>(cases: &L, blocking: bool, deadline: Option<Instant>) -> Option<usize> {
     let len = L::LEN;
     if len == 0 {
         return None;
@@ -429,9 +442,31 @@ fn run<R, L: CaseList<R>>(cases: &L, blocking: bool) -> Option<usize> {
             selector.reset();
             continue;
         }
-        wait_until(|| selector.fired().is_some(), WaitReason::Select, None);
+        let mut timed_out = false;
+        if let Some(deadline) = deadline {
+            crate::timer::wake_at(deadline);
+        }
+        wait_until(
+            || {
+                if selector.fired().is_some() {
+                    return true;
+                }
+                // The timeout claims the selector like a channel partner would; if a partner
+                // claimed it first, its case fires and wakes this waiter.
+                if deadline.is_some_and(|d| Instant::now() >= d) && selector.try_abort() {
+                    timed_out = true;
+                    return true;
+                }
+                false
+            },
+            WaitReason::Select,
+            deadline.map(|_| Duration::from_millis(1)),
+        );
         // Unlinks the other cases' nodes; the fired one was unlinked by its claimer.
         drop(enqueued);
+        if timed_out {
+            return None;
+        }
         let fired = selector.fired().expect("Select: woken before a case fired");
         // SAFETY: the selector fired this case.
         unsafe { cases.case(fired).0.take_fired() };
