@@ -96,6 +96,11 @@ pub struct ServeArgs {
     /// baseline for benchmarks
     #[arg(long, hide = true, conflicts_with_all = ["scheduler", "procs"])]
     pub threads: bool,
+
+    /// Record goro's execution trace while serving and write it to FILE as Chrome trace
+    /// event JSON when the server stops
+    #[arg(long, value_name = "FILE", conflicts_with = "threads")]
+    pub trace: Option<PathBuf>,
 }
 
 const SERVE_AFTER_HELP: &str = "\

@@ -36,7 +36,29 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Wc(args) => run_wc(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(mut args) => {
+            let trace = match args
+                .trace
+                .take()
+                .as_deref()
+                .map(trace::TraceFile::start)
+                .transpose()
+            {
+                Ok(trace) => trace,
+                Err(message) => {
+                    eprintln!("goro-demo: {message}");
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+            };
+            let code = serve::run(args);
+            if let Some(trace) = trace {
+                if let Err(message) = trace.finish() {
+                    eprintln!("goro-demo: {message}");
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+            }
+            code
+        }
     }
 }
 
