@@ -309,7 +309,10 @@ mod tests {
     #[test]
     fn unknown_subcommand_lists_known_ones() {
         let message = parse("benchmark").unwrap_err().to_string();
-        assert!(message.contains("unknown subcommand `benchmark`"), "{message}");
+        assert!(
+            message.contains("unknown subcommand `benchmark`"),
+            "{message}"
+        );
         assert!(
             message.contains("setup, test-all-arches, loom, ci, bench"),
             "{message}"

@@ -88,9 +88,55 @@ pub fn run(root: &Path, arches: &[Arch], profiles: ProfileChoice) -> Vec<ArchRep
                 Err(error) => report.problems.push(format!("{label}: {error}")),
             }
         }
+        if arch.is_native() && profiles != ProfileChoice::DebugOnly {
+            for (label, extra) in native_extras(root) {
+                let label = format!("{} ({label})", arch.triple());
+                println!("==> test {label}");
+                let mut command = extra;
+                arch.configure(&mut command);
+                match process::run_tests(&mut command) {
+                    Ok(run) => record(&mut report, &label, &run),
+                    Err(error) => report.problems.push(format!("{label}: {error}")),
+                }
+            }
+        }
         reports.push(report);
     }
     reports
+}
+
+/// The native-only runs beyond the two profiles:
+///
+/// * `getg_migration` under fat LTO with one codegen unit (the `release-lto` profile), where a
+///   thread-local address cached across a switch would show;
+/// * the million parked goroutines of `many_goroutines`, ignored in the normal runs because it
+///   needs a few GiB of address space and takes minutes under QEMU.
+fn native_extras(root: &Path) -> Vec<(&'static str, Command)> {
+    let mut lto = Command::new("cargo");
+    lto.current_dir(root).args([
+        "test",
+        "--profile",
+        "release-lto",
+        "-p",
+        "goro",
+        "--test",
+        "getg_migration",
+    ]);
+    let mut million = Command::new("cargo");
+    million.current_dir(root).args([
+        "test",
+        "--release",
+        "-p",
+        "goro",
+        "--test",
+        "many_goroutines",
+        "--",
+        "--ignored",
+    ]);
+    vec![
+        ("release-lto getg", lto),
+        ("release, a million goroutines", million),
+    ]
 }
 
 /// Builds the `cargo test` command for one arch and profile.
