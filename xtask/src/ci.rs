@@ -14,6 +14,13 @@ use crate::setup::{self, Requirement};
 use crate::test_all::{self, ProfileChoice};
 use crate::{loom, process};
 
+/// Environment variable that sets the time budget of the whole run, in minutes.
+const BUDGET_VARIABLE: &str = "GORO_XTASK_CI_BUDGET_MINS";
+
+/// Budget default. CI stops a run after 90 minutes and then prints nothing of it, so the xtask
+/// stops earlier and still prints its summary.
+const DEFAULT_BUDGET_MINS: u64 = 80;
+
 /// A stage of the pipeline, in the order it runs. Setup is implicit: it runs first whenever a
 /// selected stage needs something installed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -72,13 +79,17 @@ impl Stage {
 struct StageResult {
     name: &'static str,
     passed: bool,
+    /// Whether the stage did not run because the time budget was used up. It counts as failed.
+    skipped: bool,
     elapsed: Duration,
     counts: Option<TestCounts>,
 }
 
 /// Runs `stages` (sorted, without duplicates) and returns whether all passed. The last line
 /// printed is `N passed, M failed`, summed over every arch and loom.
-pub fn run(root: &Path, stages: &[Stage]) -> bool {
+pub fn run(root: &Path, stages: &[Stage]) -> crate::Result<bool> {
+    let budget = budget()?;
+    process::set_deadline(Instant::now() + budget);
     let mut results = Vec::new();
     let mut total = TestCounts::default();
 
@@ -101,6 +112,23 @@ pub fn run(root: &Path, stages: &[Stage]) -> bool {
     }
 
     for &stage in stages {
+        if process::past_deadline() {
+            println!();
+            println!(
+                "==> stage {} skipped: the time budget of {} min is used up (set {BUDGET_VARIABLE} \
+                 to change it)",
+                stage.name(),
+                budget.as_secs() / 60
+            );
+            results.push(StageResult {
+                name: stage.name(),
+                passed: false,
+                skipped: true,
+                elapsed: Duration::ZERO,
+                counts: None,
+            });
+            continue;
+        }
         let result = run_stage(stage.name(), || match stage {
             Stage::Fmt => (run_checks(&mut [fmt_command(root)]), None),
             Stage::Clippy => (run_checks(&mut clippy_commands(root)), None),
@@ -131,7 +159,11 @@ pub fn run(root: &Path, stages: &[Stage]) -> bool {
     println!();
     println!("ci stages:");
     for result in &results {
-        let verdict = if result.passed { "ok" } else { "FAILED" };
+        let verdict = match (result.passed, result.skipped) {
+            (true, _) => "ok",
+            (false, true) => "SKIPPED",
+            (false, false) => "FAILED",
+        };
         let counts = result
             .counts
             .map(|counts| format!("  ({counts})"))
@@ -143,7 +175,24 @@ pub fn run(root: &Path, stages: &[Stage]) -> bool {
         );
     }
     println!("{total}");
-    results.iter().all(|result| result.passed)
+    Ok(results.iter().all(|result| result.passed))
+}
+
+fn budget() -> crate::Result<Duration> {
+    let minutes = match std::env::var(BUDGET_VARIABLE) {
+        Err(_) => DEFAULT_BUDGET_MINS,
+        Ok(value) => match value.trim().parse::<u64>() {
+            Ok(minutes) if minutes > 0 => minutes,
+            _ => {
+                return Err(format!(
+                    "invalid {BUDGET_VARIABLE}=`{value}`; expected a whole number of minutes, \
+                     at least 1"
+                )
+                .into());
+            }
+        },
+    };
+    Ok(Duration::from_secs(minutes * 60))
 }
 
 /// Runs one stage between a start line and an end line that give its name and time.
@@ -161,6 +210,7 @@ fn run_stage(name: &'static str, body: impl FnOnce() -> (bool, Option<TestCounts
     StageResult {
         name,
         passed,
+        skipped: false,
         elapsed,
         counts,
     }

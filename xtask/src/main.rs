@@ -39,8 +39,10 @@ Commands:
 Run `cargo xtask <command> --help` for the options of one command.
 
 Environment:
-  GORO_XTASK_TIMEOUT_MINS  Minutes after which one cargo test or loom run is killed as hung
-                           (default 30)
+  GORO_XTASK_TIMEOUT_MINS    Minutes after which one cargo test or loom run is killed as hung
+                             (default 30)
+  GORO_XTASK_CI_BUDGET_MINS  Minutes after which `ci` kills the running test and skips the rest,
+                             then prints its summary (default 80)
 ";
 
 const SETUP_HELP: &str = "\
@@ -148,7 +150,7 @@ fn run(command: Command) -> Result<bool> {
             Ok(test_all::print_summary(&reports))
         }
         Command::Loom => Ok(loom::run(&root)?.passed()),
-        Command::Ci { stages } => Ok(ci::run(&root, &stages)),
+        Command::Ci { stages } => ci::run(&root, &stages),
         Command::Bench(plan) => bench::run(&root, plan),
     }
 }

@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,22 @@ const TIMEOUT_VARIABLE: &str = "GORO_XTASK_TIMEOUT_MINS";
 /// plus its tests under QEMU stays well below this on a 2-core machine, so only a hang
 /// reaches it.
 const DEFAULT_TIMEOUT_MINS: u64 = 30;
+
+/// The end of the whole run's time budget, if one is set (`cargo xtask ci` sets it).
+static DEADLINE: OnceLock<Instant> = OnceLock::new();
+
+/// Sets the time after which [`run_tests`] starts nothing new and kills what still runs. Only
+/// the first call has an effect.
+pub fn set_deadline(deadline: Instant) {
+    let _ = DEADLINE.set(deadline);
+}
+
+/// Returns whether the deadline set by [`set_deadline`] has passed.
+pub fn past_deadline() -> bool {
+    DEADLINE
+        .get()
+        .is_some_and(|deadline| Instant::now() >= *deadline)
+}
 
 /// How long to wait for the output pipes to close after the child exited. A grandchild that
 /// outlives the child (a leaked test subprocess) keeps them open; its output is dropped after
@@ -120,16 +136,24 @@ pub enum Echo {
 
 /// Prints `command`, runs it while echoing its stdout and stderr line by line, and counts the
 /// libtest results in them. After the watchdog time (`GORO_XTASK_TIMEOUT_MINS`, default 30)
-/// the run and every process it started are killed, and `status` is `None`.
+/// or at the deadline, whichever comes first, the run and every process it started are
+/// killed, and `status` is `None`. Past the deadline it fails without starting the command.
 pub fn run_tests(command: &mut Command) -> crate::Result<TestRun> {
     run_tests_with(command, Echo::Terminal)
 }
 
 /// [`run_tests`] with a choice of where the output goes.
 pub fn run_tests_with(command: &mut Command, echo: Echo) -> crate::Result<TestRun> {
+    let mut timeout = watchdog_timeout()?;
+    if let Some(deadline) = DEADLINE.get() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("skipped because the time budget of `cargo xtask ci` is used up".into());
+        }
+        timeout = timeout.min(left);
+    }
     println!("$ {}", describe(command));
     flush_stdout();
-    let timeout = watchdog_timeout()?;
     let start = Instant::now();
     let mut child = command
         .stdin(Stdio::null())
@@ -174,10 +198,10 @@ pub fn run_tests_with(command: &mut Command, echo: Echo) -> crate::Result<TestRu
     run.elapsed = start.elapsed();
     if status.is_none() {
         println!(
-            "\nxtask: killed `{}` after {} min without exiting; set {TIMEOUT_VARIABLE} to \
-             allow longer",
+            "\nxtask: killed `{}` after {} s without exiting; set {TIMEOUT_VARIABLE} (one \
+             run) or GORO_XTASK_CI_BUDGET_MINS (all of `cargo xtask ci`) to allow longer",
             command.get_program().to_string_lossy(),
-            timeout.as_secs() / 60
+            timeout.as_secs()
         );
     }
     Ok(run)
