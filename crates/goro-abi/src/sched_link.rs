@@ -82,6 +82,9 @@ pub struct SchedVTable {
     pub on_release_p: unsafe fn(data: *const (), p: PId),
     /// The g finished; it has left its stack.
     pub on_exit: unsafe fn(data: *const (), g: GRef, p: PId),
+    /// The number of gs queued for P `p` alone, or `None` when the scheduler keeps no per-P
+    /// queues. For diagnostics (schedtrace); never on a scheduling path.
+    pub local_len: unsafe fn(data: *const (), p: PId) -> Option<usize>,
 }
 
 /// A g's scheduler: the data pointer and the vtable that operates on it.
@@ -223,6 +226,16 @@ impl SchedLink {
     pub unsafe fn on_release_p(&self, p: PId) {
         // SAFETY: as in `start`.
         unsafe { (self.vtable().on_release_p)(self.data, p) }
+    }
+
+    /// Calls `local_len`.
+    ///
+    /// # Safety
+    ///
+    /// See the impl block: the scheduler must be alive.
+    pub unsafe fn local_len(&self, p: PId) -> Option<usize> {
+        // SAFETY: as in `start`.
+        unsafe { (self.vtable().local_len)(self.data, p) }
     }
 
     /// Calls `on_exit`.

@@ -74,6 +74,8 @@ forward! {
     fn has_work() -> bool;
     /// Calls [`Scheduler::on_release_p`].
     fn on_release_p(p: PId);
+    /// Calls [`Scheduler::local_len`].
+    fn local_len(p: PId) -> Option<usize>;
 }
 
 impl fmt::Debug for SchedHandle {

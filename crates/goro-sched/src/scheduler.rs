@@ -90,6 +90,14 @@ pub unsafe trait Scheduler: Send + Sync + 'static {
     fn on_exit(&self, g: GRef, p: PId) {
         let _ = (g, p);
     }
+
+    /// Returns how many gs are queued for P `p` alone (its local run queue and runnext), or
+    /// `None` for a scheduler without per-P queues. Diagnostics only (`GORO_DEBUG=schedtrace`);
+    /// it may be approximate and may take locks.
+    fn local_len(&self, p: PId) -> Option<usize> {
+        let _ = p;
+        None
+    }
 }
 
 struct VTableOf<S>(core::marker::PhantomData<S>);
@@ -108,6 +116,7 @@ impl<S: Scheduler> VTableOf<S> {
         on_exitsyscall: on_exitsyscall::<S>,
         on_release_p: on_release_p::<S>,
         on_exit: on_exit::<S>,
+        local_len: local_len::<S>,
     };
 }
 
@@ -167,6 +176,10 @@ unsafe fn on_exitsyscall<S: Scheduler>(data: *const (), g: GRef, p: PId) -> Sysc
 unsafe fn on_release_p<S: Scheduler>(data: *const (), p: PId) {
     // SAFETY: see the comment above the shims.
     unsafe { this::<S>(data) }.on_release_p(p)
+}
+unsafe fn local_len<S: Scheduler>(data: *const (), p: PId) -> Option<usize> {
+    // SAFETY: see the comment above the shims.
+    unsafe { this::<S>(data) }.local_len(p)
 }
 unsafe fn on_exit<S: Scheduler>(data: *const (), g: GRef, p: PId) {
     // SAFETY: see the comment above the shims.

@@ -425,6 +425,13 @@ unsafe impl Scheduler for WorkStealing {
         self.steal(p, proc, ps)
     }
 
+    fn local_len(&self, p: PId) -> Option<usize> {
+        let proc = self.ps.get()?.get(p.index())?;
+        // Relaxed: a diagnostic snapshot; the slot may change right after.
+        let runnext = !proc.runnext.load(Ordering::Relaxed).is_null();
+        Some(proc.queue.len() + usize::from(runnext))
+    }
+
     fn has_work(&self) -> bool {
         // Acquire: pairs with the Release increment that ends each transfer, so the gs of
         // every transfer counted here are in their destination for the scan below.

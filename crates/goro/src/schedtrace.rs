@@ -7,10 +7,9 @@
 //!
 //! `runqueue` counts the goroutines whose status is Runnable, which are those in their
 //! schedulers' queues (plus any that are between a status change and their `ready` call).
-//! The [`Scheduler`](goro_sched::Scheduler) trait has no way to report queue lengths, so the
-//! count comes from the runtime's list of goroutines. With more than one scheduler, a
+//! The count comes from the runtime's list of goroutines, so it covers every scheduler. With more than one scheduler, a
 //! `queued:` suffix splits it by scheduler name. The bracket has one entry per P for its local
-//! run queue, `-` where the scheduler does not report one.
+//! run queue, from `Scheduler::local_len`, or `-` where no scheduler keeps per-P queues.
 //!
 //! Nothing of this runs on the scheduling path: the thread reads counters and the goroutine
 //! list under their own locks, and exists only while the setting is on.
@@ -21,7 +20,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use goro_abi::GStatus;
+use goro_abi::{GStatus, PId};
 
 use crate::dump::OrDash;
 use crate::runtime::Shared;
@@ -119,8 +118,18 @@ fn summary_line(shared: &Shared, runtime_id: u64, uptime: Duration) -> String {
         uptime.as_millis(),
         queued.iter().sum::<usize>(),
     );
-    // NOTE: no scheduler reports per-P queue lengths yet, so every P shows `-`.
-    let per_p = vec!["-"; procs];
+    // Each P's local queue, summed over the schedulers that keep per-P queues; `-` when
+    // none does (the FIFO scheduler has one global queue).
+    let per_p: Vec<String> = (0..procs)
+        .map(|p| {
+            let lens = shared
+                .schedulers
+                .iter()
+                .filter_map(|s| s.local_len(PId(p as u32)));
+            lens.reduce(|a, b| a + b)
+                .map_or_else(|| "-".to_owned(), |len| len.to_string())
+        })
+        .collect();
     text.push_str(&per_p.join(" "));
     text.push(']');
     if schedulers.len() > 1 {
