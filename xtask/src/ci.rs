@@ -60,7 +60,7 @@ impl Stage {
         }
     }
 
-    /// What the stage needs installed.
+    /// Returns what the stage needs installed.
     fn requirements(self) -> Vec<Requirement> {
         match self {
             Stage::Fmt => vec![Requirement::RustComponent("rustfmt")],
@@ -88,7 +88,7 @@ struct StageResult {
 /// Runs `stages` (sorted, without duplicates) and returns whether all passed. The last line
 /// printed is `N passed, M failed`, summed over every arch and loom.
 pub fn run(root: &Path, stages: &[Stage]) -> crate::Result<bool> {
-    let budget = budget()?;
+    let budget = process::minutes_from_env(BUDGET_VARIABLE, DEFAULT_BUDGET_MINS)?;
     process::set_deadline(Instant::now() + budget);
     let mut results = Vec::new();
     let mut total = TestCounts::default();
@@ -129,36 +129,48 @@ pub fn run(root: &Path, stages: &[Stage]) -> crate::Result<bool> {
             });
             continue;
         }
-        let result = run_stage(stage.name(), || match stage {
-            Stage::Fmt => (run_checks(&mut [fmt_command(root)]), None),
-            Stage::Clippy => (run_checks(&mut clippy_commands(root)), None),
-            Stage::Doc => (run_checks(&mut [doc_command(root)]), None),
-            Stage::Test => {
-                let reports = test_all::run(root, &Arch::ALL, ProfileChoice::Both);
-                let passed = test_all::print_summary(&reports);
-                let mut counts = TestCounts::default();
-                for report in &reports {
-                    counts += report.counts;
-                }
-                (passed, Some(counts))
-            }
-            Stage::Loom => match loom::run(root) {
-                Ok(summary) => (summary.passed(), Some(summary.counts)),
-                Err(error) => {
-                    println!("loom failed: {error}");
-                    (false, None)
-                }
-            },
-        });
+        let result = run_stage(stage.name(), || run_stage_body(root, stage));
         if let Some(counts) = result.counts {
             total += counts;
         }
         results.push(result);
     }
 
+    print_table(&results, total);
+    Ok(results.iter().all(|result| result.passed))
+}
+
+/// Runs one stage's commands and returns whether they passed, with the test counts of the
+/// test and loom stages.
+fn run_stage_body(root: &Path, stage: Stage) -> (bool, Option<TestCounts>) {
+    match stage {
+        Stage::Fmt => (run_checks(&mut [fmt_command(root)]), None),
+        Stage::Clippy => (run_checks(&mut clippy_commands(root)), None),
+        Stage::Doc => (run_checks(&mut [doc_command(root)]), None),
+        Stage::Test => {
+            let reports = test_all::run(root, &Arch::ALL, ProfileChoice::Both);
+            let passed = test_all::print_summary(&reports);
+            let mut counts = TestCounts::default();
+            for report in &reports {
+                counts += report.counts;
+            }
+            (passed, Some(counts))
+        }
+        Stage::Loom => match loom::run(root) {
+            Ok(summary) => (summary.passed(), Some(summary.counts)),
+            Err(error) => {
+                println!("loom failed: {error}");
+                (false, None)
+            }
+        },
+    }
+}
+
+/// Prints each stage's verdict and time, then the closing line `N passed, M failed`.
+fn print_table(results: &[StageResult], total: TestCounts) {
     println!();
     println!("ci stages:");
-    for result in &results {
+    for result in results {
         let verdict = match (result.passed, result.skipped) {
             (true, _) => "ok",
             (false, true) => "SKIPPED",
@@ -175,24 +187,6 @@ pub fn run(root: &Path, stages: &[Stage]) -> crate::Result<bool> {
         );
     }
     println!("{total}");
-    Ok(results.iter().all(|result| result.passed))
-}
-
-fn budget() -> crate::Result<Duration> {
-    let minutes = match std::env::var(BUDGET_VARIABLE) {
-        Err(_) => DEFAULT_BUDGET_MINS,
-        Ok(value) => match value.trim().parse::<u64>() {
-            Ok(minutes) if minutes > 0 => minutes,
-            _ => {
-                return Err(format!(
-                    "invalid {BUDGET_VARIABLE}=`{value}`; expected a whole number of minutes, \
-                     at least 1"
-                )
-                .into());
-            }
-        },
-    };
-    Ok(Duration::from_secs(minutes * 60))
 }
 
 /// Runs one stage between a start line and an end line that give its name and time.

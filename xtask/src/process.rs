@@ -144,7 +144,7 @@ pub fn run_tests(command: &mut Command) -> crate::Result<TestRun> {
 
 /// [`run_tests`] with a choice of where the output goes.
 pub fn run_tests_with(command: &mut Command, echo: Echo) -> crate::Result<TestRun> {
-    let mut timeout = watchdog_timeout()?;
+    let mut timeout = minutes_from_env(TIMEOUT_VARIABLE, DEFAULT_TIMEOUT_MINS)?;
     if let Some(deadline) = DEADLINE.get() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -245,15 +245,21 @@ fn echo_and_count(stream: Box<dyn Read + Send>, is_stdout: bool, echo: Echo, run
     }
 }
 
-fn watchdog_timeout() -> crate::Result<Duration> {
-    let minutes = match std::env::var(TIMEOUT_VARIABLE) {
-        Err(_) => DEFAULT_TIMEOUT_MINS,
-        Ok(value) => match value.trim().parse::<u64>() {
+/// Reads a duration in whole minutes from the environment variable `variable`, or returns
+/// `default` minutes when it is unset.
+pub fn minutes_from_env(variable: &str, default: u64) -> crate::Result<Duration> {
+    parse_minutes(variable, std::env::var(variable).ok(), default)
+}
+
+fn parse_minutes(variable: &str, value: Option<String>, default: u64) -> crate::Result<Duration> {
+    let minutes = match value {
+        None => default,
+        Some(value) => match value.trim().parse::<u64>() {
             Ok(minutes) if minutes > 0 => minutes,
             _ => {
                 return Err(format!(
-                    "invalid {TIMEOUT_VARIABLE}=`{value}`; expected a whole number of \
-                     minutes, at least 1"
+                    "invalid {variable}=`{value}`; expected a whole number of minutes, at \
+                     least 1"
                 )
                 .into());
             }
@@ -350,6 +356,17 @@ mod tests {
             "RUNNER='qemu-riscv64 -L /usr/riscv64-linux-gnu' cargo test --target \
              riscv64gc-unknown-linux-gnu"
         );
+    }
+
+    #[test]
+    fn minutes_parsed_or_defaulted() {
+        let parse = |value: Option<&str>| parse_minutes("LIMIT", value.map(String::from), 30);
+        assert_eq!(parse(None).unwrap(), Duration::from_secs(30 * 60));
+        assert_eq!(parse(Some(" 5 ")).unwrap(), Duration::from_secs(5 * 60));
+        for invalid in ["0", "-1", "1.5", "ten", ""] {
+            let message = parse(Some(invalid)).unwrap_err().to_string();
+            assert!(message.contains(&format!("LIMIT=`{invalid}`")), "{message}");
+        }
     }
 
     #[test]
