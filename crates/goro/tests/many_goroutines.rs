@@ -119,23 +119,7 @@ fn canary_catches_an_overflow_in_slab_mode() {
         });
         return;
     }
-    let exe = std::env::current_exe().unwrap();
-    let runner = std::env::var("GORO_TEST_RUNNER").unwrap_or_default();
-    let mut words = runner.split_whitespace();
-    let mut command = match words.next() {
-        Some(program) => {
-            let mut command = std::process::Command::new(program);
-            command.args(words).arg(&exe);
-            command
-        }
-        None => std::process::Command::new(&exe),
-    };
-    let output = command
-        .args([
-            "--exact",
-            "canary_catches_an_overflow_in_slab_mode",
-            "--nocapture",
-        ])
+    let output = common::self_command("canary_catches_an_overflow_in_slab_mode")
         .env("GORO_SLAB_OVERFLOW_CHILD", "1")
         .output()
         .unwrap();

@@ -4,8 +4,9 @@
 //! Each case runs in a child process: the test binary re-executes itself with
 //! `GORO_OVERFLOW_CASE` set (prefixed by `GORO_TEST_RUNNER` under QEMU).
 
+mod common;
+
 use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
 
 use goro::Runtime;
 
@@ -56,24 +57,15 @@ fn wild_access_child() {
 }
 
 fn run_child(case: &str) -> std::process::Output {
-    let exe = std::env::current_exe().unwrap();
-    let runner = std::env::var("GORO_TEST_RUNNER").unwrap_or_default();
-    let mut words = runner.split_whitespace();
-    let mut command = match words.next() {
-        Some(program) => {
-            let mut command = Command::new(program);
-            command.args(words).arg(&exe);
-            command
-        }
-        None => Command::new(&exe),
-    };
     let test_name = if case == "wild" {
         "wild_access_still_segfaults"
     } else {
         "overflow_is_reported_on_each_m"
     };
-    command.args(["--exact", test_name, "--nocapture", "--test-threads=1"]);
-    command.env(CASE, case).output().unwrap()
+    common::self_command(test_name)
+        .env(CASE, case)
+        .output()
+        .unwrap()
 }
 
 #[test]

@@ -159,19 +159,7 @@ fn thread_limit_is_reported() {
         std::thread::sleep(std::time::Duration::from_millis(500));
         std::process::exit(0);
     }
-    let exe = std::env::current_exe().unwrap();
-    let runner = std::env::var("GORO_TEST_RUNNER").unwrap_or_default();
-    let mut words = runner.split_whitespace();
-    let mut command = match words.next() {
-        Some(program) => {
-            let mut command = std::process::Command::new(program);
-            command.args(words).arg(&exe);
-            command
-        }
-        None => std::process::Command::new(&exe),
-    };
-    let output = command
-        .args(["--exact", "thread_limit_is_reported", "--nocapture"])
+    let output = common::self_command("thread_limit_is_reported")
         .env("GORO_THREAD_LIMIT_CHILD", "1")
         .output()
         .unwrap();

@@ -118,23 +118,7 @@ fn deadlock_report_lists_each_goroutine() {
         println!("join error: {error}");
         return;
     }
-    let exe = std::env::current_exe().unwrap();
-    let runner = std::env::var("GORO_TEST_RUNNER").unwrap_or_default();
-    let mut words = runner.split_whitespace();
-    let mut command = match words.next() {
-        Some(program) => {
-            let mut command = std::process::Command::new(program);
-            command.args(words).arg(&exe);
-            command
-        }
-        None => std::process::Command::new(&exe),
-    };
-    let output = command
-        .args([
-            "--exact",
-            "deadlock_report_lists_each_goroutine",
-            "--nocapture",
-        ])
+    let output = common::self_command("deadlock_report_lists_each_goroutine")
         .env("GORO_DEADLOCK_CHILD", "1")
         .output()
         .unwrap();

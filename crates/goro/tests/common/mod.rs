@@ -39,3 +39,22 @@ pub fn gettid() -> i64 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::syscall(libc::SYS_gettid) }
 }
+
+/// A command that runs one test of the current test binary, `test_name`, in a child process,
+/// prefixed with the words of `GORO_TEST_RUNNER` when it is set (QEMU for cross targets: there
+/// is no binfmt_misc to run a foreign binary directly).
+pub fn self_command(test_name: &str) -> std::process::Command {
+    let exe = std::env::current_exe().unwrap();
+    let runner = std::env::var("GORO_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut command = std::process::Command::new(program);
+            command.args(words).arg(&exe);
+            command
+        }
+        None => std::process::Command::new(&exe),
+    };
+    command.args(["--exact", test_name, "--nocapture", "--test-threads=1"]);
+    command
+}
