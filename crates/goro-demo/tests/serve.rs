@@ -326,13 +326,17 @@ impl RawConnection {
     /// Reads more bytes into the buffer. Returns false at the end of the stream.
     fn fill(&mut self) -> bool {
         let mut chunk = [0; 64 * 1024];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => false,
-            Ok(count) => {
-                self.buffered.extend_from_slice(&chunk[..count]);
-                true
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return false,
+                Ok(count) => {
+                    self.buffered.extend_from_slice(&chunk[..count]);
+                    return true;
+                }
+                // A signal for another test's child (SIGCHLD, say) interrupted the read.
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(err) => panic!("failed to read a response: {err}"),
             }
-            Err(err) => panic!("failed to read a response: {err}"),
         }
     }
 

@@ -10,7 +10,7 @@ use goro::Runtime;
 #[test]
 fn getg_and_thread_id_follow_the_goroutine() {
     let rt = Runtime::builder().procs(4).build().unwrap();
-    let (reads, moved) = watchdog(LIMIT, move || {
+    let (reads, _moved) = watchdog(LIMIT, move || {
         rt.block_on(|| {
             let handles: Vec<_> = (0..1000)
                 .map(|_| {
@@ -47,5 +47,24 @@ fn getg_and_thread_id_follow_the_goroutine() {
     });
     assert_eq!(reads, 20_000);
     // The test proves nothing unless goroutines really changed threads.
-    assert!(moved > 0, "no goroutine ever resumed on another M");
+    // Whether the goroutines above changed threads depends on the machine's load; this probe
+    // changes threads for certain, so the checks also cover a resumed goroutine.
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let ((tid_before, m_before), (tid_after, m_after)) = watchdog(LIMIT, move || {
+        rt.block_on(|| common::forced_migration(1)).unwrap()
+    });
+    assert_eq!(
+        m_before,
+        Some(tid_before),
+        "before the move, the M is the running thread"
+    );
+    assert_eq!(
+        m_after,
+        Some(tid_after),
+        "after the move, the M is the running thread"
+    );
+    assert_ne!(
+        tid_before, tid_after,
+        "the probe goroutine resumed on the same thread"
+    );
 }

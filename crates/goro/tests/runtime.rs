@@ -155,7 +155,7 @@ fn unpark_from_another_goroutine_wakes_a_parked_one() {
 #[test]
 fn getg_follows_goroutines_across_ms() {
     let rt = runtime(4);
-    let moves = watchdog(LIMIT, move || {
+    let _moves = watchdog(LIMIT, move || {
         rt.block_on(|| {
             let handles: Vec<_> = (0..200)
                 .map(|_| {
@@ -192,7 +192,26 @@ fn getg_follows_goroutines_across_ms() {
     });
     // With 4 Ps and 200 yielding goroutines, goroutines do move between threads; if none
     // ever did, the test would prove nothing.
-    assert!(moves > 0, "no goroutine ever moved to another M");
+    // Whether the goroutines above changed threads depends on the machine's load; this probe
+    // changes threads for certain, so the checks also cover a resumed goroutine.
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let ((tid_before, m_before), (tid_after, m_after)) = watchdog(LIMIT, move || {
+        rt.block_on(|| common::forced_migration(1)).unwrap()
+    });
+    assert_eq!(
+        m_before,
+        Some(tid_before),
+        "before the move, the M is the running thread"
+    );
+    assert_eq!(
+        m_after,
+        Some(tid_after),
+        "after the move, the M is the running thread"
+    );
+    assert_ne!(
+        tid_before, tid_after,
+        "the probe goroutine resumed on the same thread"
+    );
 }
 
 #[test]

@@ -58,3 +58,45 @@ pub fn self_command(test_name: &str) -> std::process::Command {
     command.args(["--exact", test_name, "--nocapture", "--test-threads=1"]);
     command
 }
+
+/// Makes one goroutine resume on another M, whatever the machine's load, and returns the
+/// thread ids it ran on before and after, read with `gettid` and with the runtime's own record
+/// of the M (`goro::debug::m_thread_id`). Call it from a goroutine of a runtime with `procs`
+/// Ps.
+///
+/// `procs` goroutines keep every P busy by yielding, and the probe blocks in a call known to
+/// block, which hands its P to another M. When the call returns no P is idle, so the probe's
+/// M parks and the probe goes back to its scheduler; it resumes on an M that holds a P, which
+/// cannot be the parked one. With `procs` = 1 this is certain: the one P stays with the M
+/// that runs the yielding goroutine. With more Ps, a P left idle by the wakeup policy would
+/// let the probe's own M take it back.
+pub fn forced_migration(procs: usize) -> ((i64, Option<i64>), (i64, Option<i64>)) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinners: Vec<_> = (0..procs)
+        .map(|_| {
+            let stop = stop.clone();
+            goro::spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    goro::yield_now();
+                }
+            })
+            .unwrap()
+        })
+        .collect();
+    let probe = goro::spawn(|| {
+        let before = (gettid(), goro::debug::m_thread_id());
+        goro::blocking_known(|| std::thread::sleep(std::time::Duration::from_millis(5)));
+        let after = (gettid(), goro::debug::m_thread_id());
+        (before, after)
+    })
+    .unwrap();
+    let result = probe.join().unwrap();
+    stop.store(true, Ordering::Release);
+    for spinner in spinners {
+        spinner.join().unwrap();
+    }
+    result
+}
