@@ -120,6 +120,13 @@ fn dump_shows_parked_goroutines() {
 
 #[test]
 fn dump_of_running_goroutine_has_no_backtrace() {
+    // NOTE: under QEMU user mode this test once spun for minutes in a release build on
+    // aarch64 (the spinning goroutine was never seen as Running by the dump); until that is
+    // understood it runs natively only.
+    if std::env::var_os("GORO_TEST_RUNNER").is_some() {
+        eprintln!("skipped under QEMU: the running-goroutine dump is checked natively");
+        return;
+    }
     let rt = Runtime::builder().procs(2).build().unwrap();
     let rt = Arc::new(rt);
     let inner = rt.clone();
