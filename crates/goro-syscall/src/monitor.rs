@@ -12,7 +12,8 @@ pub struct MonitorConfig {
     pub min_period: Duration,
     /// Longest sleep between scans, reached after many scans with nothing to do (Go: 10 ms).
     pub max_period: Duration,
-    /// A syscall shorter than this never loses its P.
+    /// A syscall shorter than this is never retaken by the monitor (`entersyscall_block`
+    /// still hands its P off at once).
     pub grace: Duration,
     /// A syscall longer than this loses its P even when no goroutine waits for one, so that
     /// work arriving later finds a P at once.

@@ -437,7 +437,7 @@ impl Shared {
             });
         }
         let id = MId(self.next_mid.fetch_add(1, Ordering::Relaxed));
-        let shared = self.self_arc();
+        let shared = self.arc();
         let m = Arc::new(M::new(id, shared));
         self.all_ms
             .lock()
@@ -451,11 +451,8 @@ impl Shared {
         Ok(())
     }
 
+    /// Returns a new owning reference to this runtime's shared state.
     pub(crate) fn arc(&self) -> Arc<Shared> {
-        self.self_arc()
-    }
-
-    fn self_arc(&self) -> Arc<Shared> {
         // SAFETY: every Shared is created in an Arc (`Runtime::start`), and the caller holds a
         // reference through that Arc, so the count is at least one while we add one.
         unsafe {
