@@ -66,6 +66,17 @@ fn many_goroutines(_builder: goro::Builder) -> goro::Builder {
 }
 
 fn park_may(count: usize) {
+    // may maps every coroutine stack on its own and protects a guard page in it, which makes
+    // two mappings per coroutine. Past vm.max_map_count its worker threads stop making
+    // progress instead of failing, so a run that cannot fit is reported before it starts.
+    let needed = 2 * count + map_count();
+    let limit = max_map_count();
+    if needed > limit {
+        crate::fail_run(&format!(
+            "may needs two mappings per coroutine stack, {needed} in all, and \
+             vm.max_map_count is {limit}"
+        ));
+    }
     may::config().set_workers(2);
     for spawned in 0..count {
         // SAFETY: the body touches no thread-local storage, as may's spawn requires.
@@ -85,14 +96,54 @@ fn park_may(count: usize) {
     }
 }
 
+/// How long the parked count may stay unchanged before the run is reported as stalled.
+const STALL_LIMIT: Duration = Duration::from_secs(10);
+
 /// Waits until `count` goroutines have started, then a little longer for the last ones to
-/// reach their park.
+/// reach their park. Fails the run if the count stops growing for [`STALL_LIMIT`]: a peer
+/// whose stack allocation fails inside a worker thread (may does, once the map count runs
+/// out) stops making progress instead of exiting.
 fn wait_until_parked(count: usize) {
-    // Relaxed: see the increments; the sleep below covers the last few parks.
-    while PARKED.load(Ordering::Relaxed) < count {
+    let mut last = 0;
+    let mut last_change = std::time::Instant::now();
+    loop {
+        // Relaxed: see the increments; the sleep below covers the last few parks.
+        let parked = PARKED.load(Ordering::Relaxed);
+        if parked >= count {
+            break;
+        }
+        if parked != last {
+            last = parked;
+            last_change = std::time::Instant::now();
+        } else if last_change.elapsed() > STALL_LIMIT {
+            crate::fail_run(&format!(
+                "stalled with {parked} of {count} goroutines parked for {} s",
+                STALL_LIMIT.as_secs()
+            ));
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis(100));
+}
+
+/// Mappings of this process now, from /proc/self/maps.
+fn map_count() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .map(|maps| maps.lines().count())
+        .unwrap_or_else(|error| crate::fail_run(&format!("reading /proc/self/maps: {error}")))
+}
+
+/// The kernel's limit on mappings per process, from /proc/sys/vm/max_map_count.
+fn max_map_count() -> usize {
+    let text = std::fs::read_to_string("/proc/sys/vm/max_map_count").unwrap_or_else(|error| {
+        crate::fail_run(&format!("reading /proc/sys/vm/max_map_count: {error}"))
+    });
+    text.trim().parse().unwrap_or_else(|_| {
+        crate::fail_run(&format!(
+            "vm.max_map_count `{}` is not a number",
+            text.trim()
+        ))
+    })
 }
 
 /// Resident set size in bytes, from /proc/self/statm.
