@@ -15,7 +15,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::process;
 use std::thread;
 
-use crate::{INIT_FRAME_SIZE, STACK_ALIGN, init_stack, switch};
+use crate::{INIT_FRAME_SIZE, STACK_ALIGN, init_stack, switch, switch_without_fp};
 
 /// Value produced by [`Coroutine::resume`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,6 +35,29 @@ struct Links {
     /// Set by the coroutine's entry just before its last switch. From then on the switch
     /// argument points to an `Option<Finish<R>>` instead of an `Option<Y>`.
     finished: bool,
+    /// Whether the switches between the two sides leave the FP control state alone, except the
+    /// first resume, which installs the coroutine's defaults. Set by
+    /// [`Coroutine::new_without_fp_switch`].
+    without_fp: bool,
+}
+
+impl Links {
+    /// Switches from the side whose stack pointer goes to `save_sp` to the side whose saved
+    /// stack pointer is `resume_sp`. Leaves the FP control state alone when `without_fp` is set.
+    ///
+    /// # Safety
+    ///
+    /// That of [`switch`], or of [`switch_without_fp`] when `without_fp` is set.
+    #[inline(always)]
+    unsafe fn switch(without_fp: bool, save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
+        if without_fp {
+            // SAFETY: the caller upholds switch_without_fp's contract.
+            unsafe { switch_without_fp(save_sp, resume_sp, arg) }
+        } else {
+            // SAFETY: the caller upholds switch's contract.
+            unsafe { switch(save_sp, resume_sp, arg) }
+        }
+    }
 }
 
 /// Block that [`Coroutine::new`] writes at the top of the coroutine's stack.
@@ -132,6 +155,55 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     where
         F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
     {
+        // SAFETY: the caller upholds new's contract, which is that of with_fp_mode with false.
+        unsafe { Self::with_fp_mode(stack_lo, stack_hi, closure, false) }
+    }
+
+    /// Creates a coroutine like [`new`](Self::new) whose resumes and suspends leave the FP
+    /// control state alone, which makes them faster.
+    ///
+    /// The first resume still installs the default FP control state, so the closure starts with
+    /// the defaults like that of any coroutine. Every later switch in either direction uses
+    /// [`switch_without_fp`], so each side runs with the FP control state that the other side
+    /// left.
+    ///
+    /// # Safety
+    ///
+    /// The contract of [`new`](Self::new), and:
+    ///
+    /// - the closure and everything it calls must leave the FP control state at its defaults
+    ///   whenever the coroutine suspends itself or finishes, so must not change it in between
+    ///   unless it restores the defaults before that;
+    /// - every [`resume`](Self::resume) of the coroutine, and its drop while it is suspended,
+    ///   must run with the default FP control state. Rust code does unless something installed
+    ///   another state (a rounding mode, flush to zero) on the thread.
+    ///
+    /// The defaults are listed at [`switch_from_g0`](crate::switch_from_g0).
+    pub unsafe fn new_without_fp_switch<F>(stack_lo: usize, stack_hi: usize, closure: F) -> Self
+    where
+        F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
+    {
+        // SAFETY: the caller upholds the contract of new_without_fp_switch, which is that of
+        // with_fp_mode with true.
+        unsafe { Self::with_fp_mode(stack_lo, stack_hi, closure, true) }
+    }
+
+    /// Creates a coroutine whose switches after the first resume leave the FP control state
+    /// alone when `without_fp` is set.
+    ///
+    /// # Safety
+    ///
+    /// That of [`new_without_fp_switch`](Self::new_without_fp_switch) when `without_fp` is
+    /// set, and that of [`new`](Self::new) otherwise.
+    unsafe fn with_fp_mode<F>(
+        stack_lo: usize,
+        stack_hi: usize,
+        closure: F,
+        without_fp: bool,
+    ) -> Self
+    where
+        F: FnOnce(&Yielder<I, Y>, I) -> R + 'static,
+    {
         let align = mem::align_of::<Start<F>>().max(STACK_ALIGN);
         let size = mem::size_of::<Start<F>>();
         let start_addr = stack_hi
@@ -152,6 +224,7 @@ impl<I, Y, R> Coroutine<I, Y, R> {
                 resumer_sp: 0,
                 coroutine_sp: 0,
                 finished: false,
+                without_fp,
             },
             closure: ManuallyDrop::new(closure),
         };
@@ -226,9 +299,13 @@ impl<I, Y, R> Coroutine<I, Y, R> {
         // SAFETY: `links` points into the Start block on the coroutine's stack, which lives as
         // long as `self` (new's contract). The coroutine has not finished, so `coroutine_sp` is
         // its saved stack pointer, and `&mut self` makes this the only resume of it. The
-        // coroutine takes `command` before it switches back.
+        // coroutine takes `command` before it switches back. The first resume switches the FP
+        // control state, so that the coroutine starts with the defaults, and the later ones
+        // leave it alone if the coroutine opted in, whose contract covers both sides.
         let arg = unsafe {
-            switch(
+            let without_fp = (*links).without_fp && self.state != State::Unstarted;
+            Links::switch(
+                without_fp,
                 &raw mut (*links).resumer_sp,
                 (*links).coroutine_sp,
                 &raw mut command as usize,
@@ -313,9 +390,11 @@ impl<I, Y> Yielder<I, Y> {
 
         // SAFETY: `links` points into the Start block on this coroutine's stack. The resumer
         // is suspended in `Coroutine::send`, so `resumer_sp` is its saved stack pointer, and it
-        // takes `message` before it resumes us.
+        // takes `message` before it resumes us. A coroutine that opted out of FP switches runs
+        // with the defaults here, as its contract requires.
         let arg = unsafe {
-            switch(
+            Links::switch(
+                (*links).without_fp,
                 &raw mut (*links).coroutine_sp,
                 (*links).resumer_sp,
                 &raw mut message as usize,
@@ -385,7 +464,8 @@ where
     // `message` and marks the coroutine finished, so it never switches back here.
     unsafe {
         (*links).finished = true;
-        switch(
+        Links::switch(
+            (*links).without_fp,
             &raw mut (*links).coroutine_sp,
             (*links).resumer_sp,
             &raw mut message as usize,

@@ -6,6 +6,8 @@
 //!
 //! - [`init_stack`] lays out a fresh context at the top of a stack;
 //! - [`switch`] suspends the running context and resumes another one, passing a `usize`;
+//!   [`switch_to_g0`], [`switch_from_g0`] and [`switch_without_fp`] do the same with less FP
+//!   control work, for callers that meet their contracts;
 //! - [`on_stack`] runs a function on another stack and comes back (Go's `systemstack`).
 //!
 //! On top of them, [`Coroutine`] is a small stackful coroutine for users of this crate alone.
@@ -53,6 +55,10 @@
 //!   s0-s11, ra, fs0-fs11 and `frm` on riscv64. Each file under `src/arch/` states what it
 //!   leaves out and why. In short: x18 on aarch64 is not saved, and the FP status flags stay
 //!   with the OS thread, except the MXCSR flags, which each x86_64 context keeps as its own.
+//! - **The cheaper switches keep these guarantees within their contracts**. The runtime's
+//!   pair [`switch_from_g0`]/[`switch_to_g0`] reads the FP control registers on the
+//!   goroutine's side only and gives g0 the defaults. [`switch_without_fp`] skips the FP
+//!   control state between contexts that never leave the defaults.
 //! - **A fresh context starts with the default FP control state** (MXCSR 0x1F80 and x87
 //!   control word 0x037F; FPCR 0; `frm` 0), never the creator's state and never zeros.
 //! - **Stack alignment follows the ABI** at the entry of a fresh context, after every resume
@@ -117,18 +123,94 @@ pub type EntryFn = unsafe extern "C" fn(arg: usize, data: usize) -> !;
 /// - The resumed context's stack must still be alive and not in use by anything else.
 #[inline(always)]
 pub unsafe fn switch(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
+    debug_check_switch("switch", save_sp, resume_sp);
+    // SAFETY: the caller upholds switch's contract, which is the raw function's.
+    unsafe { arch::switch(save_sp, resume_sp, arg) }
+}
+
+/// Switches from a goroutine to its M's g0: [`switch`] under the name of its use.
+///
+/// It stores the goroutine's FP control state and installs the one in g0's frame, which
+/// contains the defaults because g0 suspends itself only with [`switch_from_g0`]. So g0 runs
+/// with the defaults whatever the goroutine installed. Together with [`switch_from_g0`], a
+/// round trip reads the FP control registers once, on the goroutine's side. On x86_64 that
+/// read (`stmxcsr`) is the one costly step, and g0 has nothing worth reading.
+///
+/// # Safety
+///
+/// The same as [`switch`], and the resumed context must have suspended itself with
+/// [`switch_from_g0`] (or be fresh from [`init_stack`]).
+#[inline(always)]
+pub unsafe fn switch_to_g0(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
+    debug_check_switch("switch_to_g0", save_sp, resume_sp);
+    // SAFETY: the caller upholds switch's contract, which is the raw function's.
+    unsafe { arch::switch(save_sp, resume_sp, arg) }
+}
+
+/// Switches from an M's g0 to a goroutine: like [`switch`], but the suspended side does not
+/// read its own FP control state. Its frame records the defaults instead.
+///
+/// The resumed context gets the FP control state that its frame records, as with [`switch`].
+/// When something resumes the suspended g0 with [`switch_to_g0`] or [`switch`], g0 runs with
+/// the defaults again.
+///
+/// # Safety
+///
+/// The same as [`switch`], and the calling context must run with the default FP control state
+/// (MXCSR 0x1F80 and x87 control word 0x037F on x86_64; FPCR 0 on aarch64; `frm` 0 on
+/// riscv64) and must not change it. An M's g0 runs only runtime code, which leaves it alone.
+#[inline(always)]
+pub unsafe fn switch_from_g0(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
+    debug_check_switch("switch_from_g0", save_sp, resume_sp);
+    // SAFETY: the caller upholds switch_from_g0's contract, which is the raw function's.
+    unsafe { arch::switch_load_fp(save_sp, resume_sp, arg) }
+}
+
+/// Switches like [`switch`] but leaves the FP control state alone: the resumed side runs with
+/// the suspended side's state, and the suspended side's frame records the defaults.
+///
+/// This is the opt-in for contexts that never change the FP control state, such as a
+/// [`Coroutine`] made by [`Coroutine::new_without_fp_switch`]. It saves the FP control reads
+/// and writes of [`switch`], which on x86_64 cost more than the rest of the switch.
+///
+/// # Safety
+///
+/// The same as [`switch`], and both sides must run with the default FP control state (the
+/// values listed at [`switch_from_g0`]) and must not change it. The resumed context must
+/// therefore not be fresh from [`init_stack`] unless the caller runs with the defaults, and
+/// must not have suspended itself with [`switch`] or [`switch_to_g0`] while it ran with
+/// another state.
+#[inline(always)]
+pub unsafe fn switch_without_fp(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
+    debug_check_switch("switch_without_fp", save_sp, resume_sp);
+    // SAFETY: the caller upholds switch_without_fp's contract, which is the raw function's.
+    unsafe { arch::switch_no_fp(save_sp, resume_sp, arg) }
+}
+
+/// Checks the arguments of a switch in debug builds, naming the switch `function`.
+#[inline(always)]
+fn debug_check_switch(function: &str, save_sp: *mut usize, resume_sp: usize) {
     debug_assert!(
         !save_sp.is_null(),
-        "goro_context::switch: save_sp is null; pass the address of the slot that keeps the \
+        "goro_context::{function}: save_sp is null; pass the address of the slot that keeps the \
          suspended context's stack pointer"
     );
     debug_assert!(
         resume_sp != 0 && resume_sp.is_multiple_of(STACK_ALIGN),
-        "goro_context::switch: resume_sp {resume_sp:#x} is not a saved stack pointer (those are \
-         non-zero multiples of {STACK_ALIGN}); pass a value from init_stack or from save_sp"
+        "goro_context::{function}: resume_sp {resume_sp:#x} is not a saved stack pointer (those \
+         are non-zero multiples of {STACK_ALIGN}); pass a value from init_stack or from save_sp"
     );
-    // SAFETY: the caller upholds switch's contract, which is the raw function's.
-    unsafe { arch::switch(save_sp, resume_sp, arg) }
+}
+
+/// Installs the default FP control state on the calling thread: the values listed at
+/// [`switch_from_g0`]. On x86_64 it also clears the MXCSR status flags.
+///
+/// A new thread starts with a copy of its creator's FP control state on Linux, so a thread
+/// started by code that runs with another state needs this before it serves as an M's g0 or
+/// calls [`switch_from_g0`] or [`switch_without_fp`].
+#[inline]
+pub fn install_default_fp_control() {
+    arch::install_default_fp_control();
 }
 
 /// Lays out a fresh context at the top of the stack `[stack_lo, stack_hi)` and returns its
@@ -201,9 +283,11 @@ pub unsafe fn on_stack(
     unsafe { arch::on_stack(stack_top, f, arg) }
 }
 
-/// The `extern "C"` functions behind [`switch`] and [`on_stack`], without the checks of the
+/// The `extern "C"` functions behind the switches and [`on_stack`], without the checks of the
 /// Rust wrappers, for callers in assembly or C and for tests that must call them directly.
-/// Their safety contracts are those of the wrappers.
+/// Their safety contracts are those of the wrappers: `switch` is behind [`switch`] and
+/// [`switch_to_g0`], `switch_load_fp` behind [`switch_from_g0`], and `switch_no_fp` behind
+/// [`switch_without_fp`].
 pub mod raw {
-    pub use crate::arch::{on_stack, switch};
+    pub use crate::arch::{on_stack, switch, switch_load_fp, switch_no_fp};
 }

@@ -15,7 +15,7 @@ mod common;
 
 use std::hint::black_box;
 
-use common::{FpControl, JunkCheck, switch_with_junk};
+use common::{FpControl, JunkCheck, RawSwitch, switch_with_junk};
 use goro_context::{init_stack, switch};
 
 const ROUNDS: u64 = 200;
@@ -24,6 +24,7 @@ const STACK_SIZE: usize = 256 * 1024;
 /// The contexts of a ring: main resumes member 0, member 0 resumes member 1, and the last
 /// member resumes main, each through `switch_with_junk`.
 struct Ring {
+    mode: RingMode,
     main_sp: usize,
     member_sps: [usize; 2],
     member_mismatches: [u64; 2],
@@ -36,13 +37,42 @@ struct Member {
     index: usize,
 }
 
-/// FP control state of each ring member, different from main's and from each other's.
-fn member_fp_control(index: usize) -> FpControl {
-    if index == 0 {
-        FpControl::ROUND_TO_ZERO_FLUSH
-    } else {
-        FpControl::DEFAULT
-    }
+/// The switches of a ring and the FP control state that each side installs.
+#[derive(Clone, Copy)]
+struct RingMode {
+    /// The switch from main to member 0.
+    main_switch: RawSwitch,
+    /// The switch from each member to the next, and from the last member to main.
+    member_switch: RawSwitch,
+    main_fp_control: FpControl,
+    member_fp_controls: [FpControl; 2],
+}
+
+impl RingMode {
+    /// `switch` everywhere, and a different FP control state on each side.
+    const FULL: RingMode = RingMode {
+        main_switch: goro_context::raw::switch,
+        member_switch: goro_context::raw::switch,
+        main_fp_control: FpControl::ROUND_DOWN,
+        member_fp_controls: [FpControl::ROUND_TO_ZERO_FLUSH, FpControl::DEFAULT],
+    };
+
+    /// Main is a g0: it runs with the defaults and enters the ring with `switch_from_g0`, and
+    /// the last member returns with `switch_to_g0` while it runs with another state.
+    const G0: RingMode = RingMode {
+        main_switch: goro_context::raw::switch_load_fp,
+        member_switch: goro_context::raw::switch,
+        main_fp_control: FpControl::DEFAULT,
+        member_fp_controls: [FpControl::ROUND_TO_ZERO_FLUSH, FpControl::ROUND_DOWN],
+    };
+
+    /// `switch_without_fp` everywhere, and the defaults on every side.
+    const WITHOUT_FP: RingMode = RingMode {
+        main_switch: goro_context::raw::switch_no_fp,
+        member_switch: goro_context::raw::switch_no_fp,
+        main_fp_control: FpControl::DEFAULT,
+        member_fp_controls: [FpControl::DEFAULT, FpControl::DEFAULT],
+    };
 }
 
 unsafe extern "C" fn ring_member(mut arg: usize, data: usize) -> ! {
@@ -59,10 +89,13 @@ unsafe extern "C" fn ring_member(mut arg: usize, data: usize) -> ! {
                 (*ring).main_sp
             }
         };
+        // SAFETY: as above.
+        let mode = unsafe { (*ring).mode };
         let mut check = JunkCheck {
             seed: 0x1000_0000_0000_0000 * (index as u64 + 2) + (arg as u64) * 0x100,
-            fp_control: member_fp_control(index).to_raw(),
+            fp_control: mode.member_fp_controls[index].to_raw(),
             mismatches: 0,
+            switch: mode.member_switch,
         };
         // SAFETY: `next_sp` is the saved stack pointer of the next suspended ring member (or
         // main), and this member's slot is valid for writes.
@@ -84,11 +117,27 @@ unsafe extern "C" fn ring_member(mut arg: usize, data: usize) -> ! {
 
 #[test]
 fn junk_survives_ring_of_contexts() {
+    check_ring(RingMode::FULL);
+}
+
+#[test]
+fn junk_survives_g0_ring() {
+    check_ring(RingMode::G0);
+}
+
+#[test]
+fn junk_survives_ring_without_fp() {
+    check_ring(RingMode::WITHOUT_FP);
+}
+
+/// Runs `ROUNDS` rounds of a ring of two members in `mode`, checking every side's registers.
+fn check_ring(mode: RingMode) {
     let stacks = [
         common::TestStack::new(STACK_SIZE),
         common::TestStack::new(STACK_SIZE),
     ];
     let mut ring = Ring {
+        mode,
         main_sp: 0,
         member_sps: [0; 2],
         member_mismatches: [0; 2],
@@ -116,8 +165,9 @@ fn junk_survives_ring_of_contexts() {
     for round in 0..ROUNDS {
         let mut check = JunkCheck {
             seed: 0x0100_0000_0000_0000 + round * 0x100,
-            fp_control: FpControl::ROUND_DOWN.to_raw(),
+            fp_control: mode.main_fp_control.to_raw(),
             mismatches: 0,
+            switch: mode.main_switch,
         };
         let sent = round as usize * 10;
         // SAFETY: member 0 is suspended (fresh or in its own switch_with_junk), and its stack

@@ -30,6 +30,14 @@
 //! resumed side's value differs from the thread's current one. Reading it is a plain register
 //! read, so the compare costs no memory round trip.
 //!
+//! Three functions share the frame below, so any of them may resume a context that another
+//! suspended. [`switch`] stores the suspended side's FPCR and installs the resumed side's.
+//! [`switch_load_fp`] (behind `switch_from_g0`) stores the default FPCR instead of reading the
+//! register, for a g0 that always runs with the defaults, and installs the resumed side's.
+//! [`switch_no_fp`] stores the default and leaves FPCR alone, for contexts that promise never
+//! to leave the defaults. Reading FPCR is cheap here, unlike x86_64's `stmxcsr`, so the
+//! variants exist to keep the contracts the same on every architecture.
+//!
 //! [`switch`] resumes the other side with `ret`, which the return-address predictor always
 //! gets wrong, because it expects our own caller. A `br` would avoid that, but with BTI
 //! enforced its target must be a landing pad, and a resume address (just after a `bl`) is not.
@@ -85,108 +93,150 @@ pub(crate) const INIT_FRAME_SIZE: usize = 176;
 /// exception traps.
 pub(crate) const DEFAULT_FPCR: u64 = 0;
 
-/// Saves the current context on its stack, stores its stack pointer into `*save_sp` and resumes
-/// the context whose saved stack pointer is `resume_sp`, which receives `arg`.
-///
-/// # Safety
-///
-/// The same as [`crate::switch`].
-#[unsafe(naked)]
-pub unsafe extern "C" fn switch(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
-    // x0 = save_sp, x1 = resume_sp, x2 = arg.
-    naked_asm!(
-        ".cfi_startproc",
-        // Allocate the frame and save the callee-saved registers. The CFI lets a debugger or
-        // profiler that stops inside this function unwind out of it.
-        "sub sp, sp, #176",
-        ".cfi_def_cfa_offset 176",
-        "stp x29, x30, [sp, #160]",
-        ".cfi_offset x29, -16",
-        ".cfi_offset x30, -8",
-        "stp x27, x28, [sp, #144]",
-        ".cfi_offset x27, -32",
-        ".cfi_offset x28, -24",
-        "stp x25, x26, [sp, #128]",
-        ".cfi_offset x25, -48",
-        ".cfi_offset x26, -40",
-        "stp x23, x24, [sp, #112]",
-        ".cfi_offset x23, -64",
-        ".cfi_offset x24, -56",
-        "stp x21, x22, [sp, #96]",
-        ".cfi_offset x21, -80",
-        ".cfi_offset x22, -72",
-        "stp x19, x20, [sp, #80]",
-        ".cfi_offset x19, -96",
-        ".cfi_offset x20, -88",
-        "stp d14, d15, [sp, #64]",
-        ".cfi_offset d14, -112",
-        ".cfi_offset d15, -104",
-        "stp d12, d13, [sp, #48]",
-        ".cfi_offset d12, -128",
-        ".cfi_offset d13, -120",
-        "stp d10, d11, [sp, #32]",
-        ".cfi_offset d10, -144",
-        ".cfi_offset d11, -136",
-        "stp d8, d9, [sp, #16]",
-        ".cfi_offset d8, -160",
-        ".cfi_offset d9, -152",
-        // Save FPCR and load the resumed side's value, whose slot is at [x1] because both
-        // sides use the same layout.
-        "mrs x9, fpcr",
-        "str x9, [sp]",
-        "ldr x10, [x1]",
-        "cmp x9, x10",
-        "b.ne 3f",
-        // Publish the saved stack pointer, then move onto the resumed side's stack. Its frame
-        // has the same layout as ours, so the CFI above stays correct across the move.
-        "2:",
-        "mov x9, sp",
-        "str x9, [x0]",
-        "mov sp, x1",
-        // Restore the resumed side's registers and return to its x30 with `arg` in x0: the
-        // result of its own `switch` call, or the first argument for the trampoline.
-        "ldp d8, d9, [sp, #16]",
-        "ldp d10, d11, [sp, #32]",
-        "ldp d12, d13, [sp, #48]",
-        "ldp d14, d15, [sp, #64]",
-        "ldp x19, x20, [sp, #80]",
-        "ldp x21, x22, [sp, #96]",
-        "ldp x23, x24, [sp, #112]",
-        "ldp x25, x26, [sp, #128]",
-        "ldp x27, x28, [sp, #144]",
-        "ldp x29, x30, [sp, #160]",
-        "add sp, sp, #176",
-        ".cfi_remember_state",
-        ".cfi_def_cfa_offset 0",
-        ".cfi_restore x19",
-        ".cfi_restore x20",
-        ".cfi_restore x21",
-        ".cfi_restore x22",
-        ".cfi_restore x23",
-        ".cfi_restore x24",
-        ".cfi_restore x25",
-        ".cfi_restore x26",
-        ".cfi_restore x27",
-        ".cfi_restore x28",
-        ".cfi_restore x29",
-        ".cfi_restore x30",
-        ".cfi_restore d8",
-        ".cfi_restore d9",
-        ".cfi_restore d10",
-        ".cfi_restore d11",
-        ".cfi_restore d12",
-        ".cfi_restore d13",
-        ".cfi_restore d14",
-        ".cfi_restore d15",
-        "mov x0, x2",
-        "ret",
-        // Slow path: the FPCR values differ.
-        ".cfi_restore_state",
-        "3:",
-        "msr fpcr, x10",
-        "b 2b",
-        ".cfi_endproc",
-    )
+/// Defines a naked switch function. Every variant writes and reads the frame drawn at the top
+/// of this file, so any variant may resume a context that any other variant suspended. They
+/// differ only in what they do with FPCR. `fp` fills the suspended side's slot at `[sp]`. It
+/// may then compare the resumed side's slot at `[x1]` with the current FPCR and branch to `3f`
+/// when they differ, with the value to install in x10. `fp_slow` contains the code at `3:`.
+macro_rules! define_switch {
+    (
+        $(#[$attr:meta])*
+        fn $name:ident;
+        fp: [$($fp:literal),*];
+        fp_slow: [$($fp_slow:literal),*];
+    ) => {
+        $(#[$attr])*
+        #[unsafe(naked)]
+        pub unsafe extern "C" fn $name(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
+            // x0 = save_sp, x1 = resume_sp, x2 = arg.
+            naked_asm!(
+                ".cfi_startproc",
+                // Allocate the frame and save the callee-saved registers. The CFI lets a
+                // debugger or profiler that stops inside this function unwind out of it.
+                "sub sp, sp, #176",
+                ".cfi_def_cfa_offset 176",
+                "stp x29, x30, [sp, #160]",
+                ".cfi_offset x29, -16",
+                ".cfi_offset x30, -8",
+                "stp x27, x28, [sp, #144]",
+                ".cfi_offset x27, -32",
+                ".cfi_offset x28, -24",
+                "stp x25, x26, [sp, #128]",
+                ".cfi_offset x25, -48",
+                ".cfi_offset x26, -40",
+                "stp x23, x24, [sp, #112]",
+                ".cfi_offset x23, -64",
+                ".cfi_offset x24, -56",
+                "stp x21, x22, [sp, #96]",
+                ".cfi_offset x21, -80",
+                ".cfi_offset x22, -72",
+                "stp x19, x20, [sp, #80]",
+                ".cfi_offset x19, -96",
+                ".cfi_offset x20, -88",
+                "stp d14, d15, [sp, #64]",
+                ".cfi_offset d14, -112",
+                ".cfi_offset d15, -104",
+                "stp d12, d13, [sp, #48]",
+                ".cfi_offset d12, -128",
+                ".cfi_offset d13, -120",
+                "stp d10, d11, [sp, #32]",
+                ".cfi_offset d10, -144",
+                ".cfi_offset d11, -136",
+                "stp d8, d9, [sp, #16]",
+                ".cfi_offset d8, -160",
+                ".cfi_offset d9, -152",
+                $($fp,)*
+                // Publish the saved stack pointer, then move onto the resumed side's stack.
+                // Its frame has the same layout as ours, so the CFI above stays correct across
+                // the move.
+                "2:",
+                "mov x9, sp",
+                "str x9, [x0]",
+                "mov sp, x1",
+                // Restore the resumed side's registers and return to its x30 with `arg` in x0:
+                // the result of its own switch call, or the first argument for the trampoline.
+                "ldp d8, d9, [sp, #16]",
+                "ldp d10, d11, [sp, #32]",
+                "ldp d12, d13, [sp, #48]",
+                "ldp d14, d15, [sp, #64]",
+                "ldp x19, x20, [sp, #80]",
+                "ldp x21, x22, [sp, #96]",
+                "ldp x23, x24, [sp, #112]",
+                "ldp x25, x26, [sp, #128]",
+                "ldp x27, x28, [sp, #144]",
+                "ldp x29, x30, [sp, #160]",
+                "add sp, sp, #176",
+                ".cfi_remember_state",
+                ".cfi_def_cfa_offset 0",
+                ".cfi_restore x19",
+                ".cfi_restore x20",
+                ".cfi_restore x21",
+                ".cfi_restore x22",
+                ".cfi_restore x23",
+                ".cfi_restore x24",
+                ".cfi_restore x25",
+                ".cfi_restore x26",
+                ".cfi_restore x27",
+                ".cfi_restore x28",
+                ".cfi_restore x29",
+                ".cfi_restore x30",
+                ".cfi_restore d8",
+                ".cfi_restore d9",
+                ".cfi_restore d10",
+                ".cfi_restore d11",
+                ".cfi_restore d12",
+                ".cfi_restore d13",
+                ".cfi_restore d14",
+                ".cfi_restore d15",
+                "mov x0, x2",
+                "ret",
+                ".cfi_restore_state",
+                $($fp_slow,)*
+                ".cfi_endproc",
+            )
+        }
+    };
+}
+
+define_switch! {
+    /// Saves the current context on its stack, stores its stack pointer into `*save_sp` and
+    /// resumes the context whose saved stack pointer is `resume_sp`, which receives `arg`.
+    /// Stores this context's FPCR and installs the resumed side's.
+    ///
+    /// # Safety
+    ///
+    /// The same as [`crate::switch`].
+    fn switch;
+    // Save FPCR, and compare it with the resumed side's, whose slot is at [x1] because both
+    // sides use the same layout.
+    fp: ["mrs x9, fpcr", "str x9, [sp]", "ldr x10, [x1]", "cmp x9, x10", "b.ne 3f"];
+    // Slow path: the FPCR values differ.
+    fp_slow: ["3:", "msr fpcr, x10", "b 2b"];
+}
+
+define_switch! {
+    /// Like [`switch`], but writes the default FPCR into this context's slot instead of
+    /// reading the register.
+    ///
+    /// # Safety
+    ///
+    /// The same as [`crate::switch_from_g0`].
+    fn switch_load_fp;
+    // DEFAULT_FPCR is 0, so xzr stores it.
+    fp: ["str xzr, [sp]", "ldr x10, [x1]", "mrs x9, fpcr", "cmp x9, x10", "b.ne 3f"];
+    fp_slow: ["3:", "msr fpcr, x10", "b 2b"];
+}
+
+define_switch! {
+    /// Like [`switch_load_fp`], but leaves FPCR as it is, so the resumed side runs with the
+    /// suspended side's FP control state.
+    ///
+    /// # Safety
+    ///
+    /// The same as [`crate::switch_without_fp`].
+    fn switch_no_fp;
+    fp: ["str xzr, [sp]"];
+    fp_slow: [];
 }
 
 /// Bottom frame of every fresh context: calls `entry(arg, data)` and never returns.
@@ -260,6 +310,18 @@ pub unsafe extern "C" fn on_stack(
         "ret",
         ".cfi_endproc",
     )
+}
+
+/// Installs the default FPCR.
+pub(crate) fn install_default_fp_control() {
+    // SAFETY: the default FPCR is the state that Rust code assumes, with no exception trap.
+    unsafe {
+        core::arch::asm!(
+            "msr fpcr, {}",
+            in(reg) DEFAULT_FPCR,
+            options(nomem, nostack, preserves_flags),
+        )
+    };
 }
 
 /// Writes the frame of a fresh context below `top` and returns its saved stack pointer.

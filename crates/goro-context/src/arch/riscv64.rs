@@ -23,6 +23,13 @@
 //!
 //! [`switch`] only writes `frm` when the resumed side's value differs from the thread's.
 //!
+//! Three functions share the frame below, so any of them may resume a context that another
+//! suspended. [`switch`] stores the suspended side's `frm` and installs the resumed side's.
+//! [`switch_load_fp`] (behind `switch_from_g0`) stores the default `frm` instead of reading
+//! it, for a g0 that always runs with the defaults, and installs the resumed side's.
+//! [`switch_no_fp`] stores the default and leaves `frm` alone, for contexts that promise never
+//! to leave the defaults. The variants keep the contracts the same on every architecture.
+//!
 //! [`switch`] resumes the other side with `ret`, which the return-address stack always gets
 //! wrong, because it expects our own caller. A jump through a register other than ra or t0
 //! would avoid that, but with Zicfilp enforced its target must be a landing pad, and a resume
@@ -74,152 +81,195 @@ pub(crate) const INIT_FRAME_SIZE: usize = 208;
 /// `frm` at process start on Linux: round to nearest, ties to even.
 pub(crate) const DEFAULT_FRM: u64 = 0;
 
-/// Saves the current context on its stack, stores its stack pointer into `*save_sp` and resumes
-/// the context whose saved stack pointer is `resume_sp`, which receives `arg`.
-///
-/// # Safety
-///
-/// The same as [`crate::switch`].
-#[unsafe(naked)]
-pub unsafe extern "C" fn switch(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
-    // a0 = save_sp, a1 = resume_sp, a2 = arg.
-    naked_asm!(
-        // rustc emits naked functions as module-level assembly, which LLVM assembles without
-        // the target's extensions in some codegen units (seen in release builds with Rust
-        // 1.95), so the F and D instructions below need them enabled here.
-        ".option push",
-        ".option arch, +f, +d",
-        ".cfi_startproc",
-        // Allocate the frame and save the callee-saved registers. The CFI lets a debugger or
-        // profiler that stops inside this function unwind out of it.
-        "addi sp, sp, -208",
-        ".cfi_def_cfa_offset 208",
-        "sd ra, 8(sp)",
-        ".cfi_offset ra, -200",
-        "sd s0, 16(sp)",
-        ".cfi_offset s0, -192",
-        "sd s1, 24(sp)",
-        ".cfi_offset s1, -184",
-        "sd s2, 32(sp)",
-        ".cfi_offset s2, -176",
-        "sd s3, 40(sp)",
-        ".cfi_offset s3, -168",
-        "sd s4, 48(sp)",
-        ".cfi_offset s4, -160",
-        "sd s5, 56(sp)",
-        ".cfi_offset s5, -152",
-        "sd s6, 64(sp)",
-        ".cfi_offset s6, -144",
-        "sd s7, 72(sp)",
-        ".cfi_offset s7, -136",
-        "sd s8, 80(sp)",
-        ".cfi_offset s8, -128",
-        "sd s9, 88(sp)",
-        ".cfi_offset s9, -120",
-        "sd s10, 96(sp)",
-        ".cfi_offset s10, -112",
-        "sd s11, 104(sp)",
-        ".cfi_offset s11, -104",
-        "fsd fs0, 112(sp)",
-        ".cfi_offset fs0, -96",
-        "fsd fs1, 120(sp)",
-        ".cfi_offset fs1, -88",
-        "fsd fs2, 128(sp)",
-        ".cfi_offset fs2, -80",
-        "fsd fs3, 136(sp)",
-        ".cfi_offset fs3, -72",
-        "fsd fs4, 144(sp)",
-        ".cfi_offset fs4, -64",
-        "fsd fs5, 152(sp)",
-        ".cfi_offset fs5, -56",
-        "fsd fs6, 160(sp)",
-        ".cfi_offset fs6, -48",
-        "fsd fs7, 168(sp)",
-        ".cfi_offset fs7, -40",
-        "fsd fs8, 176(sp)",
-        ".cfi_offset fs8, -32",
-        "fsd fs9, 184(sp)",
-        ".cfi_offset fs9, -24",
-        "fsd fs10, 192(sp)",
-        ".cfi_offset fs10, -16",
-        "fsd fs11, 200(sp)",
-        ".cfi_offset fs11, -8",
-        // Save frm and compare it with the resumed side's, whose slot is at 0(a1) because
-        // both sides use the same layout.
-        "frrm t0",
-        "sd t0, 0(sp)",
-        "ld t1, 0(a1)",
-        "bne t0, t1, 3f",
-        // Publish the saved stack pointer, then move onto the resumed side's stack. Its frame
-        // has the same layout as ours, so the CFI above stays correct across the move.
-        "2:",
-        "sd sp, 0(a0)",
-        "mv sp, a1",
-        // Restore the resumed side's registers and return to its ra with `arg` in a0: the
-        // result of its own `switch` call, or the first argument for the trampoline.
-        "ld ra, 8(sp)",
-        "ld s0, 16(sp)",
-        "ld s1, 24(sp)",
-        "ld s2, 32(sp)",
-        "ld s3, 40(sp)",
-        "ld s4, 48(sp)",
-        "ld s5, 56(sp)",
-        "ld s6, 64(sp)",
-        "ld s7, 72(sp)",
-        "ld s8, 80(sp)",
-        "ld s9, 88(sp)",
-        "ld s10, 96(sp)",
-        "ld s11, 104(sp)",
-        "fld fs0, 112(sp)",
-        "fld fs1, 120(sp)",
-        "fld fs2, 128(sp)",
-        "fld fs3, 136(sp)",
-        "fld fs4, 144(sp)",
-        "fld fs5, 152(sp)",
-        "fld fs6, 160(sp)",
-        "fld fs7, 168(sp)",
-        "fld fs8, 176(sp)",
-        "fld fs9, 184(sp)",
-        "fld fs10, 192(sp)",
-        "fld fs11, 200(sp)",
-        "addi sp, sp, 208",
-        ".cfi_remember_state",
-        ".cfi_def_cfa_offset 0",
-        ".cfi_restore ra",
-        ".cfi_restore s0",
-        ".cfi_restore s1",
-        ".cfi_restore s2",
-        ".cfi_restore s3",
-        ".cfi_restore s4",
-        ".cfi_restore s5",
-        ".cfi_restore s6",
-        ".cfi_restore s7",
-        ".cfi_restore s8",
-        ".cfi_restore s9",
-        ".cfi_restore s10",
-        ".cfi_restore s11",
-        ".cfi_restore fs0",
-        ".cfi_restore fs1",
-        ".cfi_restore fs2",
-        ".cfi_restore fs3",
-        ".cfi_restore fs4",
-        ".cfi_restore fs5",
-        ".cfi_restore fs6",
-        ".cfi_restore fs7",
-        ".cfi_restore fs8",
-        ".cfi_restore fs9",
-        ".cfi_restore fs10",
-        ".cfi_restore fs11",
-        "mv a0, a2",
-        "ret",
-        // Slow path: the rounding modes differ. `fsrm` writes frm and leaves fflags alone.
-        ".cfi_restore_state",
-        "3:",
-        "fsrm t1",
-        "j 2b",
-        ".cfi_endproc",
-        ".option pop",
-    )
+/// Defines a naked switch function. Every variant writes and reads the frame drawn at the top
+/// of this file, so any variant may resume a context that any other variant suspended. They
+/// differ only in what they do with `frm`. `fp` fills the suspended side's slot at `0(sp)`. It
+/// may then compare the resumed side's slot at `0(a1)` with the current `frm` and branch to `3f`
+/// when they differ, with the value to install in t1. `fp_slow` contains the code at `3:`.
+macro_rules! define_switch {
+    (
+        $(#[$attr:meta])*
+        fn $name:ident;
+        fp: [$($fp:literal),*];
+        fp_slow: [$($fp_slow:literal),*];
+    ) => {
+        $(#[$attr])*
+        #[unsafe(naked)]
+        pub unsafe extern "C" fn $name(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
+            // a0 = save_sp, a1 = resume_sp, a2 = arg.
+            naked_asm!(
+                // rustc emits naked functions as module-level assembly, which LLVM assembles
+                // without the target's extensions in some codegen units (seen in release builds
+                // with Rust 1.95), so the F and D instructions below need them enabled here.
+                ".option push",
+                ".option arch, +f, +d",
+                ".cfi_startproc",
+                // Allocate the frame and save the callee-saved registers. The CFI lets a
+                // debugger or profiler that stops inside this function unwind out of it.
+                "addi sp, sp, -208",
+                ".cfi_def_cfa_offset 208",
+                "sd ra, 8(sp)",
+                ".cfi_offset ra, -200",
+                "sd s0, 16(sp)",
+                ".cfi_offset s0, -192",
+                "sd s1, 24(sp)",
+                ".cfi_offset s1, -184",
+                "sd s2, 32(sp)",
+                ".cfi_offset s2, -176",
+                "sd s3, 40(sp)",
+                ".cfi_offset s3, -168",
+                "sd s4, 48(sp)",
+                ".cfi_offset s4, -160",
+                "sd s5, 56(sp)",
+                ".cfi_offset s5, -152",
+                "sd s6, 64(sp)",
+                ".cfi_offset s6, -144",
+                "sd s7, 72(sp)",
+                ".cfi_offset s7, -136",
+                "sd s8, 80(sp)",
+                ".cfi_offset s8, -128",
+                "sd s9, 88(sp)",
+                ".cfi_offset s9, -120",
+                "sd s10, 96(sp)",
+                ".cfi_offset s10, -112",
+                "sd s11, 104(sp)",
+                ".cfi_offset s11, -104",
+                "fsd fs0, 112(sp)",
+                ".cfi_offset fs0, -96",
+                "fsd fs1, 120(sp)",
+                ".cfi_offset fs1, -88",
+                "fsd fs2, 128(sp)",
+                ".cfi_offset fs2, -80",
+                "fsd fs3, 136(sp)",
+                ".cfi_offset fs3, -72",
+                "fsd fs4, 144(sp)",
+                ".cfi_offset fs4, -64",
+                "fsd fs5, 152(sp)",
+                ".cfi_offset fs5, -56",
+                "fsd fs6, 160(sp)",
+                ".cfi_offset fs6, -48",
+                "fsd fs7, 168(sp)",
+                ".cfi_offset fs7, -40",
+                "fsd fs8, 176(sp)",
+                ".cfi_offset fs8, -32",
+                "fsd fs9, 184(sp)",
+                ".cfi_offset fs9, -24",
+                "fsd fs10, 192(sp)",
+                ".cfi_offset fs10, -16",
+                "fsd fs11, 200(sp)",
+                ".cfi_offset fs11, -8",
+                $($fp,)*
+                // Publish the saved stack pointer, then move onto the resumed side's stack. Its
+                // frame has the same layout as ours, so the CFI above stays correct across the
+                // move.
+                "2:",
+                "sd sp, 0(a0)",
+                "mv sp, a1",
+                // Restore the resumed side's registers and return to its ra with `arg` in a0: the
+                // result of its own `switch` call, or the first argument for the trampoline.
+                "ld ra, 8(sp)",
+                "ld s0, 16(sp)",
+                "ld s1, 24(sp)",
+                "ld s2, 32(sp)",
+                "ld s3, 40(sp)",
+                "ld s4, 48(sp)",
+                "ld s5, 56(sp)",
+                "ld s6, 64(sp)",
+                "ld s7, 72(sp)",
+                "ld s8, 80(sp)",
+                "ld s9, 88(sp)",
+                "ld s10, 96(sp)",
+                "ld s11, 104(sp)",
+                "fld fs0, 112(sp)",
+                "fld fs1, 120(sp)",
+                "fld fs2, 128(sp)",
+                "fld fs3, 136(sp)",
+                "fld fs4, 144(sp)",
+                "fld fs5, 152(sp)",
+                "fld fs6, 160(sp)",
+                "fld fs7, 168(sp)",
+                "fld fs8, 176(sp)",
+                "fld fs9, 184(sp)",
+                "fld fs10, 192(sp)",
+                "fld fs11, 200(sp)",
+                "addi sp, sp, 208",
+                ".cfi_remember_state",
+                ".cfi_def_cfa_offset 0",
+                ".cfi_restore ra",
+                ".cfi_restore s0",
+                ".cfi_restore s1",
+                ".cfi_restore s2",
+                ".cfi_restore s3",
+                ".cfi_restore s4",
+                ".cfi_restore s5",
+                ".cfi_restore s6",
+                ".cfi_restore s7",
+                ".cfi_restore s8",
+                ".cfi_restore s9",
+                ".cfi_restore s10",
+                ".cfi_restore s11",
+                ".cfi_restore fs0",
+                ".cfi_restore fs1",
+                ".cfi_restore fs2",
+                ".cfi_restore fs3",
+                ".cfi_restore fs4",
+                ".cfi_restore fs5",
+                ".cfi_restore fs6",
+                ".cfi_restore fs7",
+                ".cfi_restore fs8",
+                ".cfi_restore fs9",
+                ".cfi_restore fs10",
+                ".cfi_restore fs11",
+                "mv a0, a2",
+                "ret",
+                ".cfi_restore_state",
+                $($fp_slow,)*
+                ".cfi_endproc",
+                ".option pop",
+            )
+        }
+    };
+}
+
+define_switch! {
+    /// Saves the current context on its stack, stores its stack pointer into `*save_sp` and
+    /// resumes the context whose saved stack pointer is `resume_sp`, which receives `arg`.
+    /// Stores this context's `frm` and installs the resumed side's.
+    ///
+    /// # Safety
+    ///
+    /// The same as [`crate::switch`].
+    fn switch;
+    // Save frm and compare it with the resumed side's, whose slot is at 0(a1) because both
+    // sides use the same layout.
+    fp: ["frrm t0", "sd t0, 0(sp)", "ld t1, 0(a1)", "bne t0, t1, 3f"];
+    // Slow path: the rounding modes differ. `fsrm` writes frm and leaves fflags alone.
+    fp_slow: ["3:", "fsrm t1", "j 2b"];
+}
+
+define_switch! {
+    /// Like [`switch`], but writes the default `frm` into this context's slot instead of
+    /// reading the register.
+    ///
+    /// # Safety
+    ///
+    /// The same as [`crate::switch_from_g0`].
+    fn switch_load_fp;
+    // DEFAULT_FRM is 0, so the zero register stores it.
+    fp: ["sd zero, 0(sp)", "ld t1, 0(a1)", "frrm t0", "bne t0, t1, 3f"];
+    fp_slow: ["3:", "fsrm t1", "j 2b"];
+}
+
+define_switch! {
+    /// Like [`switch_load_fp`], but leaves `frm` as it is, so the resumed side runs with the
+    /// suspended side's FP control state.
+    ///
+    /// # Safety
+    ///
+    /// The same as [`crate::switch_without_fp`].
+    fn switch_no_fp;
+    fp: ["sd zero, 0(sp)"];
+    fp_slow: [];
 }
 
 /// Bottom frame of every fresh context: calls `entry(arg, data)` and never returns.
@@ -298,6 +348,18 @@ pub unsafe extern "C" fn on_stack(
         "ret",
         ".cfi_endproc",
     )
+}
+
+/// Installs the default `frm`. `fsrm` leaves the accrued flags in `fflags` alone.
+pub(crate) fn install_default_fp_control() {
+    // SAFETY: the default rounding mode is the state that Rust code assumes.
+    unsafe {
+        core::arch::asm!(
+            "fsrm {}",
+            in(reg) DEFAULT_FRM,
+            options(nomem, nostack, preserves_flags),
+        )
+    };
 }
 
 /// Writes the frame of a fresh context below `top` and returns its saved stack pointer.

@@ -27,6 +27,28 @@
 //! NOTE: only the AMD machine above was measured. On Intel cores the loads may cost more than
 //! a read-back, so there the compare-and-skip form may be faster.
 //!
+//! # Switch variants and their FP contract
+//!
+//! Three functions share the frame below, so any of them may resume a context that another
+//! suspended. They differ only in the FP control slot:
+//!
+//! | function | suspended side's slot | resumed side's slot |
+//! |---|---|---|
+//! | [`switch`] | `stmxcsr`, `fnstcw` | `ldmxcsr`, `fldcw` |
+//! | [`switch_load_fp`] | the defaults, by two immediate stores | `ldmxcsr`, `fldcw` |
+//! | [`switch_no_fp`] | the defaults, by two immediate stores | not read |
+//!
+//! `stmxcsr` is microcoded and costs more than the rest of the switch on the AMD EPYC above
+//! (4.2 ns alone in a throwaway loop of 20 million runs, against about 0.55 ns each for
+//! `ldmxcsr`, `fnstcw` and `fldcw`). The runtime therefore reads the FP control registers
+//! on one side only. A g suspends itself with [`switch`] (as `switch_to_g0`), which stores
+//! its state and loads g0's slot. g0 suspends itself with [`switch_load_fp`] (as
+//! `switch_from_g0`), which writes the defaults into g0's slot instead of reading the
+//! registers. That is sound because g0 runs only runtime code, which never changes the FP
+//! control state, and each M thread installs the defaults when it starts. [`switch_no_fp`]
+//! is for contexts that promise never to leave the defaults, so that there is nothing to
+//! save or restore. The crate's wrappers state each contract.
+//!
 //! # Stack of a suspended context
 //!
 //! The saved stack pointer points at the FP control slot. It is 16-byte aligned, because the
@@ -82,83 +104,133 @@ pub(crate) const DEFAULT_MXCSR: u32 = 0x1F80;
 /// x87 control word after `fninit`: every exception masked, 64-bit precision, round to nearest.
 pub(crate) const DEFAULT_X87_CONTROL_WORD: u16 = 0x037F;
 
-/// Saves the current context on its stack, stores its stack pointer into `*save_sp` and resumes
-/// the context whose saved stack pointer is `resume_sp`, which receives `arg`.
-///
-/// # Safety
-///
-/// The same as [`crate::switch`].
-#[unsafe(naked)]
-pub unsafe extern "C" fn switch(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
-    // rdi = save_sp, rsi = resume_sp, rdx = arg.
-    naked_asm!(
-        ".cfi_startproc",
-        // Push the callee-saved integer registers below the return address. The CFI lets a
-        // debugger or profiler that stops inside this function unwind out of it.
-        "push rbp",
-        ".cfi_adjust_cfa_offset 8",
-        ".cfi_rel_offset rbp, 0",
-        "push rbx",
-        ".cfi_adjust_cfa_offset 8",
-        ".cfi_rel_offset rbx, 0",
-        "push r12",
-        ".cfi_adjust_cfa_offset 8",
-        ".cfi_rel_offset r12, 0",
-        "push r13",
-        ".cfi_adjust_cfa_offset 8",
-        ".cfi_rel_offset r13, 0",
-        "push r14",
-        ".cfi_adjust_cfa_offset 8",
-        ".cfi_rel_offset r14, 0",
-        "push r15",
-        ".cfi_adjust_cfa_offset 8",
-        ".cfi_rel_offset r15, 0",
-        // Store MXCSR and the x87 control word in the lowest slot. `fnstcw` is the form that
-        // does not wait for pending x87 exceptions.
-        "sub rsp, 8",
-        ".cfi_adjust_cfa_offset 8",
-        "stmxcsr [rsp]",
-        "fnstcw [rsp + 4]",
-        // Publish the saved stack pointer, then move onto the resumed side's stack. Its frame
-        // has the same layout as ours, so the CFI above stays correct across the move.
-        "mov [rdi], rsp",
-        "mov rsp, rsi",
-        // Load the resumed side's MXCSR and x87 control word.
-        "ldmxcsr [rsp]",
-        "fldcw [rsp + 4]",
-        "add rsp, 8",
-        ".cfi_adjust_cfa_offset -8",
-        // Pop the resumed side's registers.
-        "pop r15",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_restore r15",
-        "pop r14",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_restore r14",
-        "pop r13",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_restore r13",
-        "pop r12",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_restore r12",
-        "pop rbx",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_restore rbx",
-        "pop rbp",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_restore rbp",
-        // Continue the resumed side with `arg` as the result of its own `switch` call, or in
-        // rax for the trampoline of a fresh context. A `ret` here would always miss in the
-        // return-address predictor, which expects our own caller. An indirect jump is
-        // predicted from the branch history instead: in the ping-pong loop described at the
-        // top of this file, it cut the round trip without FP state from 16-30 ns to 5-7 ns.
-        "mov rax, rdx",
-        "pop rcx",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_register rip, rcx",
-        "jmp rcx",
-        ".cfi_endproc",
-    )
+/// Defines a naked switch function. Every variant writes and reads the frame drawn at the top
+/// of this file, so any variant may resume a context that any other variant suspended. They
+/// differ only in what they do with the FP control slot: `save` fills the suspended side's
+/// slot and `load` installs the resumed side's, both with rsp at that slot.
+macro_rules! define_switch {
+    (
+        $(#[$attr:meta])*
+        fn $name:ident;
+        save: [$($save:literal),*];
+        load: [$($load:literal),*];
+        $($operand:tt)*
+    ) => {
+        $(#[$attr])*
+        #[unsafe(naked)]
+        pub unsafe extern "C" fn $name(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
+            // rdi = save_sp, rsi = resume_sp, rdx = arg.
+            naked_asm!(
+                ".cfi_startproc",
+                // Push the callee-saved integer registers below the return address. The CFI
+                // lets a debugger or profiler that stops inside this function unwind out of it.
+                "push rbp",
+                ".cfi_adjust_cfa_offset 8",
+                ".cfi_rel_offset rbp, 0",
+                "push rbx",
+                ".cfi_adjust_cfa_offset 8",
+                ".cfi_rel_offset rbx, 0",
+                "push r12",
+                ".cfi_adjust_cfa_offset 8",
+                ".cfi_rel_offset r12, 0",
+                "push r13",
+                ".cfi_adjust_cfa_offset 8",
+                ".cfi_rel_offset r13, 0",
+                "push r14",
+                ".cfi_adjust_cfa_offset 8",
+                ".cfi_rel_offset r14, 0",
+                "push r15",
+                ".cfi_adjust_cfa_offset 8",
+                ".cfi_rel_offset r15, 0",
+                // Fill the FP control slot, the lowest word of the frame.
+                "sub rsp, 8",
+                ".cfi_adjust_cfa_offset 8",
+                $($save,)*
+                // Publish the saved stack pointer, then move onto the resumed side's stack. Its
+                // frame has the same layout as ours, so the CFI above stays correct across the
+                // move.
+                "mov [rdi], rsp",
+                "mov rsp, rsi",
+                $($load,)*
+                "add rsp, 8",
+                ".cfi_adjust_cfa_offset -8",
+                // Pop the resumed side's registers.
+                "pop r15",
+                ".cfi_adjust_cfa_offset -8",
+                ".cfi_restore r15",
+                "pop r14",
+                ".cfi_adjust_cfa_offset -8",
+                ".cfi_restore r14",
+                "pop r13",
+                ".cfi_adjust_cfa_offset -8",
+                ".cfi_restore r13",
+                "pop r12",
+                ".cfi_adjust_cfa_offset -8",
+                ".cfi_restore r12",
+                "pop rbx",
+                ".cfi_adjust_cfa_offset -8",
+                ".cfi_restore rbx",
+                "pop rbp",
+                ".cfi_adjust_cfa_offset -8",
+                ".cfi_restore rbp",
+                // Continue the resumed side with `arg` as the result of its own switch call, or
+                // in rax for the trampoline of a fresh context. A `ret` here would always miss
+                // in the return-address predictor, which expects our own caller. An indirect
+                // jump is predicted from the branch history instead: in the ping-pong loop
+                // described at the top of this file, it cut the round trip without FP state
+                // from 16-30 ns to 5-7 ns.
+                "mov rax, rdx",
+                "pop rcx",
+                ".cfi_adjust_cfa_offset -8",
+                ".cfi_register rip, rcx",
+                "jmp rcx",
+                ".cfi_endproc",
+                $($operand)*
+            )
+        }
+    };
+}
+
+define_switch! {
+    /// Saves the current context on its stack, stores its stack pointer into `*save_sp` and
+    /// resumes the context whose saved stack pointer is `resume_sp`, which receives `arg`.
+    /// Stores this context's MXCSR and x87 control word and installs the resumed side's.
+    ///
+    /// # Safety
+    ///
+    /// The same as [`crate::switch`].
+    fn switch;
+    // `fnstcw` is the form that does not wait for pending x87 exceptions.
+    save: ["stmxcsr [rsp]", "fnstcw [rsp + 4]"];
+    load: ["ldmxcsr [rsp]", "fldcw [rsp + 4]"];
+}
+
+define_switch! {
+    /// Like [`switch`], but writes the default MXCSR and x87 control word into this context's
+    /// slot instead of reading the registers, which skips the microcoded `stmxcsr`.
+    ///
+    /// # Safety
+    ///
+    /// The same as [`crate::switch_from_g0`].
+    fn switch_load_fp;
+    save: ["mov dword ptr [rsp], {mxcsr}", "mov word ptr [rsp + 4], {x87_control_word}"];
+    load: ["ldmxcsr [rsp]", "fldcw [rsp + 4]"];
+    mxcsr = const DEFAULT_MXCSR,
+    x87_control_word = const DEFAULT_X87_CONTROL_WORD,
+}
+
+define_switch! {
+    /// Like [`switch_load_fp`], but leaves MXCSR and the x87 control word as they are, so the
+    /// resumed side runs with the suspended side's FP control state.
+    ///
+    /// # Safety
+    ///
+    /// The same as [`crate::switch_without_fp`].
+    fn switch_no_fp;
+    save: ["mov dword ptr [rsp], {mxcsr}", "mov word ptr [rsp + 4], {x87_control_word}"];
+    load: [];
+    mxcsr = const DEFAULT_MXCSR,
+    x87_control_word = const DEFAULT_X87_CONTROL_WORD,
 }
 
 /// Bottom frame of every fresh context: calls `entry(arg, data)` and never returns.
@@ -233,6 +305,22 @@ pub unsafe extern "C" fn on_stack(
         "ret",
         ".cfi_endproc",
     )
+}
+
+/// Installs the default MXCSR and x87 control word.
+pub(crate) fn install_default_fp_control() {
+    let defaults: (u32, u16) = (DEFAULT_MXCSR, DEFAULT_X87_CONTROL_WORD);
+    // SAFETY: the loads read the local above, and the defaults are the state that Rust code
+    // assumes, with every FP exception masked.
+    unsafe {
+        core::arch::asm!(
+            "ldmxcsr [{mxcsr}]",
+            "fldcw [{control_word}]",
+            mxcsr = in(reg) &raw const defaults.0,
+            control_word = in(reg) &raw const defaults.1,
+            options(nostack, preserves_flags, readonly),
+        )
+    };
 }
 
 /// Writes the frame of a fresh context below `top` and returns its saved stack pointer.
