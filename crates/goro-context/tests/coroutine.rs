@@ -7,7 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 
-use goro_context::{Coroutine, CoroutineResult, INIT_FRAME_SIZE, Yielder};
+use goro_context::{Coroutine, CoroutineResult, INIT_FRAME_SIZE, WithoutFp, Yielder};
 
 /// Room for the panic hook, which may capture and print a backtrace when RUST_BACKTRACE is
 /// set.
@@ -391,7 +391,7 @@ fn coroutine_without_fp_switch_passes_values_and_panics() {
         Coroutine::new_without_fp_switch(
             stack.lo(),
             stack.hi(),
-            |yielder: &Yielder<u64, u64>, mut input: u64| {
+            |yielder: &Yielder<u64, u64, WithoutFp>, mut input: u64| {
                 while input != 0 {
                     input = yielder.suspend(input * 2);
                 }
@@ -420,7 +420,7 @@ fn dropping_suspended_coroutine_without_fp_switch_unwinds() {
         Coroutine::new_without_fp_switch(
             stack.lo(),
             stack.hi(),
-            move |yielder: &Yielder<(), ()>, ()| {
+            move |yielder: &Yielder<(), (), WithoutFp>, ()| {
                 let _local = DropCounter(on_stack_counter);
                 loop {
                     yielder.suspend(());

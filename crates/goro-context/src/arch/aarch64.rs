@@ -30,13 +30,13 @@
 //! resumed side's value differs from the thread's current one. Reading it is a plain register
 //! read, so the compare costs no memory round trip.
 //!
-//! Three functions share the frame below, so any of them may resume a context that another
+//! Two naked functions share the frame below, so either may resume a context that the other
 //! suspended. [`switch`] stores the suspended side's FPCR and installs the resumed side's.
 //! [`switch_load_fp`] (behind `switch_from_g0`) stores the default FPCR instead of reading the
 //! register, for a g0 that always runs with the defaults, and installs the resumed side's.
-//! [`switch_no_fp`] stores the default and leaves FPCR alone, for contexts that promise never
-//! to leave the defaults. Reading FPCR is cheap here, unlike x86_64's `stmxcsr`, so the
-//! variants exist to keep the contracts the same on every architecture.
+//! Reading FPCR is cheap here, unlike x86_64's `stmxcsr`, so the variant exists to keep the
+//! contracts the same on every architecture. Contexts that never leave the default FPCR can
+//! use [`switch_light`] and its own light frames instead (see there).
 //!
 //! [`switch`] resumes the other side with `ret`, which the return-address predictor always
 //! gets wrong, because it expects our own caller. A `br` would avoid that, but with BTI
@@ -82,7 +82,7 @@
 //!           +--------------------------+  <- returned stack pointer = top - 176
 //! ```
 
-use core::arch::naked_asm;
+use core::arch::{asm, naked_asm};
 
 use crate::EntryFn;
 
@@ -227,18 +227,6 @@ define_switch! {
     fp_slow: ["3:", "msr fpcr, x10", "b 2b"];
 }
 
-define_switch! {
-    /// Like [`switch_load_fp`], but leaves FPCR as it is, so the resumed side runs with the
-    /// suspended side's FP control state.
-    ///
-    /// # Safety
-    ///
-    /// The same as [`crate::switch_without_fp`].
-    fn switch_no_fp;
-    fp: ["str xzr, [sp]"];
-    fp_slow: [];
-}
-
 /// Bottom frame of every fresh context: calls `entry(arg, data)` and never returns.
 ///
 /// The first [`switch`] into a fresh context returns here with x0 = `arg`, x19 = `entry`,
@@ -262,6 +250,131 @@ pub unsafe extern "C" fn trampoline() -> ! {
         "brk #0x1",
         ".cfi_endproc",
     )
+}
+
+/// Bytes that [`init_light_frame`] writes below the aligned top of a stack.
+pub(crate) const LIGHT_INIT_FRAME_SIZE: usize = 32;
+
+/// Suspends the current context in a light frame, stores its stack pointer into `*save_sp`
+/// and resumes the light frame at `resume_sp`, which receives `arg`.
+///
+/// The asm saves only x19 and x29, which inline asm cannot name as clobbers, and the resume
+/// address. It declares every other register clobbered, so the compiler saves the
+/// callee-saved ones that are live (x20-x28, x30, d8-d15), once per function rather than
+/// once per switch. Both sides resume the other with `br`, which the branch predictor
+/// learns, while a `ret` would miss in the return-address predictor. Its target starts with
+/// `bti j` (`hint #36`, a no-op without BTI), so it also works with BTI enforced. The asm
+/// leaves FPCR alone.
+///
+/// # Safety
+///
+/// The same as [`crate::switch_without_fp`].
+#[inline(always)]
+pub(crate) unsafe fn switch_light(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
+    let result: usize;
+    // SAFETY: the caller passes a writable `save_sp` and the saved stack pointer of a light
+    // frame, whose resume address restores that side's x19 and x29 and continues it.
+    unsafe {
+        asm!(
+            // The frame: [sp] resume address, [sp + 8] x19, [sp + 16] x29, [sp + 24] unused.
+            "adr x9, 2f",
+            "stp x9, x19, [sp, #-32]!",
+            "str x29, [sp, #16]",
+            // Publish the saved stack pointer, then move onto the resumed side's stack.
+            "mov x10, sp",
+            "str x10, [x0]",
+            "ldr x9, [x1]",
+            "mov sp, x1",
+            "br x9",
+            // Resumed here by the other side's `br`, with its `arg` in x2.
+            "2:",
+            "hint #36",
+            "ldr x19, [sp, #8]",
+            "ldr x29, [sp, #16]",
+            "add sp, sp, #32",
+            in("x0") save_sp,
+            in("x1") resume_sp,
+            inout("x2") arg => result,
+            out("x20") _,
+            out("x21") _,
+            out("x22") _,
+            out("x23") _,
+            out("x24") _,
+            out("x25") _,
+            out("x26") _,
+            out("x27") _,
+            out("x28") _,
+            out("x30") _,
+            out("v8") _,
+            out("v9") _,
+            out("v10") _,
+            out("v11") _,
+            out("v12") _,
+            out("v13") _,
+            out("v14") _,
+            out("v15") _,
+            clobber_abi("C"),
+        )
+    };
+    result
+}
+
+/// Bottom frame of every fresh light context: installs the default FPCR and calls
+/// `entry(arg, data)`, and never returns.
+///
+/// [`switch_light`] jumps here with x2 = `arg` and sp pointing at the frame that
+/// [`init_light_frame`] wrote. The CFI and x29 end backtraces as in [`trampoline`].
+///
+/// # Safety
+///
+/// Only [`switch_light`] may enter this function, through a frame written by
+/// [`init_light_frame`].
+#[unsafe(naked)]
+pub unsafe extern "C" fn light_trampoline() -> ! {
+    naked_asm!(
+        ".cfi_startproc",
+        ".cfi_undefined x30",
+        // `bti j`, the landing pad for the `br` of switch_light.
+        "hint #36",
+        "ldp x9, x1, [sp, #8]",
+        "add sp, sp, #32",
+        "msr fpcr, xzr",
+        "mov x29, #0",
+        "mov x0, x2",
+        "blr x9",
+        "brk #0x1",
+        ".cfi_endproc",
+    )
+}
+
+/// Writes the light frame of a fresh context below `top` and returns its saved stack
+/// pointer:
+///
+/// ```text
+///           +--------------------------+  <- top: stack_hi rounded down to 16
+///  sp +  24 |  0                       |
+///  sp +  16 |  data                    |
+///  sp +   8 |  entry                   |
+///  sp +   0 |  address of the light trampoline
+///           +--------------------------+  <- returned stack pointer = top - 32
+/// ```
+///
+/// # Safety
+///
+/// `top` must be 16-byte aligned, and the [`LIGHT_INIT_FRAME_SIZE`] bytes below it must be
+/// valid for writes and owned by the new context.
+pub(crate) unsafe fn init_light_frame(top: usize, entry: EntryFn, data: usize) -> usize {
+    let sp = top - LIGHT_INIT_FRAME_SIZE;
+    let words: [usize; 4] = [
+        light_trampoline as *const () as usize,
+        entry as usize,
+        data,
+        0,
+    ];
+    // SAFETY: the caller guarantees that [sp, top) is writable, and `sp` is 16-byte aligned
+    // because `top` is.
+    unsafe { (sp as *mut [usize; 4]).write(words) };
+    sp
 }
 
 /// Calls `f(arg)` with sp set to `stack_top` rounded down to 16 bytes and returns its result

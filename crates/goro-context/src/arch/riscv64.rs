@@ -23,12 +23,12 @@
 //!
 //! [`switch`] only writes `frm` when the resumed side's value differs from the thread's.
 //!
-//! Three functions share the frame below, so any of them may resume a context that another
+//! Two naked functions share the frame below, so either may resume a context that the other
 //! suspended. [`switch`] stores the suspended side's `frm` and installs the resumed side's.
 //! [`switch_load_fp`] (behind `switch_from_g0`) stores the default `frm` instead of reading
-//! it, for a g0 that always runs with the defaults, and installs the resumed side's.
-//! [`switch_no_fp`] stores the default and leaves `frm` alone, for contexts that promise never
-//! to leave the defaults. The variants keep the contracts the same on every architecture.
+//! it, for a g0 that always runs with the defaults, and installs the resumed side's. The
+//! variant keeps the contracts the same on every architecture. Contexts that never leave the
+//! default `frm` can use [`switch_light`] and its own light frames instead (see there).
 //!
 //! [`switch`] resumes the other side with `ret`, which the return-address stack always gets
 //! wrong, because it expects our own caller. A jump through a register other than ra or t0
@@ -71,7 +71,7 @@
 //!           +--------------------------+  <- returned stack pointer = top - 208
 //! ```
 
-use core::arch::naked_asm;
+use core::arch::{asm, naked_asm};
 
 use crate::EntryFn;
 
@@ -260,18 +260,6 @@ define_switch! {
     fp_slow: ["3:", "fsrm t1", "j 2b"];
 }
 
-define_switch! {
-    /// Like [`switch_load_fp`], but leaves `frm` as it is, so the resumed side runs with the
-    /// suspended side's FP control state.
-    ///
-    /// # Safety
-    ///
-    /// The same as [`crate::switch_without_fp`].
-    fn switch_no_fp;
-    fp: ["sd zero, 0(sp)"];
-    fp_slow: [];
-}
-
 /// Bottom frame of every fresh context: calls `entry(arg, data)` and never returns.
 ///
 /// The first [`switch`] into a fresh context returns here with a0 = `arg`, s1 = `entry`,
@@ -295,6 +283,137 @@ pub unsafe extern "C" fn trampoline() -> ! {
         "unimp",
         ".cfi_endproc",
     )
+}
+
+/// Bytes that [`init_light_frame`] writes below the aligned top of a stack.
+pub(crate) const LIGHT_INIT_FRAME_SIZE: usize = 32;
+
+/// Suspends the current context in a light frame, stores its stack pointer into `*save_sp`
+/// and resumes the light frame at `resume_sp`, which receives `arg`.
+///
+/// The asm saves only s0 and s1, which inline asm cannot name as clobbers, and the resume
+/// address. It declares every other register clobbered, so the compiler saves the
+/// callee-saved ones that are live (s2-s11, ra, fs0-fs11), once per function rather than
+/// once per switch. Both sides resume the other with `jr t1`. A jump through ra or t0 would
+/// be taken as a return and miss in the return-address stack. The asm leaves `frm` alone.
+///
+/// # Safety
+///
+/// The same as [`crate::switch_without_fp`].
+#[inline(always)]
+pub(crate) unsafe fn switch_light(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
+    let result: usize;
+    // SAFETY: the caller passes a writable `save_sp` and the saved stack pointer of a light
+    // frame, whose resume address restores that side's s0 and s1 and continues it.
+    unsafe {
+        asm!(
+            // The frame: 0(sp) resume address, 8(sp) s0, 16(sp) s1, 24(sp) unused.
+            "addi sp, sp, -32",
+            "sd s0, 8(sp)",
+            "sd s1, 16(sp)",
+            "lla t1, 2f",
+            "sd t1, 0(sp)",
+            // Publish the saved stack pointer, then move onto the resumed side's stack.
+            "sd sp, 0(a0)",
+            "ld t1, 0(a1)",
+            "mv sp, a1",
+            "jr t1",
+            // Resumed here by the other side's `jr`, with its `arg` in a2.
+            "2:",
+            "ld s0, 8(sp)",
+            "ld s1, 16(sp)",
+            "addi sp, sp, 32",
+            in("a0") save_sp,
+            in("a1") resume_sp,
+            inout("a2") arg => result,
+            out("s2") _,
+            out("s3") _,
+            out("s4") _,
+            out("s5") _,
+            out("s6") _,
+            out("s7") _,
+            out("s8") _,
+            out("s9") _,
+            out("s10") _,
+            out("s11") _,
+            out("ra") _,
+            out("fs0") _,
+            out("fs1") _,
+            out("fs2") _,
+            out("fs3") _,
+            out("fs4") _,
+            out("fs5") _,
+            out("fs6") _,
+            out("fs7") _,
+            out("fs8") _,
+            out("fs9") _,
+            out("fs10") _,
+            out("fs11") _,
+            clobber_abi("C"),
+        )
+    };
+    result
+}
+
+/// Bottom frame of every fresh light context: installs the default `frm` and calls
+/// `entry(arg, data)`, and never returns.
+///
+/// [`switch_light`] jumps here with a2 = `arg` and sp pointing at the frame that
+/// [`init_light_frame`] wrote. The CFI and s0 end backtraces as in [`trampoline`].
+///
+/// # Safety
+///
+/// Only [`switch_light`] may enter this function, through a frame written by
+/// [`init_light_frame`].
+#[unsafe(naked)]
+pub unsafe extern "C" fn light_trampoline() -> ! {
+    naked_asm!(
+        // See `switch` for why the F extension is enabled here.
+        ".option push",
+        ".option arch, +f, +d",
+        ".cfi_startproc",
+        ".cfi_undefined ra",
+        "ld t1, 8(sp)",
+        "ld a1, 16(sp)",
+        "addi sp, sp, 32",
+        "fsrm zero",
+        "li s0, 0",
+        "mv a0, a2",
+        "jalr t1",
+        "unimp",
+        ".cfi_endproc",
+        ".option pop",
+    )
+}
+
+/// Writes the light frame of a fresh context below `top` and returns its saved stack
+/// pointer:
+///
+/// ```text
+///           +--------------------------+  <- top: stack_hi rounded down to 16
+///  sp +  24 |  0                       |
+///  sp +  16 |  data                    |
+///  sp +   8 |  entry                   |
+///  sp +   0 |  address of the light trampoline
+///           +--------------------------+  <- returned stack pointer = top - 32
+/// ```
+///
+/// # Safety
+///
+/// `top` must be 16-byte aligned, and the [`LIGHT_INIT_FRAME_SIZE`] bytes below it must be
+/// valid for writes and owned by the new context.
+pub(crate) unsafe fn init_light_frame(top: usize, entry: EntryFn, data: usize) -> usize {
+    let sp = top - LIGHT_INIT_FRAME_SIZE;
+    let words: [usize; 4] = [
+        light_trampoline as *const () as usize,
+        entry as usize,
+        data,
+        0,
+    ];
+    // SAFETY: the caller guarantees that [sp, top) is writable, and `sp` is 16-byte aligned
+    // because `top` is.
+    unsafe { (sp as *mut [usize; 4]).write(words) };
+    sp
 }
 
 /// Calls `f(arg)` with sp set to `stack_top` rounded down to 16 bytes and returns its result
