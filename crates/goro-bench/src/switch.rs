@@ -82,7 +82,7 @@ struct PingPong {
     coroutine_sp: usize,
 }
 
-/// Which `goro_context` switches a raw ping-pong uses, as a const generic parameter.
+/// The kinds of `goro_context` switch that a raw ping-pong can use, as const generic values.
 mod kind {
     /// `init_stack`, then `switch` in both directions.
     pub const FULL: usize = 0;

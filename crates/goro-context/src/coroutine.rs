@@ -44,7 +44,8 @@ mod sealed {
     pub trait Sealed {}
 }
 
-/// How the switches of a [`Coroutine`] treat the FP control state, chosen by its constructor.
+/// The treatment of the FP control state by a [`Coroutine`]'s switches, chosen by its
+/// constructor.
 ///
 /// A type parameter rather than a field, so that each coroutine's code contains only its own
 /// switch: a runtime choice between the two made the default coroutine's round trip about

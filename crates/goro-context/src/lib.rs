@@ -182,9 +182,9 @@ pub unsafe fn switch_from_g0(save_sp: *mut usize, resume_sp: usize, arg: usize) 
 /// compiler saves just the callee-saved registers that are live, once per function. The
 /// resumed side gets the suspended side's FP control state.
 ///
-/// A light frame has its own layout, so contexts that use this switch form a closed set: a
+/// A light frame has its own layout, so contexts that use this switch form a closed set. A
 /// light context starts from [`init_stack_without_fp`] and is only ever resumed by this
-/// function, and every context that resumes one suspends itself with this function too. It
+/// function. Every context that resumes one suspends itself with this function too. It
 /// is still a full compiler barrier for memory that other code can reach (the asm has no
 /// `nomem`), and the thread-local caveat of [`switch`] applies.
 ///

@@ -50,8 +50,8 @@
 //! # Light frames
 //!
 //! Contexts that promise never to leave the default FP control state can use
-//! [`switch_light`] instead, inline asm modelled on the technique of corosensei 0.3.4: it
-//! saves only rbx, rbp and a resume address (the *light frame*), and declares every other
+//! [`switch_light`] instead, inline asm that follows the technique of corosensei 0.3.4. It
+//! saves only rbx, rbp and a resume address (the *light frame*). It declares every other
 //! register clobbered, so the compiler saves just the live ones, once per function. Light
 //! frames and the frames above are not interchangeable. A fresh light context starts in
 //! [`light_trampoline`], which installs the defaults. In `goro-bench switch` (10 million
