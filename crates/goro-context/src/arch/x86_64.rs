@@ -56,7 +56,7 @@
 //! frames and the frames above are not interchangeable. A fresh light context starts in
 //! [`light_trampoline`], which installs the defaults. In `goro-bench switch` (10 million
 //! round trips, medians of 5 runs, same 2-vCPU AMD EPYC VM) the light ping-pong takes about
-//! 2.2 ns, against 3.6 ns for corosensei and 10.6 ns for [`switch`].
+//! 2.2 ns, against 3.6 ns for corosensei and 10.5 ns for [`switch`].
 //!
 //! # Stack of a suspended context
 //!
