@@ -322,7 +322,10 @@ fn switch_section(plan: Plan) -> Section {
         about: format!(
             "{count_text} resumes of a coroutine that suspends at once; time per resume plus \
              suspend. `goro_context::Coroutine` catches panics and passes values; the raw \
-             `goro_context::switch` ping-pong is the bare primitive."
+             `goro_context::switch` ping-pong is the bare primitive. The g0 pair is the \
+             runtime's `switch_from_g0`/`switch_to_g0`, which reads the FP control state on one \
+             side only; the no-FP rows leave it alone, as corosensei 0.3.4 always does, so \
+             only they compare like with like."
         ),
         primary: "round_trip",
         higher_is_better: false,
@@ -333,7 +336,10 @@ fn switch_section(plan: Plan) -> Section {
         target_text: "at most 1.2x corosensei",
         rows: vec![
             row("goro (Coroutine)", "goro-coroutine"),
+            row("goro (Coroutine, no FP switch)", "goro-coroutine-nofp"),
             row("goro (raw switch)", "goro-switch"),
+            row("goro (raw switch, g0 pair)", "goro-switch-g0"),
+            row("goro (raw switch, no FP)", "goro-switch-nofp"),
             row("corosensei", "corosensei"),
             row("generator", "generator"),
             row("context", "context"),

@@ -20,7 +20,8 @@ const USAGE: &str = "\
 Usage: goro-bench WORKLOAD IMPLEMENTATION COUNT
 
 Workloads and their implementations:
-  switch   goro-coroutine goro-switch corosensei generator context
+  switch   goro-coroutine goro-coroutine-nofp goro-switch goro-switch-g0 goro-switch-nofp
+           corosensei generator context
   yield    goro-fifo goro-steal may tokio threads
   spawn    goro-fifo goro-steal may tokio
   chan     goro-fifo goro-steal goro-fifo-cap1 may tokio

@@ -6,7 +6,9 @@ mod common;
 use std::hint::black_box;
 
 use common::{ProbeTarget, caller_sp, entry_sp_probe};
-use goro_context::{INIT_FRAME_SIZE, STACK_ALIGN, init_stack, switch};
+use goro_context::{
+    INIT_FRAME_SIZE, STACK_ALIGN, init_stack, init_stack_without_fp, switch, switch_without_fp,
+};
 
 const SIZES: [usize; 3] = [4096, 4096 + 8, 64 * 1024 + 1];
 const RESUMES: usize = 4;
@@ -46,7 +48,23 @@ fn record_locals(observations: *mut Observations, index: usize) {
     black_box(local32.0);
 }
 
-unsafe extern "C" fn observe(_arg: usize, data: usize, entry_sp: usize) -> ! {
+/// Switches with `switch_without_fp` when `LIGHT` is set, and with `switch` otherwise.
+///
+/// # Safety
+///
+/// That of the switch it uses.
+#[inline(always)]
+unsafe fn switch_to<const LIGHT: bool>(save_sp: *mut usize, resume_sp: usize) {
+    if LIGHT {
+        // SAFETY: the caller upholds switch_without_fp's contract.
+        unsafe { switch_without_fp(save_sp, resume_sp, 0) };
+    } else {
+        // SAFETY: the caller upholds switch's contract.
+        unsafe { switch(save_sp, resume_sp, 0) };
+    }
+}
+
+unsafe extern "C" fn observe<const LIGHT: bool>(_arg: usize, data: usize, entry_sp: usize) -> ! {
     let observations = data as *mut Observations;
     // SAFETY: `data` points to the Observations, which outlive the context.
     unsafe { (*observations).entry_sp = entry_sp };
@@ -54,35 +72,28 @@ unsafe extern "C" fn observe(_arg: usize, data: usize, entry_sp: usize) -> ! {
     for resume in 0..RESUMES {
         // SAFETY: main is suspended in its switch to us, and its slot is in the Observations.
         unsafe {
-            switch(
-                &raw mut (*observations).context_sp,
-                (*observations).main_sp,
-                0,
-            );
+            switch_to::<LIGHT>(&raw mut (*observations).context_sp, (*observations).main_sp);
             (*observations).resumed_sps[resume] = caller_sp();
         }
         record_locals(observations, resume + 1);
     }
     loop {
         // SAFETY: as above.
-        unsafe {
-            switch(
-                &raw mut (*observations).context_sp,
-                (*observations).main_sp,
-                0,
-            )
-        };
+        unsafe { switch_to::<LIGHT>(&raw mut (*observations).context_sp, (*observations).main_sp) };
     }
 }
 
-/// Runs a context on `[stack_lo, stack_hi)` and checks every stack pointer it saw.
-fn check_context(stack_lo: usize, stack_hi: usize) {
+/// Runs a context on `[stack_lo, stack_hi)` and checks every stack pointer it saw. With
+/// `LIGHT` the context is a light one, from `init_stack_without_fp`.
+fn check_context<const LIGHT: bool>(stack_lo: usize, stack_hi: usize) {
     let case = format!(
         "stack [{stack_lo:#x}, {stack_hi:#x}) of {} bytes",
         stack_hi - stack_lo
     );
     let mut observations = Observations {
-        target: ProbeTarget { entry: observe },
+        target: ProbeTarget {
+            entry: observe::<LIGHT>,
+        },
         main_sp: 0,
         context_sp: 0,
         entry_sp: 0,
@@ -94,22 +105,39 @@ fn check_context(stack_lo: usize, stack_hi: usize) {
 
     // SAFETY: the caller's stack is unused and outlives the context.
     let initial_sp = unsafe {
-        init_stack(
+        let init = if LIGHT {
+            init_stack_without_fp
+        } else {
+            init_stack
+        };
+        init(
             stack_lo,
             stack_hi,
             entry_sp_probe,
             observations_ptr as usize,
         )
     };
+    // A light frame's stack pointer is only word-aligned on x86_64 (see switch_without_fp).
+    let frame_align = if LIGHT { 8 } else { STACK_ALIGN };
     assert_eq!(
-        initial_sp % STACK_ALIGN,
+        initial_sp % frame_align,
         0,
         "{case}: init_stack's stack pointer"
     );
+    // Both frames lie within the INIT_FRAME_SIZE bytes below the aligned top. The light one
+    // is smaller.
+    let top = stack_hi & !(STACK_ALIGN - 1);
     assert!(
-        initial_sp >= stack_lo && initial_sp + INIT_FRAME_SIZE <= stack_hi,
+        initial_sp >= stack_lo && initial_sp < top && top - initial_sp <= INIT_FRAME_SIZE,
         "{case}: init_stack's frame at {initial_sp:#x} is outside the stack"
     );
+    if !LIGHT {
+        assert_eq!(
+            top - initial_sp,
+            INIT_FRAME_SIZE,
+            "{case}: init_stack's frame size"
+        );
+    }
 
     let main_sp_before = caller_sp();
     // SAFETY: the context is fresh or suspended in its own switch, and its stack is alive.
@@ -117,10 +145,9 @@ fn check_context(stack_lo: usize, stack_hi: usize) {
     for _ in 0..=RESUMES {
         // SAFETY: as above.
         unsafe {
-            switch(
+            switch_to::<LIGHT>(
                 &raw mut (*observations_ptr).main_sp,
                 (*observations_ptr).context_sp,
-                0,
             )
         };
         assert_eq!(
@@ -132,7 +159,6 @@ fn check_context(stack_lo: usize, stack_hi: usize) {
 
     // SAFETY: the context is suspended for good.
     let observations = unsafe { &*observations_ptr };
-    let top = stack_hi & !(STACK_ALIGN - 1);
     assert_eq!(
         observations.entry_sp % 16,
         0,
@@ -172,7 +198,19 @@ fn aligned_at_entry_and_after_resume() {
         for misalignment in 0..16 {
             let stack = common::TestStack::new(size + 16);
             let stack_hi = stack.hi() - misalignment;
-            check_context(stack_hi - size, stack_hi);
+            check_context::<false>(stack_hi - size, stack_hi);
+        }
+    }
+}
+
+#[test]
+fn light_context_aligned_at_entry_and_after_resume() {
+    for size in SIZES {
+        // As above, for light contexts.
+        for misalignment in 0..16 {
+            let stack = common::TestStack::new(size + 16);
+            let stack_hi = stack.hi() - misalignment;
+            check_context::<true>(stack_hi - size, stack_hi);
         }
     }
 }

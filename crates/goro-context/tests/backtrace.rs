@@ -6,7 +6,7 @@ mod common;
 use std::backtrace::Backtrace;
 use std::cell::RefCell;
 
-use goro_context::{Coroutine, CoroutineResult, Yielder, init_stack, on_stack, switch};
+use goro_context::{Coroutine, CoroutineResult, WithoutFp, Yielder, init_stack, on_stack, switch};
 
 /// Room for symbolization, which runs on the context's stack.
 const STACK_SIZE: usize = 1024 * 1024;
@@ -81,6 +81,24 @@ fn coroutine_backtrace_ends_at_trampoline() {
         Coroutine::new(stack.lo(), stack.hi(), |_: &Yielder<(), ()>, ()| {
             frame_names(&capture_here())
         })
+    };
+    let CoroutineResult::Return(names) = capturing.resume(()).unwrap() else {
+        panic!("the coroutine yielded");
+    };
+    check_frames(&names, "coroutine_entry");
+}
+
+#[test]
+fn light_coroutine_backtrace_ends_at_trampoline() {
+    let stack = common::TestStack::new(STACK_SIZE);
+    // SAFETY: the stack outlives the coroutine and nothing else uses it. Neither side changes
+    // the FP control state.
+    let mut capturing = unsafe {
+        Coroutine::new_without_fp_switch(
+            stack.lo(),
+            stack.hi(),
+            |_: &Yielder<(), (), WithoutFp>, ()| frame_names(&capture_here()),
+        )
     };
     let CoroutineResult::Return(names) = capturing.resume(()).unwrap() else {
         panic!("the coroutine yielded");

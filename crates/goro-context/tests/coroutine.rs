@@ -7,7 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 
-use goro_context::{Coroutine, CoroutineResult, INIT_FRAME_SIZE, Yielder};
+use goro_context::{Coroutine, CoroutineResult, INIT_FRAME_SIZE, WithoutFp, Yielder};
 
 /// Room for the panic hook, which may capture and print a backtrace when RUST_BACKTRACE is
 /// set.
@@ -380,4 +380,63 @@ fn too_small_stack_is_rejected() {
             table[0]
         })
     };
+}
+
+#[test]
+fn coroutine_without_fp_switch_passes_values_and_panics() {
+    let stack = common::TestStack::new(STACK_SIZE);
+    // SAFETY: the stack outlives the coroutine and nothing else uses it. Neither side changes
+    // the FP control state.
+    let mut doubler = unsafe {
+        Coroutine::new_without_fp_switch(
+            stack.lo(),
+            stack.hi(),
+            |yielder: &Yielder<u64, u64, WithoutFp>, mut input: u64| {
+                while input != 0 {
+                    input = yielder.suspend(input * 2);
+                }
+                panic!("doubler got zero");
+            },
+        )
+    };
+    assert_eq!(
+        doubler.resume(1).unwrap(),
+        CoroutineResult::<u64, ()>::Yield(2)
+    );
+    assert_eq!(doubler.resume(21).unwrap(), CoroutineResult::Yield(42));
+    let payload = doubler.resume(0).expect_err("the closure panics on zero");
+    assert_eq!(panic_message(&*payload), "doubler got zero");
+    assert!(doubler.is_finished());
+}
+
+#[test]
+fn dropping_suspended_coroutine_without_fp_switch_unwinds() {
+    let stack = common::TestStack::new(STACK_SIZE);
+    let dropped = Rc::new(Cell::new(0));
+    let on_stack_counter = dropped.clone();
+    // SAFETY: the stack outlives the coroutine and nothing else uses it. Neither side changes
+    // the FP control state.
+    let mut suspended = unsafe {
+        Coroutine::new_without_fp_switch(
+            stack.lo(),
+            stack.hi(),
+            move |yielder: &Yielder<(), (), WithoutFp>, ()| {
+                let _local = DropCounter(on_stack_counter);
+                loop {
+                    yielder.suspend(());
+                }
+            },
+        )
+    };
+    assert_eq!(
+        suspended.resume(()).unwrap(),
+        CoroutineResult::<(), ()>::Yield(())
+    );
+    assert_eq!(suspended.resume(()).unwrap(), CoroutineResult::Yield(()));
+    drop(suspended);
+    assert_eq!(
+        dropped.get(),
+        1,
+        "the value on the coroutine's stack was dropped once"
+    );
 }

@@ -6,7 +6,7 @@ mod common;
 use common::{
     FpControl, ONE_TENTH_NEAREST, ONE_TENTH_TOWARD_ZERO, halved_min_positive, one_tenth_bits,
 };
-use goro_context::{init_stack, switch};
+use goro_context::{Coroutine, CoroutineResult, init_stack, switch, switch_from_g0, switch_to_g0};
 
 const STACK_SIZE: usize = 256 * 1024;
 
@@ -203,6 +203,144 @@ fn fresh_context_gets_exact_defaults() {
     // Nothing ran in the context before it read the state, so even the status flags are
     // those of the fresh frame.
     assert_eq!(at_entry, Some(FpControl::DEFAULT));
+}
+
+/// Saved stack pointers of a g0 and two goroutine contexts, and what the goroutines observed.
+#[derive(Default)]
+struct G0Scene {
+    g0_sp: usize,
+    g_sps: [usize; 2],
+    at_entry: [Option<FpControl>; 2],
+    after_resume: Option<FpControl>,
+}
+
+/// Data of a goroutine context in a `G0Scene`.
+struct GData {
+    scene: *mut G0Scene,
+    index: usize,
+}
+
+/// Records the state at entry, installs round-toward-zero with flush-to-zero, and switches
+/// to g0 with `switch_to_g0`. Goroutine 0 then records the state after its resume.
+unsafe extern "C" fn g_context(_arg: usize, data: usize) -> ! {
+    // SAFETY: `data` is a GData that outlives the context.
+    let data = unsafe { &*(data as *const GData) };
+    let scene = data.scene;
+    let index = data.index;
+    // SAFETY: the scene outlives the contexts, and only the running side touches it. g0 is
+    // suspended in switch_from_g0 each time this context switches to it.
+    unsafe {
+        (*scene).at_entry[index] = Some(FpControl::read().control_bits());
+        FpControl::ROUND_TO_ZERO_FLUSH.install();
+        switch_to_g0(&raw mut (*scene).g_sps[index], (*scene).g0_sp, 0);
+        (*scene).after_resume = Some(FpControl::read().control_bits());
+        FpControl::ROUND_DOWN.install();
+        loop {
+            switch_to_g0(&raw mut (*scene).g_sps[index], (*scene).g0_sp, 0);
+        }
+    }
+}
+
+#[test]
+fn g0_pair_keeps_g_state_and_g0_defaults() {
+    let _restore = RestoreDefaults;
+    let stacks = [
+        common::TestStack::new(STACK_SIZE),
+        common::TestStack::new(STACK_SIZE),
+    ];
+    let mut scene = G0Scene::default();
+    let scene_ptr = &raw mut scene;
+    let datas = [0, 1].map(|index| GData {
+        scene: scene_ptr,
+        index,
+    });
+    for (index, stack) in stacks.iter().enumerate() {
+        // SAFETY: each stack is owned by its context and outlives it; the data outlive both.
+        unsafe {
+            (*scene_ptr).g_sps[index] = init_stack(
+                stack.lo(),
+                stack.hi(),
+                g_context,
+                &raw const datas[index] as usize,
+            );
+        }
+    }
+
+    // This thread plays g0: it runs with the defaults, as switch_from_g0 requires.
+    // SAFETY: goroutine 0 is fresh and its stack is alive.
+    unsafe { switch_from_g0(&raw mut (*scene_ptr).g0_sp, (*scene_ptr).g_sps[0], 0) };
+    assert_eq!(
+        FpControl::read().control_bits(),
+        FpControl::DEFAULT,
+        "g0 after goroutine 0 installed another state"
+    );
+    // SAFETY: goroutine 1 is fresh and its stack is alive.
+    unsafe { switch_from_g0(&raw mut (*scene_ptr).g0_sp, (*scene_ptr).g_sps[1], 0) };
+    assert_eq!(
+        FpControl::read().control_bits(),
+        FpControl::DEFAULT,
+        "g0 after goroutine 1 installed another state"
+    );
+    // SAFETY: goroutine 0 is suspended in switch_to_g0.
+    unsafe { switch_from_g0(&raw mut (*scene_ptr).g0_sp, (*scene_ptr).g_sps[0], 0) };
+    assert_eq!(
+        FpControl::read().control_bits(),
+        FpControl::DEFAULT,
+        "g0 after goroutine 0 ran again"
+    );
+
+    // SAFETY: both contexts are suspended for good.
+    let scene = unsafe { &*scene_ptr };
+    assert_eq!(
+        scene.at_entry[0],
+        Some(FpControl::DEFAULT),
+        "goroutine 0 at entry"
+    );
+    assert_eq!(
+        scene.at_entry[1],
+        Some(FpControl::DEFAULT),
+        "goroutine 1 at entry, after goroutine 0 changed its state"
+    );
+    assert_eq!(
+        scene.after_resume,
+        Some(FpControl::ROUND_TO_ZERO_FLUSH.control_bits()),
+        "goroutine 0 lost its state while it was suspended"
+    );
+}
+
+#[test]
+fn coroutine_without_fp_switch_starts_with_defaults() {
+    let _restore = RestoreDefaults;
+    let stack = common::TestStack::new(STACK_SIZE);
+    // SAFETY: the stack outlives the coroutine, and the closure leaves the FP control state
+    // alone. The first resume runs with another state, which the contract rules out for the
+    // later ones, to show that the first resume installs the defaults all the same.
+    let mut coroutine = unsafe {
+        Coroutine::new_without_fp_switch(stack.lo(), stack.hi(), |yielder, mut rounds: u32| {
+            while rounds > 0 {
+                rounds = yielder.suspend(FpControl::read().control_bits());
+            }
+            FpControl::read().control_bits()
+        })
+    };
+    // SAFETY: the state keeps exceptions masked; RestoreDefaults undoes it.
+    unsafe { FpControl::ROUND_DOWN.install() };
+    assert_eq!(
+        coroutine.resume(2).unwrap(),
+        CoroutineResult::Yield(FpControl::DEFAULT),
+        "the first resume did not install the defaults"
+    );
+    // SAFETY: from here on both sides run with the defaults, as the contract requires.
+    unsafe { FpControl::DEFAULT.install() };
+    assert_eq!(
+        coroutine.resume(1).unwrap(),
+        CoroutineResult::Yield(FpControl::DEFAULT)
+    );
+    assert_eq!(
+        coroutine.resume(0).unwrap(),
+        CoroutineResult::Return(FpControl::DEFAULT)
+    );
+    assert_eq!(FpControl::read().control_bits(), FpControl::DEFAULT);
 }
 
 /// MXCSR status flags are part of each x86_64 context, as documented in src/arch/x86_64.rs.

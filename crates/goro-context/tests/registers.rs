@@ -15,8 +15,8 @@ mod common;
 
 use std::hint::black_box;
 
-use common::{FpControl, JunkCheck, switch_with_junk};
-use goro_context::{init_stack, switch};
+use common::{FpControl, JunkCheck, RawSwitch, switch_with_junk};
+use goro_context::{EntryFn, init_stack, init_stack_without_fp, switch, switch_without_fp};
 
 const ROUNDS: u64 = 200;
 const STACK_SIZE: usize = 256 * 1024;
@@ -24,6 +24,7 @@ const STACK_SIZE: usize = 256 * 1024;
 /// The contexts of a ring: main resumes member 0, member 0 resumes member 1, and the last
 /// member resumes main, each through `switch_with_junk`.
 struct Ring {
+    mode: RingMode,
     main_sp: usize,
     member_sps: [usize; 2],
     member_mismatches: [u64; 2],
@@ -36,13 +37,64 @@ struct Member {
     index: usize,
 }
 
-/// FP control state of each ring member, different from main's and from each other's.
-fn member_fp_control(index: usize) -> FpControl {
-    if index == 0 {
-        FpControl::ROUND_TO_ZERO_FLUSH
-    } else {
-        FpControl::DEFAULT
-    }
+/// The switches of a ring and the FP control state that each side installs.
+#[derive(Clone, Copy)]
+struct RingMode {
+    /// The function that lays out each member's fresh context.
+    init_stack: unsafe fn(usize, usize, EntryFn, usize) -> usize,
+    /// The switch from main to member 0.
+    main_switch: RawSwitch,
+    /// The switch from each member to the next, and from the last member to main.
+    member_switch: RawSwitch,
+    main_fp_control: FpControl,
+    member_fp_controls: [FpControl; 2],
+}
+
+impl RingMode {
+    /// `switch` everywhere, and a different FP control state on each side.
+    const FULL: RingMode = RingMode {
+        init_stack,
+        main_switch: goro_context::raw::switch,
+        member_switch: goro_context::raw::switch,
+        main_fp_control: FpControl::ROUND_DOWN,
+        member_fp_controls: [FpControl::ROUND_TO_ZERO_FLUSH, FpControl::DEFAULT],
+    };
+
+    /// Main is a g0: it runs with the defaults and enters the ring with `switch_from_g0`, and
+    /// the last member returns with `switch_to_g0` while it runs with another state.
+    const G0: RingMode = RingMode {
+        init_stack,
+        main_switch: goro_context::raw::switch_load_fp,
+        member_switch: goro_context::raw::switch,
+        main_fp_control: FpControl::DEFAULT,
+        member_fp_controls: [FpControl::ROUND_TO_ZERO_FLUSH, FpControl::ROUND_DOWN],
+    };
+
+    /// `switch_without_fp` everywhere, on light contexts, and the defaults on every side.
+    const WITHOUT_FP: RingMode = RingMode {
+        init_stack: init_stack_without_fp,
+        main_switch: switch_without_fp_outlined,
+        member_switch: switch_without_fp_outlined,
+        main_fp_control: FpControl::DEFAULT,
+        member_fp_controls: [FpControl::DEFAULT, FpControl::DEFAULT],
+    };
+}
+
+/// `switch_without_fp` in a function of its own, which `switch_with_junk` can call. The
+/// compiler saves the registers that the inline asm declares clobbered in this function's
+/// prologue, so a clobber missing from the asm shows as a changed register.
+///
+/// # Safety
+///
+/// That of `switch_without_fp`.
+#[inline(never)]
+unsafe extern "C" fn switch_without_fp_outlined(
+    save_sp: *mut usize,
+    resume_sp: usize,
+    arg: usize,
+) -> usize {
+    // SAFETY: the caller upholds switch_without_fp's contract.
+    unsafe { switch_without_fp(save_sp, resume_sp, arg) }
 }
 
 unsafe extern "C" fn ring_member(mut arg: usize, data: usize) -> ! {
@@ -59,10 +111,13 @@ unsafe extern "C" fn ring_member(mut arg: usize, data: usize) -> ! {
                 (*ring).main_sp
             }
         };
+        // SAFETY: as above.
+        let mode = unsafe { (*ring).mode };
         let mut check = JunkCheck {
             seed: 0x1000_0000_0000_0000 * (index as u64 + 2) + (arg as u64) * 0x100,
-            fp_control: member_fp_control(index).to_raw(),
+            fp_control: mode.member_fp_controls[index].to_raw(),
             mismatches: 0,
+            switch: mode.member_switch,
         };
         // SAFETY: `next_sp` is the saved stack pointer of the next suspended ring member (or
         // main), and this member's slot is valid for writes.
@@ -84,11 +139,27 @@ unsafe extern "C" fn ring_member(mut arg: usize, data: usize) -> ! {
 
 #[test]
 fn junk_survives_ring_of_contexts() {
+    check_ring(RingMode::FULL);
+}
+
+#[test]
+fn junk_survives_g0_ring() {
+    check_ring(RingMode::G0);
+}
+
+#[test]
+fn junk_survives_ring_without_fp() {
+    check_ring(RingMode::WITHOUT_FP);
+}
+
+/// Runs `ROUNDS` rounds of a ring of two members in `mode`, checking every side's registers.
+fn check_ring(mode: RingMode) {
     let stacks = [
         common::TestStack::new(STACK_SIZE),
         common::TestStack::new(STACK_SIZE),
     ];
     let mut ring = Ring {
+        mode,
         main_sp: 0,
         member_sps: [0; 2],
         member_mismatches: [0; 2],
@@ -102,7 +173,7 @@ fn junk_survives_ring_of_contexts() {
     for (index, stack) in stacks.iter().enumerate() {
         // SAFETY: each stack is owned by its context and outlives it.
         let sp = unsafe {
-            init_stack(
+            (mode.init_stack)(
                 stack.lo(),
                 stack.hi(),
                 ring_member,
@@ -116,8 +187,9 @@ fn junk_survives_ring_of_contexts() {
     for round in 0..ROUNDS {
         let mut check = JunkCheck {
             seed: 0x0100_0000_0000_0000 + round * 0x100,
-            fp_control: FpControl::ROUND_DOWN.to_raw(),
+            fp_control: mode.main_fp_control.to_raw(),
             mismatches: 0,
+            switch: mode.main_switch,
         };
         let sent = round as usize * 10;
         // SAFETY: member 0 is suspended (fresh or in its own switch_with_junk), and its stack
@@ -166,9 +238,15 @@ struct Pair {
 
 /// Runs `rounds` switches from `save_sp` to the stack pointer stored at `resume_sp`, while
 /// twelve integers and eight floats are live, and returns a checksum of their final values.
-/// With `save_sp` null it does the same arithmetic without switching.
+/// With `save_sp` null it does the same arithmetic without switching. `LIGHT` selects
+/// `switch_without_fp` between light contexts instead of `switch`.
 #[inline(always)]
-fn juggle(save_sp: *mut usize, resume_sp: *const usize, seed: u64, rounds: u64) -> u64 {
+fn juggle<const LIGHT: bool>(
+    save_sp: *mut usize,
+    resume_sp: *const usize,
+    seed: u64,
+    rounds: u64,
+) -> u64 {
     let mut i0 = black_box(seed);
     let mut i1 = black_box(seed ^ 0x1111);
     let mut i2 = black_box(seed ^ 0x2222);
@@ -193,7 +271,7 @@ fn juggle(save_sp: *mut usize, resume_sp: *const usize, seed: u64, rounds: u64) 
     for round in 0..rounds {
         if !save_sp.is_null() {
             // SAFETY: the caller passes the slots of a live pair of contexts.
-            unsafe { switch(save_sp, *resume_sp, 0) };
+            unsafe { switch_pair::<LIGHT>(save_sp, *resume_sp) };
         }
         i0 = i0.wrapping_mul(3).wrapping_add(round);
         i1 = i1.rotate_left(5) ^ i0;
@@ -227,45 +305,73 @@ fn juggle(save_sp: *mut usize, resume_sp: *const usize, seed: u64, rounds: u64) 
         })
 }
 
+/// Switches with `switch_without_fp` when `LIGHT` is set, and with `switch` otherwise.
+///
+/// # Safety
+///
+/// That of the switch it uses.
+#[inline(always)]
+unsafe fn switch_pair<const LIGHT: bool>(save_sp: *mut usize, resume_sp: usize) {
+    if LIGHT {
+        // SAFETY: the caller upholds switch_without_fp's contract.
+        unsafe { switch_without_fp(save_sp, resume_sp, 0) };
+    } else {
+        // SAFETY: the caller upholds switch's contract.
+        unsafe { switch(save_sp, resume_sp, 0) };
+    }
+}
+
 #[inline(never)]
-fn juggle_not_inlined(save_sp: *mut usize, resume_sp: *const usize, seed: u64, rounds: u64) -> u64 {
-    juggle(save_sp, resume_sp, seed, rounds)
+fn juggle_not_inlined<const LIGHT: bool>(
+    save_sp: *mut usize,
+    resume_sp: *const usize,
+    seed: u64,
+    rounds: u64,
+) -> u64 {
+    juggle::<LIGHT>(save_sp, resume_sp, seed, rounds)
 }
 
 const CONTEXT_SEED: u64 = 0xFEED_F00D;
 const MAIN_SEED: u64 = 0xC0FF_EE00;
 
-unsafe extern "C" fn live_values_context(_arg: usize, data: usize) -> ! {
+unsafe extern "C" fn live_values_context<const LIGHT: bool>(_arg: usize, data: usize) -> ! {
     let pair = data as *mut Pair;
     // SAFETY: `data` points to the Pair, which outlives this context.
     let (save_sp, resume_sp) = unsafe { (&raw mut (*pair).context_sp, &raw const (*pair).main_sp) };
-    let checksum = juggle(save_sp, resume_sp, CONTEXT_SEED, ROUNDS);
+    let checksum = juggle::<LIGHT>(save_sp, resume_sp, CONTEXT_SEED, ROUNDS);
     // SAFETY: as above; main is suspended waiting for the checksum.
     unsafe {
         (*pair).context_checksum = checksum;
         loop {
-            switch(save_sp, *resume_sp, 0);
+            switch_pair::<LIGHT>(save_sp, *resume_sp);
         }
     }
 }
 
-unsafe extern "C" fn live_values_context_not_inlined(_arg: usize, data: usize) -> ! {
+unsafe extern "C" fn live_values_context_not_inlined<const LIGHT: bool>(
+    _arg: usize,
+    data: usize,
+) -> ! {
     let pair = data as *mut Pair;
     // SAFETY: `data` points to the Pair, which outlives this context.
     let (save_sp, resume_sp) = unsafe { (&raw mut (*pair).context_sp, &raw const (*pair).main_sp) };
-    let checksum = juggle_not_inlined(save_sp, resume_sp, CONTEXT_SEED, ROUNDS);
+    let checksum = juggle_not_inlined::<LIGHT>(save_sp, resume_sp, CONTEXT_SEED, ROUNDS);
     // SAFETY: as above; main is suspended waiting for the checksum.
     unsafe {
         (*pair).context_checksum = checksum;
         loop {
-            switch(save_sp, *resume_sp, 0);
+            switch_pair::<LIGHT>(save_sp, *resume_sp);
         }
     }
 }
 
 /// Runs `juggle` on main and in a context, switching between them, and compares both
-/// checksums with the same arithmetic run without switches.
-fn check_live_values(entry: goro_context::EntryFn, main_side: fn(*mut usize, *const usize) -> u64) {
+/// checksums with the same arithmetic run without switches. `LIGHT` must match the switch
+/// that `entry` and `main_side` use.
+fn check_live_values<const LIGHT: bool>(
+    entry: EntryFn,
+    main_side: fn(*mut usize, *const usize) -> u64,
+) {
     let stack = common::TestStack::new(STACK_SIZE);
     let mut pair = Pair {
         main_sp: 0,
@@ -275,7 +381,11 @@ fn check_live_values(entry: goro_context::EntryFn, main_side: fn(*mut usize, *co
     let pair_ptr = &raw mut pair;
     // SAFETY: the stack is owned by the context and outlives it.
     unsafe {
-        (*pair_ptr).context_sp = init_stack(stack.lo(), stack.hi(), entry, pair_ptr as usize)
+        (*pair_ptr).context_sp = if LIGHT {
+            init_stack_without_fp(stack.lo(), stack.hi(), entry, pair_ptr as usize)
+        } else {
+            init_stack(stack.lo(), stack.hi(), entry, pair_ptr as usize)
+        }
     };
 
     // SAFETY: the slots belong to the pair, which outlives the context.
@@ -288,10 +398,11 @@ fn check_live_values(entry: goro_context::EntryFn, main_side: fn(*mut usize, *co
     let main_checksum = main_side(save_sp, resume_sp);
     // One more switch lets the context finish its last round and store its checksum.
     // SAFETY: the context is suspended in its last switch.
-    unsafe { switch(save_sp, *resume_sp, 0) };
+    unsafe { switch_pair::<LIGHT>(save_sp, *resume_sp) };
 
-    let expected_main = juggle(std::ptr::null_mut(), std::ptr::null(), MAIN_SEED, ROUNDS);
-    let expected_context = juggle(std::ptr::null_mut(), std::ptr::null(), CONTEXT_SEED, ROUNDS);
+    let expected_main = juggle::<false>(std::ptr::null_mut(), std::ptr::null(), MAIN_SEED, ROUNDS);
+    let expected_context =
+        juggle::<false>(std::ptr::null_mut(), std::ptr::null(), CONTEXT_SEED, ROUNDS);
     assert_eq!(main_checksum, expected_main, "main's live values changed");
     // SAFETY: the context is suspended for good.
     let context_checksum = unsafe { (*pair_ptr).context_checksum };
@@ -303,14 +414,30 @@ fn check_live_values(entry: goro_context::EntryFn, main_side: fn(*mut usize, *co
 
 #[test]
 fn live_values_survive_inlined_switches() {
-    check_live_values(live_values_context, |save_sp, resume_sp| {
-        juggle(save_sp, resume_sp, MAIN_SEED, ROUNDS)
+    check_live_values::<false>(live_values_context::<false>, |save_sp, resume_sp| {
+        juggle::<false>(save_sp, resume_sp, MAIN_SEED, ROUNDS)
     });
 }
 
 #[test]
 fn live_values_survive_outlined_switches() {
-    check_live_values(live_values_context_not_inlined, |save_sp, resume_sp| {
-        juggle_not_inlined(save_sp, resume_sp, MAIN_SEED, ROUNDS)
+    check_live_values::<false>(
+        live_values_context_not_inlined::<false>,
+        |save_sp, resume_sp| juggle_not_inlined::<false>(save_sp, resume_sp, MAIN_SEED, ROUNDS),
+    );
+}
+
+#[test]
+fn live_values_survive_inlined_light_switches() {
+    check_live_values::<true>(live_values_context::<true>, |save_sp, resume_sp| {
+        juggle::<true>(save_sp, resume_sp, MAIN_SEED, ROUNDS)
     });
+}
+
+#[test]
+fn live_values_survive_outlined_light_switches() {
+    check_live_values::<true>(
+        live_values_context_not_inlined::<true>,
+        |save_sp, resume_sp| juggle_not_inlined::<true>(save_sp, resume_sp, MAIN_SEED, ROUNDS),
+    );
 }

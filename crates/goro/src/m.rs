@@ -254,10 +254,11 @@ pub(crate) fn mcall(request: Request) {
         "mcall: called on g0; only a goroutine can switch to g0"
     );
     // SAFETY: `g` is the running g (it is not g0) and `m` its M. Its g0 is suspended in
-    // `execute`, with its stack pointer saved in its header by the switch that started `g`.
+    // `execute`, with its stack pointer saved in its header by the switch_from_g0 that started
+    // `g`, as switch_to_g0 requires.
     unsafe {
         let g0_sp = *m.g0.sched_sp_ptr();
-        goro_context::switch((*g).sched_sp_ptr(), g0_sp, request as usize);
+        goro_context::switch_to_g0((*g).sched_sp_ptr(), g0_sp, request as usize);
     }
 }
 
@@ -305,6 +306,9 @@ pub(crate) fn mstart(m: Arc<M>, p: Option<PId>, spinning: bool) {
     // Relaxed: read by the thread itself and by diagnostics.
     m.thread_id.store(tid, Ordering::Relaxed);
     m.g0.set_m(Arc::as_ptr(&m) as *mut ());
+    // The thread copied the FP control state of its creator, which may be a goroutine that
+    // changed it, and g0 must run with the defaults (see goro_context::switch_from_g0).
+    goro_context::install_default_fp_control();
     // SAFETY: g0's header lives in `m`, which this thread keeps alive until it returns.
     unsafe { setg(&m.g0 as *const GHeader as *mut GHeader) };
     let _altstack = goro_stack::AltStack::install().ok();
@@ -431,10 +435,12 @@ fn execute(m: &M, g: GRef) {
         // SAFETY: `g` came from its scheduler, which hands each g out once: no other M runs
         // it. Its header and stack are alive (the record holds them until exit), and its saved
         // stack pointer was stored by the switch that suspended it (or by spawn) before the
-        // scheduler's queue published it to us.
+        // scheduler's queue published it to us. g0 runs only runtime code, which keeps the
+        // default FP control state that switch_from_g0 requires.
         let request = unsafe {
             setg(g.as_ptr());
-            let request = goro_context::switch(m.g0.sched_sp_ptr(), *header.sched_sp_ptr(), 0);
+            let request =
+                goro_context::switch_from_g0(m.g0.sched_sp_ptr(), *header.sched_sp_ptr(), 0);
             setg(&m.g0 as *const GHeader as *mut GHeader);
             request
         };

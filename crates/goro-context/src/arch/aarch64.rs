@@ -30,6 +30,14 @@
 //! resumed side's value differs from the thread's current one. Reading it is a plain register
 //! read, so the compare costs no memory round trip.
 //!
+//! Two naked functions share the frame below, so either may resume a context that the other
+//! suspended. [`switch`] stores the suspended side's FPCR and installs the resumed side's.
+//! [`switch_load_fp`] (behind `switch_from_g0`) stores the default FPCR instead of reading the
+//! register, for a g0 that always runs with the defaults, and installs the resumed side's.
+//! Reading FPCR is cheap here, unlike x86_64's `stmxcsr`, so the variant exists to keep the
+//! contracts the same on every architecture. Contexts that never leave the default FPCR can
+//! use [`switch_light`] and its own light frames instead (see there).
+//!
 //! [`switch`] resumes the other side with `ret`, which the return-address predictor always
 //! gets wrong, because it expects our own caller. A `br` would avoid that, but with BTI
 //! enforced its target must be a landing pad, and a resume address (just after a `bl`) is not.
@@ -74,7 +82,7 @@
 //!           +--------------------------+  <- returned stack pointer = top - 176
 //! ```
 
-use core::arch::naked_asm;
+use core::arch::{asm, naked_asm};
 
 use crate::EntryFn;
 
@@ -85,108 +93,138 @@ pub(crate) const INIT_FRAME_SIZE: usize = 176;
 /// exception traps.
 pub(crate) const DEFAULT_FPCR: u64 = 0;
 
-/// Saves the current context on its stack, stores its stack pointer into `*save_sp` and resumes
-/// the context whose saved stack pointer is `resume_sp`, which receives `arg`.
-///
-/// # Safety
-///
-/// The same as [`crate::switch`].
-#[unsafe(naked)]
-pub unsafe extern "C" fn switch(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
-    // x0 = save_sp, x1 = resume_sp, x2 = arg.
-    naked_asm!(
-        ".cfi_startproc",
-        // Allocate the frame and save the callee-saved registers. The CFI lets a debugger or
-        // profiler that stops inside this function unwind out of it.
-        "sub sp, sp, #176",
-        ".cfi_def_cfa_offset 176",
-        "stp x29, x30, [sp, #160]",
-        ".cfi_offset x29, -16",
-        ".cfi_offset x30, -8",
-        "stp x27, x28, [sp, #144]",
-        ".cfi_offset x27, -32",
-        ".cfi_offset x28, -24",
-        "stp x25, x26, [sp, #128]",
-        ".cfi_offset x25, -48",
-        ".cfi_offset x26, -40",
-        "stp x23, x24, [sp, #112]",
-        ".cfi_offset x23, -64",
-        ".cfi_offset x24, -56",
-        "stp x21, x22, [sp, #96]",
-        ".cfi_offset x21, -80",
-        ".cfi_offset x22, -72",
-        "stp x19, x20, [sp, #80]",
-        ".cfi_offset x19, -96",
-        ".cfi_offset x20, -88",
-        "stp d14, d15, [sp, #64]",
-        ".cfi_offset d14, -112",
-        ".cfi_offset d15, -104",
-        "stp d12, d13, [sp, #48]",
-        ".cfi_offset d12, -128",
-        ".cfi_offset d13, -120",
-        "stp d10, d11, [sp, #32]",
-        ".cfi_offset d10, -144",
-        ".cfi_offset d11, -136",
-        "stp d8, d9, [sp, #16]",
-        ".cfi_offset d8, -160",
-        ".cfi_offset d9, -152",
-        // Save FPCR and load the resumed side's value, whose slot is at [x1] because both
-        // sides use the same layout.
-        "mrs x9, fpcr",
-        "str x9, [sp]",
-        "ldr x10, [x1]",
-        "cmp x9, x10",
-        "b.ne 3f",
-        // Publish the saved stack pointer, then move onto the resumed side's stack. Its frame
-        // has the same layout as ours, so the CFI above stays correct across the move.
-        "2:",
-        "mov x9, sp",
-        "str x9, [x0]",
-        "mov sp, x1",
-        // Restore the resumed side's registers and return to its x30 with `arg` in x0: the
-        // result of its own `switch` call, or the first argument for the trampoline.
-        "ldp d8, d9, [sp, #16]",
-        "ldp d10, d11, [sp, #32]",
-        "ldp d12, d13, [sp, #48]",
-        "ldp d14, d15, [sp, #64]",
-        "ldp x19, x20, [sp, #80]",
-        "ldp x21, x22, [sp, #96]",
-        "ldp x23, x24, [sp, #112]",
-        "ldp x25, x26, [sp, #128]",
-        "ldp x27, x28, [sp, #144]",
-        "ldp x29, x30, [sp, #160]",
-        "add sp, sp, #176",
-        ".cfi_remember_state",
-        ".cfi_def_cfa_offset 0",
-        ".cfi_restore x19",
-        ".cfi_restore x20",
-        ".cfi_restore x21",
-        ".cfi_restore x22",
-        ".cfi_restore x23",
-        ".cfi_restore x24",
-        ".cfi_restore x25",
-        ".cfi_restore x26",
-        ".cfi_restore x27",
-        ".cfi_restore x28",
-        ".cfi_restore x29",
-        ".cfi_restore x30",
-        ".cfi_restore d8",
-        ".cfi_restore d9",
-        ".cfi_restore d10",
-        ".cfi_restore d11",
-        ".cfi_restore d12",
-        ".cfi_restore d13",
-        ".cfi_restore d14",
-        ".cfi_restore d15",
-        "mov x0, x2",
-        "ret",
-        // Slow path: the FPCR values differ.
-        ".cfi_restore_state",
-        "3:",
-        "msr fpcr, x10",
-        "b 2b",
-        ".cfi_endproc",
-    )
+/// Defines a naked switch function. Every variant writes and reads the frame drawn at the top
+/// of this file, so any variant may resume a context that any other variant suspended. They
+/// differ only in what they do with FPCR. `fp` fills the suspended side's slot at `[sp]`. It
+/// may then compare the resumed side's slot at `[x1]` with the current FPCR and branch to `3f`
+/// when they differ, with the value to install in x10. `fp_slow` contains the code at `3:`.
+macro_rules! define_switch {
+    (
+        $(#[$attr:meta])*
+        fn $name:ident;
+        fp: [$($fp:literal),*];
+        fp_slow: [$($fp_slow:literal),*];
+    ) => {
+        $(#[$attr])*
+        #[unsafe(naked)]
+        pub unsafe extern "C" fn $name(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
+            // x0 = save_sp, x1 = resume_sp, x2 = arg.
+            naked_asm!(
+                ".cfi_startproc",
+                // Allocate the frame and save the callee-saved registers. The CFI lets a
+                // debugger or profiler that stops inside this function unwind out of it.
+                "sub sp, sp, #176",
+                ".cfi_def_cfa_offset 176",
+                "stp x29, x30, [sp, #160]",
+                ".cfi_offset x29, -16",
+                ".cfi_offset x30, -8",
+                "stp x27, x28, [sp, #144]",
+                ".cfi_offset x27, -32",
+                ".cfi_offset x28, -24",
+                "stp x25, x26, [sp, #128]",
+                ".cfi_offset x25, -48",
+                ".cfi_offset x26, -40",
+                "stp x23, x24, [sp, #112]",
+                ".cfi_offset x23, -64",
+                ".cfi_offset x24, -56",
+                "stp x21, x22, [sp, #96]",
+                ".cfi_offset x21, -80",
+                ".cfi_offset x22, -72",
+                "stp x19, x20, [sp, #80]",
+                ".cfi_offset x19, -96",
+                ".cfi_offset x20, -88",
+                "stp d14, d15, [sp, #64]",
+                ".cfi_offset d14, -112",
+                ".cfi_offset d15, -104",
+                "stp d12, d13, [sp, #48]",
+                ".cfi_offset d12, -128",
+                ".cfi_offset d13, -120",
+                "stp d10, d11, [sp, #32]",
+                ".cfi_offset d10, -144",
+                ".cfi_offset d11, -136",
+                "stp d8, d9, [sp, #16]",
+                ".cfi_offset d8, -160",
+                ".cfi_offset d9, -152",
+                $($fp,)*
+                // Publish the saved stack pointer, then move onto the resumed side's stack.
+                // Its frame has the same layout as ours, so the CFI above stays correct across
+                // the move.
+                "2:",
+                "mov x9, sp",
+                "str x9, [x0]",
+                "mov sp, x1",
+                // Restore the resumed side's registers and return to its x30 with `arg` in x0:
+                // the result of its own switch call, or the first argument for the trampoline.
+                "ldp d8, d9, [sp, #16]",
+                "ldp d10, d11, [sp, #32]",
+                "ldp d12, d13, [sp, #48]",
+                "ldp d14, d15, [sp, #64]",
+                "ldp x19, x20, [sp, #80]",
+                "ldp x21, x22, [sp, #96]",
+                "ldp x23, x24, [sp, #112]",
+                "ldp x25, x26, [sp, #128]",
+                "ldp x27, x28, [sp, #144]",
+                "ldp x29, x30, [sp, #160]",
+                "add sp, sp, #176",
+                ".cfi_remember_state",
+                ".cfi_def_cfa_offset 0",
+                ".cfi_restore x19",
+                ".cfi_restore x20",
+                ".cfi_restore x21",
+                ".cfi_restore x22",
+                ".cfi_restore x23",
+                ".cfi_restore x24",
+                ".cfi_restore x25",
+                ".cfi_restore x26",
+                ".cfi_restore x27",
+                ".cfi_restore x28",
+                ".cfi_restore x29",
+                ".cfi_restore x30",
+                ".cfi_restore d8",
+                ".cfi_restore d9",
+                ".cfi_restore d10",
+                ".cfi_restore d11",
+                ".cfi_restore d12",
+                ".cfi_restore d13",
+                ".cfi_restore d14",
+                ".cfi_restore d15",
+                "mov x0, x2",
+                "ret",
+                ".cfi_restore_state",
+                $($fp_slow,)*
+                ".cfi_endproc",
+            )
+        }
+    };
+}
+
+define_switch! {
+    /// Saves the current context on its stack, stores its stack pointer into `*save_sp` and
+    /// resumes the context whose saved stack pointer is `resume_sp`, which receives `arg`.
+    /// Stores this context's FPCR and installs the resumed side's.
+    ///
+    /// # Safety
+    ///
+    /// The same as [`crate::switch`].
+    fn switch;
+    // Save FPCR, and compare it with the resumed side's, whose slot is at [x1] because both
+    // sides use the same layout.
+    fp: ["mrs x9, fpcr", "str x9, [sp]", "ldr x10, [x1]", "cmp x9, x10", "b.ne 3f"];
+    // Slow path: the FPCR values differ.
+    fp_slow: ["3:", "msr fpcr, x10", "b 2b"];
+}
+
+define_switch! {
+    /// Like [`switch`], but writes the default FPCR into this context's slot instead of
+    /// reading the register.
+    ///
+    /// # Safety
+    ///
+    /// The same as [`crate::switch_from_g0`].
+    fn switch_load_fp;
+    // DEFAULT_FPCR is 0, so xzr stores it.
+    fp: ["str xzr, [sp]", "ldr x10, [x1]", "mrs x9, fpcr", "cmp x9, x10", "b.ne 3f"];
+    fp_slow: ["3:", "msr fpcr, x10", "b 2b"];
 }
 
 /// Bottom frame of every fresh context: calls `entry(arg, data)` and never returns.
@@ -212,6 +250,131 @@ pub unsafe extern "C" fn trampoline() -> ! {
         "brk #0x1",
         ".cfi_endproc",
     )
+}
+
+/// Bytes that [`init_light_frame`] writes below the aligned top of a stack.
+pub(crate) const LIGHT_INIT_FRAME_SIZE: usize = 32;
+
+/// Suspends the current context in a light frame, stores its stack pointer into `*save_sp`
+/// and resumes the light frame at `resume_sp`, which receives `arg`.
+///
+/// The asm saves only x19 and x29, which inline asm cannot name as clobbers, and the resume
+/// address. It declares every other register clobbered, so the compiler saves the
+/// callee-saved ones that are live (x20-x28, x30, d8-d15), once per function rather than
+/// once per switch. Both sides resume the other with `br`, which the branch predictor
+/// learns, while a `ret` would miss in the return-address predictor. Its target starts with
+/// `bti j` (`hint #36`, a no-op without BTI), so it also works with BTI enforced. The asm
+/// leaves FPCR alone.
+///
+/// # Safety
+///
+/// The same as [`crate::switch_without_fp`].
+#[inline(always)]
+pub(crate) unsafe fn switch_light(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
+    let result: usize;
+    // SAFETY: the caller passes a writable `save_sp` and the saved stack pointer of a light
+    // frame, whose resume address restores that side's x19 and x29 and continues it.
+    unsafe {
+        asm!(
+            // The frame: [sp] resume address, [sp + 8] x19, [sp + 16] x29, [sp + 24] unused.
+            "adr x9, 2f",
+            "stp x9, x19, [sp, #-32]!",
+            "str x29, [sp, #16]",
+            // Publish the saved stack pointer, then move onto the resumed side's stack.
+            "mov x10, sp",
+            "str x10, [x0]",
+            "ldr x9, [x1]",
+            "mov sp, x1",
+            "br x9",
+            // Resumed here by the other side's `br`, with its `arg` in x2.
+            "2:",
+            "hint #36",
+            "ldr x19, [sp, #8]",
+            "ldr x29, [sp, #16]",
+            "add sp, sp, #32",
+            in("x0") save_sp,
+            in("x1") resume_sp,
+            inout("x2") arg => result,
+            out("x20") _,
+            out("x21") _,
+            out("x22") _,
+            out("x23") _,
+            out("x24") _,
+            out("x25") _,
+            out("x26") _,
+            out("x27") _,
+            out("x28") _,
+            out("x30") _,
+            out("v8") _,
+            out("v9") _,
+            out("v10") _,
+            out("v11") _,
+            out("v12") _,
+            out("v13") _,
+            out("v14") _,
+            out("v15") _,
+            clobber_abi("C"),
+        )
+    };
+    result
+}
+
+/// Bottom frame of every fresh light context: installs the default FPCR and calls
+/// `entry(arg, data)`, and never returns.
+///
+/// [`switch_light`] jumps here with x2 = `arg` and sp pointing at the frame that
+/// [`init_light_frame`] wrote. The CFI and x29 end backtraces as in [`trampoline`].
+///
+/// # Safety
+///
+/// Only [`switch_light`] may enter this function, through a frame written by
+/// [`init_light_frame`].
+#[unsafe(naked)]
+pub unsafe extern "C" fn light_trampoline() -> ! {
+    naked_asm!(
+        ".cfi_startproc",
+        ".cfi_undefined x30",
+        // `bti j`, the landing pad for the `br` of switch_light.
+        "hint #36",
+        "ldp x9, x1, [sp, #8]",
+        "add sp, sp, #32",
+        "msr fpcr, xzr",
+        "mov x29, #0",
+        "mov x0, x2",
+        "blr x9",
+        "brk #0x1",
+        ".cfi_endproc",
+    )
+}
+
+/// Writes the light frame of a fresh context below `top` and returns its saved stack
+/// pointer:
+///
+/// ```text
+///           +--------------------------+  <- top: stack_hi rounded down to 16
+///  sp +  24 |  0                       |
+///  sp +  16 |  data                    |
+///  sp +   8 |  entry                   |
+///  sp +   0 |  address of the light trampoline
+///           +--------------------------+  <- returned stack pointer = top - 32
+/// ```
+///
+/// # Safety
+///
+/// `top` must be 16-byte aligned, and the [`LIGHT_INIT_FRAME_SIZE`] bytes below it must be
+/// valid for writes and owned by the new context.
+pub(crate) unsafe fn init_light_frame(top: usize, entry: EntryFn, data: usize) -> usize {
+    let sp = top - LIGHT_INIT_FRAME_SIZE;
+    let words: [usize; 4] = [
+        light_trampoline as *const () as usize,
+        entry as usize,
+        data,
+        0,
+    ];
+    // SAFETY: the caller guarantees that [sp, top) is writable, and `sp` is 16-byte aligned
+    // because `top` is.
+    unsafe { (sp as *mut [usize; 4]).write(words) };
+    sp
 }
 
 /// Calls `f(arg)` with sp set to `stack_top` rounded down to 16 bytes and returns its result
@@ -260,6 +423,18 @@ pub unsafe extern "C" fn on_stack(
         "ret",
         ".cfi_endproc",
     )
+}
+
+/// Installs the default FPCR.
+pub(crate) fn install_default_fp_control() {
+    // SAFETY: the default FPCR is the state that Rust code assumes, with no exception trap.
+    unsafe {
+        core::arch::asm!(
+            "msr fpcr, {}",
+            in(reg) DEFAULT_FPCR,
+            options(nomem, nostack, preserves_flags),
+        )
+    };
 }
 
 /// Writes the frame of a fresh context below `top` and returns its saved stack pointer.

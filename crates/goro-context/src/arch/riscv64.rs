@@ -23,6 +23,13 @@
 //!
 //! [`switch`] only writes `frm` when the resumed side's value differs from the thread's.
 //!
+//! Two naked functions share the frame below, so either may resume a context that the other
+//! suspended. [`switch`] stores the suspended side's `frm` and installs the resumed side's.
+//! [`switch_load_fp`] (behind `switch_from_g0`) stores the default `frm` instead of reading
+//! it, for a g0 that always runs with the defaults, and installs the resumed side's. The
+//! variant keeps the contracts the same on every architecture. Contexts that never leave the
+//! default `frm` can use [`switch_light`] and its own light frames instead (see there).
+//!
 //! [`switch`] resumes the other side with `ret`, which the return-address stack always gets
 //! wrong, because it expects our own caller. A jump through a register other than ra or t0
 //! would avoid that, but with Zicfilp enforced its target must be a landing pad, and a resume
@@ -64,7 +71,7 @@
 //!           +--------------------------+  <- returned stack pointer = top - 208
 //! ```
 
-use core::arch::naked_asm;
+use core::arch::{asm, naked_asm};
 
 use crate::EntryFn;
 
@@ -74,152 +81,183 @@ pub(crate) const INIT_FRAME_SIZE: usize = 208;
 /// `frm` at process start on Linux: round to nearest, ties to even.
 pub(crate) const DEFAULT_FRM: u64 = 0;
 
-/// Saves the current context on its stack, stores its stack pointer into `*save_sp` and resumes
-/// the context whose saved stack pointer is `resume_sp`, which receives `arg`.
-///
-/// # Safety
-///
-/// The same as [`crate::switch`].
-#[unsafe(naked)]
-pub unsafe extern "C" fn switch(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
-    // a0 = save_sp, a1 = resume_sp, a2 = arg.
-    naked_asm!(
-        // rustc emits naked functions as module-level assembly, which LLVM assembles without
-        // the target's extensions in some codegen units (seen in release builds with Rust
-        // 1.95), so the F and D instructions below need them enabled here.
-        ".option push",
-        ".option arch, +f, +d",
-        ".cfi_startproc",
-        // Allocate the frame and save the callee-saved registers. The CFI lets a debugger or
-        // profiler that stops inside this function unwind out of it.
-        "addi sp, sp, -208",
-        ".cfi_def_cfa_offset 208",
-        "sd ra, 8(sp)",
-        ".cfi_offset ra, -200",
-        "sd s0, 16(sp)",
-        ".cfi_offset s0, -192",
-        "sd s1, 24(sp)",
-        ".cfi_offset s1, -184",
-        "sd s2, 32(sp)",
-        ".cfi_offset s2, -176",
-        "sd s3, 40(sp)",
-        ".cfi_offset s3, -168",
-        "sd s4, 48(sp)",
-        ".cfi_offset s4, -160",
-        "sd s5, 56(sp)",
-        ".cfi_offset s5, -152",
-        "sd s6, 64(sp)",
-        ".cfi_offset s6, -144",
-        "sd s7, 72(sp)",
-        ".cfi_offset s7, -136",
-        "sd s8, 80(sp)",
-        ".cfi_offset s8, -128",
-        "sd s9, 88(sp)",
-        ".cfi_offset s9, -120",
-        "sd s10, 96(sp)",
-        ".cfi_offset s10, -112",
-        "sd s11, 104(sp)",
-        ".cfi_offset s11, -104",
-        "fsd fs0, 112(sp)",
-        ".cfi_offset fs0, -96",
-        "fsd fs1, 120(sp)",
-        ".cfi_offset fs1, -88",
-        "fsd fs2, 128(sp)",
-        ".cfi_offset fs2, -80",
-        "fsd fs3, 136(sp)",
-        ".cfi_offset fs3, -72",
-        "fsd fs4, 144(sp)",
-        ".cfi_offset fs4, -64",
-        "fsd fs5, 152(sp)",
-        ".cfi_offset fs5, -56",
-        "fsd fs6, 160(sp)",
-        ".cfi_offset fs6, -48",
-        "fsd fs7, 168(sp)",
-        ".cfi_offset fs7, -40",
-        "fsd fs8, 176(sp)",
-        ".cfi_offset fs8, -32",
-        "fsd fs9, 184(sp)",
-        ".cfi_offset fs9, -24",
-        "fsd fs10, 192(sp)",
-        ".cfi_offset fs10, -16",
-        "fsd fs11, 200(sp)",
-        ".cfi_offset fs11, -8",
-        // Save frm and compare it with the resumed side's, whose slot is at 0(a1) because
-        // both sides use the same layout.
-        "frrm t0",
-        "sd t0, 0(sp)",
-        "ld t1, 0(a1)",
-        "bne t0, t1, 3f",
-        // Publish the saved stack pointer, then move onto the resumed side's stack. Its frame
-        // has the same layout as ours, so the CFI above stays correct across the move.
-        "2:",
-        "sd sp, 0(a0)",
-        "mv sp, a1",
-        // Restore the resumed side's registers and return to its ra with `arg` in a0: the
-        // result of its own `switch` call, or the first argument for the trampoline.
-        "ld ra, 8(sp)",
-        "ld s0, 16(sp)",
-        "ld s1, 24(sp)",
-        "ld s2, 32(sp)",
-        "ld s3, 40(sp)",
-        "ld s4, 48(sp)",
-        "ld s5, 56(sp)",
-        "ld s6, 64(sp)",
-        "ld s7, 72(sp)",
-        "ld s8, 80(sp)",
-        "ld s9, 88(sp)",
-        "ld s10, 96(sp)",
-        "ld s11, 104(sp)",
-        "fld fs0, 112(sp)",
-        "fld fs1, 120(sp)",
-        "fld fs2, 128(sp)",
-        "fld fs3, 136(sp)",
-        "fld fs4, 144(sp)",
-        "fld fs5, 152(sp)",
-        "fld fs6, 160(sp)",
-        "fld fs7, 168(sp)",
-        "fld fs8, 176(sp)",
-        "fld fs9, 184(sp)",
-        "fld fs10, 192(sp)",
-        "fld fs11, 200(sp)",
-        "addi sp, sp, 208",
-        ".cfi_remember_state",
-        ".cfi_def_cfa_offset 0",
-        ".cfi_restore ra",
-        ".cfi_restore s0",
-        ".cfi_restore s1",
-        ".cfi_restore s2",
-        ".cfi_restore s3",
-        ".cfi_restore s4",
-        ".cfi_restore s5",
-        ".cfi_restore s6",
-        ".cfi_restore s7",
-        ".cfi_restore s8",
-        ".cfi_restore s9",
-        ".cfi_restore s10",
-        ".cfi_restore s11",
-        ".cfi_restore fs0",
-        ".cfi_restore fs1",
-        ".cfi_restore fs2",
-        ".cfi_restore fs3",
-        ".cfi_restore fs4",
-        ".cfi_restore fs5",
-        ".cfi_restore fs6",
-        ".cfi_restore fs7",
-        ".cfi_restore fs8",
-        ".cfi_restore fs9",
-        ".cfi_restore fs10",
-        ".cfi_restore fs11",
-        "mv a0, a2",
-        "ret",
-        // Slow path: the rounding modes differ. `fsrm` writes frm and leaves fflags alone.
-        ".cfi_restore_state",
-        "3:",
-        "fsrm t1",
-        "j 2b",
-        ".cfi_endproc",
-        ".option pop",
-    )
+/// Defines a naked switch function. Every variant writes and reads the frame drawn at the top
+/// of this file, so any variant may resume a context that any other variant suspended. They
+/// differ only in what they do with `frm`. `fp` fills the suspended side's slot at `0(sp)`. It
+/// may then compare the resumed side's slot at `0(a1)` with the current `frm` and branch to `3f`
+/// when they differ, with the value to install in t1. `fp_slow` contains the code at `3:`.
+macro_rules! define_switch {
+    (
+        $(#[$attr:meta])*
+        fn $name:ident;
+        fp: [$($fp:literal),*];
+        fp_slow: [$($fp_slow:literal),*];
+    ) => {
+        $(#[$attr])*
+        #[unsafe(naked)]
+        pub unsafe extern "C" fn $name(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
+            // a0 = save_sp, a1 = resume_sp, a2 = arg.
+            naked_asm!(
+                // rustc emits naked functions as module-level assembly, which LLVM assembles
+                // without the target's extensions in some codegen units (seen in release builds
+                // with Rust 1.95), so the F and D instructions below need them enabled here.
+                ".option push",
+                ".option arch, +f, +d",
+                ".cfi_startproc",
+                // Allocate the frame and save the callee-saved registers. The CFI lets a
+                // debugger or profiler that stops inside this function unwind out of it.
+                "addi sp, sp, -208",
+                ".cfi_def_cfa_offset 208",
+                "sd ra, 8(sp)",
+                ".cfi_offset ra, -200",
+                "sd s0, 16(sp)",
+                ".cfi_offset s0, -192",
+                "sd s1, 24(sp)",
+                ".cfi_offset s1, -184",
+                "sd s2, 32(sp)",
+                ".cfi_offset s2, -176",
+                "sd s3, 40(sp)",
+                ".cfi_offset s3, -168",
+                "sd s4, 48(sp)",
+                ".cfi_offset s4, -160",
+                "sd s5, 56(sp)",
+                ".cfi_offset s5, -152",
+                "sd s6, 64(sp)",
+                ".cfi_offset s6, -144",
+                "sd s7, 72(sp)",
+                ".cfi_offset s7, -136",
+                "sd s8, 80(sp)",
+                ".cfi_offset s8, -128",
+                "sd s9, 88(sp)",
+                ".cfi_offset s9, -120",
+                "sd s10, 96(sp)",
+                ".cfi_offset s10, -112",
+                "sd s11, 104(sp)",
+                ".cfi_offset s11, -104",
+                "fsd fs0, 112(sp)",
+                ".cfi_offset fs0, -96",
+                "fsd fs1, 120(sp)",
+                ".cfi_offset fs1, -88",
+                "fsd fs2, 128(sp)",
+                ".cfi_offset fs2, -80",
+                "fsd fs3, 136(sp)",
+                ".cfi_offset fs3, -72",
+                "fsd fs4, 144(sp)",
+                ".cfi_offset fs4, -64",
+                "fsd fs5, 152(sp)",
+                ".cfi_offset fs5, -56",
+                "fsd fs6, 160(sp)",
+                ".cfi_offset fs6, -48",
+                "fsd fs7, 168(sp)",
+                ".cfi_offset fs7, -40",
+                "fsd fs8, 176(sp)",
+                ".cfi_offset fs8, -32",
+                "fsd fs9, 184(sp)",
+                ".cfi_offset fs9, -24",
+                "fsd fs10, 192(sp)",
+                ".cfi_offset fs10, -16",
+                "fsd fs11, 200(sp)",
+                ".cfi_offset fs11, -8",
+                $($fp,)*
+                // Publish the saved stack pointer, then move onto the resumed side's stack. Its
+                // frame has the same layout as ours, so the CFI above stays correct across the
+                // move.
+                "2:",
+                "sd sp, 0(a0)",
+                "mv sp, a1",
+                // Restore the resumed side's registers and return to its ra with `arg` in a0: the
+                // result of its own `switch` call, or the first argument for the trampoline.
+                "ld ra, 8(sp)",
+                "ld s0, 16(sp)",
+                "ld s1, 24(sp)",
+                "ld s2, 32(sp)",
+                "ld s3, 40(sp)",
+                "ld s4, 48(sp)",
+                "ld s5, 56(sp)",
+                "ld s6, 64(sp)",
+                "ld s7, 72(sp)",
+                "ld s8, 80(sp)",
+                "ld s9, 88(sp)",
+                "ld s10, 96(sp)",
+                "ld s11, 104(sp)",
+                "fld fs0, 112(sp)",
+                "fld fs1, 120(sp)",
+                "fld fs2, 128(sp)",
+                "fld fs3, 136(sp)",
+                "fld fs4, 144(sp)",
+                "fld fs5, 152(sp)",
+                "fld fs6, 160(sp)",
+                "fld fs7, 168(sp)",
+                "fld fs8, 176(sp)",
+                "fld fs9, 184(sp)",
+                "fld fs10, 192(sp)",
+                "fld fs11, 200(sp)",
+                "addi sp, sp, 208",
+                ".cfi_remember_state",
+                ".cfi_def_cfa_offset 0",
+                ".cfi_restore ra",
+                ".cfi_restore s0",
+                ".cfi_restore s1",
+                ".cfi_restore s2",
+                ".cfi_restore s3",
+                ".cfi_restore s4",
+                ".cfi_restore s5",
+                ".cfi_restore s6",
+                ".cfi_restore s7",
+                ".cfi_restore s8",
+                ".cfi_restore s9",
+                ".cfi_restore s10",
+                ".cfi_restore s11",
+                ".cfi_restore fs0",
+                ".cfi_restore fs1",
+                ".cfi_restore fs2",
+                ".cfi_restore fs3",
+                ".cfi_restore fs4",
+                ".cfi_restore fs5",
+                ".cfi_restore fs6",
+                ".cfi_restore fs7",
+                ".cfi_restore fs8",
+                ".cfi_restore fs9",
+                ".cfi_restore fs10",
+                ".cfi_restore fs11",
+                "mv a0, a2",
+                "ret",
+                ".cfi_restore_state",
+                $($fp_slow,)*
+                ".cfi_endproc",
+                ".option pop",
+            )
+        }
+    };
+}
+
+define_switch! {
+    /// Saves the current context on its stack, stores its stack pointer into `*save_sp` and
+    /// resumes the context whose saved stack pointer is `resume_sp`, which receives `arg`.
+    /// Stores this context's `frm` and installs the resumed side's.
+    ///
+    /// # Safety
+    ///
+    /// The same as [`crate::switch`].
+    fn switch;
+    // Save frm and compare it with the resumed side's, whose slot is at 0(a1) because both
+    // sides use the same layout.
+    fp: ["frrm t0", "sd t0, 0(sp)", "ld t1, 0(a1)", "bne t0, t1, 3f"];
+    // Slow path: the rounding modes differ. `fsrm` writes frm and leaves fflags alone.
+    fp_slow: ["3:", "fsrm t1", "j 2b"];
+}
+
+define_switch! {
+    /// Like [`switch`], but writes the default `frm` into this context's slot instead of
+    /// reading the register.
+    ///
+    /// # Safety
+    ///
+    /// The same as [`crate::switch_from_g0`].
+    fn switch_load_fp;
+    // DEFAULT_FRM is 0, so the zero register stores it.
+    fp: ["sd zero, 0(sp)", "ld t1, 0(a1)", "frrm t0", "bne t0, t1, 3f"];
+    fp_slow: ["3:", "fsrm t1", "j 2b"];
 }
 
 /// Bottom frame of every fresh context: calls `entry(arg, data)` and never returns.
@@ -245,6 +283,137 @@ pub unsafe extern "C" fn trampoline() -> ! {
         "unimp",
         ".cfi_endproc",
     )
+}
+
+/// Bytes that [`init_light_frame`] writes below the aligned top of a stack.
+pub(crate) const LIGHT_INIT_FRAME_SIZE: usize = 32;
+
+/// Suspends the current context in a light frame, stores its stack pointer into `*save_sp`
+/// and resumes the light frame at `resume_sp`, which receives `arg`.
+///
+/// The asm saves only s0 and s1, which inline asm cannot name as clobbers, and the resume
+/// address. It declares every other register clobbered, so the compiler saves the
+/// callee-saved ones that are live (s2-s11, ra, fs0-fs11), once per function rather than
+/// once per switch. Both sides resume the other with `jr t1`. A jump through ra or t0 would
+/// be taken as a return and miss in the return-address stack. The asm leaves `frm` alone.
+///
+/// # Safety
+///
+/// The same as [`crate::switch_without_fp`].
+#[inline(always)]
+pub(crate) unsafe fn switch_light(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
+    let result: usize;
+    // SAFETY: the caller passes a writable `save_sp` and the saved stack pointer of a light
+    // frame, whose resume address restores that side's s0 and s1 and continues it.
+    unsafe {
+        asm!(
+            // The frame: 0(sp) resume address, 8(sp) s0, 16(sp) s1, 24(sp) unused.
+            "addi sp, sp, -32",
+            "sd s0, 8(sp)",
+            "sd s1, 16(sp)",
+            "lla t1, 2f",
+            "sd t1, 0(sp)",
+            // Publish the saved stack pointer, then move onto the resumed side's stack.
+            "sd sp, 0(a0)",
+            "ld t1, 0(a1)",
+            "mv sp, a1",
+            "jr t1",
+            // Resumed here by the other side's `jr`, with its `arg` in a2.
+            "2:",
+            "ld s0, 8(sp)",
+            "ld s1, 16(sp)",
+            "addi sp, sp, 32",
+            in("a0") save_sp,
+            in("a1") resume_sp,
+            inout("a2") arg => result,
+            out("s2") _,
+            out("s3") _,
+            out("s4") _,
+            out("s5") _,
+            out("s6") _,
+            out("s7") _,
+            out("s8") _,
+            out("s9") _,
+            out("s10") _,
+            out("s11") _,
+            out("ra") _,
+            out("fs0") _,
+            out("fs1") _,
+            out("fs2") _,
+            out("fs3") _,
+            out("fs4") _,
+            out("fs5") _,
+            out("fs6") _,
+            out("fs7") _,
+            out("fs8") _,
+            out("fs9") _,
+            out("fs10") _,
+            out("fs11") _,
+            clobber_abi("C"),
+        )
+    };
+    result
+}
+
+/// Bottom frame of every fresh light context: installs the default `frm` and calls
+/// `entry(arg, data)`, and never returns.
+///
+/// [`switch_light`] jumps here with a2 = `arg` and sp pointing at the frame that
+/// [`init_light_frame`] wrote. The CFI and s0 end backtraces as in [`trampoline`].
+///
+/// # Safety
+///
+/// Only [`switch_light`] may enter this function, through a frame written by
+/// [`init_light_frame`].
+#[unsafe(naked)]
+pub unsafe extern "C" fn light_trampoline() -> ! {
+    naked_asm!(
+        // See `switch` for why the F extension is enabled here.
+        ".option push",
+        ".option arch, +f, +d",
+        ".cfi_startproc",
+        ".cfi_undefined ra",
+        "ld t1, 8(sp)",
+        "ld a1, 16(sp)",
+        "addi sp, sp, 32",
+        "fsrm zero",
+        "li s0, 0",
+        "mv a0, a2",
+        "jalr t1",
+        "unimp",
+        ".cfi_endproc",
+        ".option pop",
+    )
+}
+
+/// Writes the light frame of a fresh context below `top` and returns its saved stack
+/// pointer:
+///
+/// ```text
+///           +--------------------------+  <- top: stack_hi rounded down to 16
+///  sp +  24 |  0                       |
+///  sp +  16 |  data                    |
+///  sp +   8 |  entry                   |
+///  sp +   0 |  address of the light trampoline
+///           +--------------------------+  <- returned stack pointer = top - 32
+/// ```
+///
+/// # Safety
+///
+/// `top` must be 16-byte aligned, and the [`LIGHT_INIT_FRAME_SIZE`] bytes below it must be
+/// valid for writes and owned by the new context.
+pub(crate) unsafe fn init_light_frame(top: usize, entry: EntryFn, data: usize) -> usize {
+    let sp = top - LIGHT_INIT_FRAME_SIZE;
+    let words: [usize; 4] = [
+        light_trampoline as *const () as usize,
+        entry as usize,
+        data,
+        0,
+    ];
+    // SAFETY: the caller guarantees that [sp, top) is writable, and `sp` is 16-byte aligned
+    // because `top` is.
+    unsafe { (sp as *mut [usize; 4]).write(words) };
+    sp
 }
 
 /// Calls `f(arg)` with sp set to `stack_top` rounded down to 16 bytes and returns its result
@@ -298,6 +467,18 @@ pub unsafe extern "C" fn on_stack(
         "ret",
         ".cfi_endproc",
     )
+}
+
+/// Installs the default `frm`. `fsrm` leaves the accrued flags in `fflags` alone.
+pub(crate) fn install_default_fp_control() {
+    // SAFETY: the default rounding mode is the state that Rust code assumes.
+    unsafe {
+        core::arch::asm!(
+            "fsrm {}",
+            in(reg) DEFAULT_FRM,
+            options(nomem, nostack, preserves_flags),
+        )
+    };
 }
 
 /// Writes the frame of a fresh context below `top` and returns its saved stack pointer.

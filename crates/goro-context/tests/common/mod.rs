@@ -109,9 +109,13 @@ pub const CHECKED_REGISTERS: &[&str] = &[
     "fs3", "fs4", "fs5", "fs6", "fs7", "fs8", "fs9", "fs10", "fs11", "frm",
 ];
 
+/// Type of the raw switch functions in `goro_context::raw`.
+pub type RawSwitch =
+    unsafe extern "C" fn(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize;
+
 /// Input and output of [`switch_with_junk`].
 #[repr(C)]
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct JunkCheck {
     /// Base of the junk: the n-th checked integer or FP register gets `seed + n + 1`.
     pub seed: u64,
@@ -120,7 +124,22 @@ pub struct JunkCheck {
     pub fp_control: u64,
     /// Output: bit i is set when register `CHECKED_REGISTERS[i]` changed across the switch.
     pub mismatches: u64,
+    /// The raw switch function to call, `goro_context::raw::switch` by default.
+    pub switch: RawSwitch,
 }
+
+impl Default for JunkCheck {
+    fn default() -> JunkCheck {
+        JunkCheck {
+            seed: 0,
+            fp_control: 0,
+            mismatches: 0,
+            switch: goro_context::raw::switch,
+        }
+    }
+}
+
+const _: () = assert!(std::mem::offset_of!(JunkCheck, switch) == 24);
 
 impl JunkCheck {
     /// Names of the registers that changed, for assertion messages.
@@ -354,13 +373,14 @@ mod arch {
     }
 
     /// Fills every callee-saved register and the FP control state with junk from `check`,
-    /// calls `goro_context::raw::switch(save_sp, resume_sp, arg)`, checks its own junk when
+    /// calls `check.switch(save_sp, resume_sp, arg)`, checks its own junk when
     /// the switch returns, writes the result into `check.mismatches`, restores the caller's
     /// registers and returns the switch's result.
     ///
     /// # Safety
     ///
-    /// The contract of `goro_context::switch`, and `check` must be valid for reads and writes.
+    /// The contract of the raw switch in `check`, and `check` must be valid for reads and
+    /// writes.
     #[unsafe(naked)]
     pub unsafe extern "C" fn switch_with_junk(
         save_sp: *mut usize,
@@ -391,7 +411,7 @@ mod arch {
             "lea r13, [rax + 4]",
             "lea r14, [rax + 5]",
             "lea r15, [rax + 6]",
-            "call {switch}",
+            "call [rcx + 24]",
             "mov [rsp + 24], rax",
             // Compare each register with its junk; bit n of r8 is set on a mismatch.
             "mov rcx, [rsp]",
@@ -460,7 +480,6 @@ mod arch {
             "pop rbx",
             "pop rbp",
             "ret",
-            switch = sym goro_context::raw::switch,
         )
     }
 
@@ -490,13 +509,14 @@ mod arch {
     }
 
     /// Fills every callee-saved register and FPCR with junk from `check`, calls
-    /// `goro_context::raw::switch(save_sp, resume_sp, arg)`, checks its own junk when the
+    /// `check.switch(save_sp, resume_sp, arg)`, checks its own junk when the
     /// switch returns, writes the result into `check.mismatches`, restores the caller's
     /// registers and returns the switch's result.
     ///
     /// # Safety
     ///
-    /// The contract of `goro_context::switch`, and `check` must be valid for reads and writes.
+    /// The contract of the raw switch in `check`, and `check` must be valid for reads and
+    /// writes.
     #[unsafe(naked)]
     pub unsafe extern "C" fn switch_with_junk(
         save_sp: *mut usize,
@@ -549,7 +569,8 @@ mod arch {
             "fmov d14, x10",
             "add x10, x9, #19",
             "fmov d15, x10",
-            "bl {switch}",
+            "ldr x9, [x3, #24]",
+            "blr x9",
             // Compare each register with its junk; bit n of x11 is set on a mismatch.
             "ldr x3, [sp, #160]",
             "ldr x9, [x3]",
@@ -658,7 +679,6 @@ mod arch {
             "ldp x19, x20, [sp, #16]",
             "ldp x29, x30, [sp], #176",
             "ret",
-            switch = sym goro_context::raw::switch,
         )
     }
 
@@ -688,13 +708,14 @@ mod arch {
     }
 
     /// Fills every callee-saved register and frm with junk from `check`, calls
-    /// `goro_context::raw::switch(save_sp, resume_sp, arg)`, checks its own junk when the
+    /// `check.switch(save_sp, resume_sp, arg)`, checks its own junk when the
     /// switch returns, writes the result into `check.mismatches`, restores the caller's
     /// registers and returns the switch's result.
     ///
     /// # Safety
     ///
-    /// The contract of `goro_context::switch`, and `check` must be valid for reads and writes.
+    /// The contract of the raw switch in `check`, and `check` must be valid for reads and
+    /// writes.
     #[unsafe(naked)]
     pub unsafe extern "C" fn switch_with_junk(
         save_sp: *mut usize,
@@ -776,7 +797,8 @@ mod arch {
             "fmv.d.x fs10, t1",
             "addi t1, t0, 24",
             "fmv.d.x fs11, t1",
-            "call {switch}",
+            "ld t1, 24(a3)",
+            "jalr t1",
             // Compare each register with its junk; bit n of t2 is set on a mismatch.
             "ld a3, 208(sp)",
             "ld t0, 0(a3)",
@@ -950,7 +972,6 @@ mod arch {
             "addi sp, sp, 224",
             "ret",
             ".option pop",
-            switch = sym goro_context::raw::switch,
         )
     }
 
