@@ -314,19 +314,17 @@ impl Shared {
         if !self.deadlock_detection || self.is_shutdown() {
             return;
         }
-        // SeqCst loads, after the SeqCst fence in `go_idle`: each counter is updated with a
-        // SeqCst operation before the state it describes can change again.
-        let live = self.live_goroutines.load(Ordering::SeqCst);
-        if live == 0
-            || self.npidle.load(Ordering::SeqCst) != self.ps.len()
-            || self.any_m_in_syscall()
-            || self.nwaiting.load(Ordering::SeqCst) != live
-            || !self.timers.is_empty()
-            || self.has_work()
-        {
+        if !self.looks_deadlocked() || self.deadlock_reported.swap(true, Ordering::SeqCst) {
             return;
         }
-        if self.deadlock_reported.swap(true, Ordering::SeqCst) {
+        // The loads above are not one snapshot: a spawn or a wakeup from a thread that runs
+        // no goroutine may have come between them and the swap, and its `note_progress` may
+        // have run before the swap set the flag again. Checking once more after the swap
+        // catches it: such a spawn's SeqCst update of the live count or of the queue either
+        // precedes this second check, which then sees it, or follows the swap, and then its
+        // `note_progress` clears the flag before its spawner can wait on the flag.
+        if !self.looks_deadlocked() {
+            self.deadlock_reported.store(false, Ordering::SeqCst);
             return;
         }
         let mut report = String::from("goro: all goroutines are asleep - deadlock!\n");
@@ -344,6 +342,20 @@ impl Shared {
         self.wake_external_waiters();
     }
 
+    /// Returns whether every goroutine looked parked with nothing to wake it, at the moment
+    /// of each load.
+    fn looks_deadlocked(&self) -> bool {
+        // SeqCst loads, after the SeqCst fence in `go_idle`: each counter is updated with a
+        // SeqCst operation before the state it describes can change again.
+        let live = self.live_goroutines.load(Ordering::SeqCst);
+        live != 0
+            && self.npidle.load(Ordering::SeqCst) == self.ps.len()
+            && !self.any_m_in_syscall()
+            && self.nwaiting.load(Ordering::SeqCst) == live
+            && self.timers.is_empty()
+            && !self.has_work()
+    }
+
     /// Returns whether a goroutine is inside a syscall on any M. Called only with every P idle:
     /// an M sets its flag before its P can be retaken or handed off, and the P's way to the
     /// idle list (Release and Acquire on the P's word, then the SeqCst idle count read by the
@@ -355,8 +367,11 @@ impl Shared {
 
     /// Notes that a goroutine was readied, so that a later deadlock is reported again.
     pub(crate) fn note_progress(&self) {
-        // Relaxed load first: the flag is written only around deadlock reports.
-        if self.deadlock_reported.load(Ordering::Relaxed) {
+        // SeqCst, after the caller's SeqCst update of the live count or of a queue: with the
+        // swap and the second check in `check_deadlock` (the other order), either that check
+        // sees the caller's work or this load sees the flag. On x86_64 the load is a plain
+        // one; the store happens only around deadlock reports.
+        if self.deadlock_reported.load(Ordering::SeqCst) {
             self.deadlock_reported.store(false, Ordering::SeqCst);
         }
     }

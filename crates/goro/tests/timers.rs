@@ -69,27 +69,32 @@ fn ten_thousand_sleepers_all_wake() {
 
 #[test]
 fn goroutines_parked_forever_are_a_deadlock() {
-    let rt = Runtime::builder().procs(2).build().unwrap();
-    let error = watchdog(LIMIT, move || {
-        let result = rt.block_on(|| {
-            // Two goroutines wait for each other; nothing else can wake them.
-            let a = goro::spawn(goro::park).unwrap();
-            let b = goro::spawn(goro::park).unwrap();
-            a.join().unwrap();
-            b.join().unwrap();
-        });
-        // The runtime keeps working after a deadlock report.
-        assert_eq!(rt.block_on(|| 3).unwrap(), 3);
-        result
-    })
-    .unwrap_err();
-    assert!(matches!(error, JoinError::Deadlock { .. }), "{error}");
-    assert!(
-        error
-            .to_string()
-            .contains("all goroutines are asleep - deadlock"),
-        "{error}"
-    );
+    let rt = std::sync::Arc::new(Runtime::builder().procs(2).build().unwrap());
+    // Several rounds: the second P's check for a deadlock may still be running when the
+    // next goroutine is spawned, and must not report that goroutine's join as a deadlock.
+    for round in 0..20 {
+        let rt = rt.clone();
+        let error = watchdog(LIMIT, move || {
+            let result = rt.block_on(|| {
+                // Two goroutines wait for each other; nothing else can wake them.
+                let a = goro::spawn(goro::park).unwrap();
+                let b = goro::spawn(goro::park).unwrap();
+                a.join().unwrap();
+                b.join().unwrap();
+            });
+            // The runtime keeps working after a deadlock report.
+            assert_eq!(rt.block_on(|| 3).unwrap(), 3, "round {round}");
+            result
+        })
+        .unwrap_err();
+        assert!(matches!(error, JoinError::Deadlock { .. }), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("all goroutines are asleep - deadlock"),
+            "{error}"
+        );
+    }
 }
 
 #[test]
