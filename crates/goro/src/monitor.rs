@@ -1,6 +1,6 @@
 //! The monitor thread (Go's sysmon): retakes Ps from Ms blocked in syscalls.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -17,6 +17,11 @@ pub(crate) struct MonitorHandle {
     /// Whether the monitor sleeps longer than its minimum period, written by the monitor
     /// before each sleep and read (Relaxed: a hint) by `entersyscall`.
     backed_off: AtomicBool,
+    /// Whether a goroutine may be waiting for a P: set by `wakep` when it finds no idle P,
+    /// cleared and set again by the monitor at each scan from the schedulers' `has_work`.
+    /// Read (Relaxed: a hint) by `entersyscall`, so that the common syscall, made while
+    /// nothing waits, needs no `has_work` call.
+    work_waiting: AtomicBool,
     /// Set by the first syscall that kicks a backed-off monitor, so that a burst of syscalls
     /// sends one wakeup; cleared by the monitor when it wakes.
     kick_pending: AtomicBool,
@@ -34,9 +39,18 @@ struct Control {
 
 impl MonitorHandle {
     /// Starts the monitor if it is not running yet.
+    #[inline]
     pub(crate) fn ensure_started(&self, shared: &Shared) {
-        // Relaxed fast check; the swap below decides who starts it.
-        if self.started.load(Ordering::Relaxed) || self.started.swap(true, Ordering::AcqRel) {
+        // Relaxed: a hint; `start` decides with a swap who starts the thread.
+        if !self.started.load(Ordering::Relaxed) {
+            self.start(shared);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn start(&self, shared: &Shared) {
+        if self.started.swap(true, Ordering::AcqRel) {
             return;
         }
         let shared = shared.arc();
@@ -61,17 +75,56 @@ impl MonitorHandle {
         self.wakeup.notify_all();
     }
 
-    /// Called at syscall entry: if the monitor sleeps long while goroutines wait for a P, wake
-    /// it and have it scan at its short period, so a blocking syscall loses its P within
-    /// about the grace period instead of the monitor's long period. Costs one relaxed load
-    /// when the monitor is not backed off.
-    pub(crate) fn nudge_for_syscall(&self, shared: &Shared) {
-        if self.backed_off.load(Ordering::Relaxed)
-            && shared.has_work()
-            && !self.kick_pending.swap(true, Ordering::Relaxed)
-        {
+    /// Called at every `entersyscall`: starts the monitor the first time, and if the monitor
+    /// sleeps long while goroutines wait for a P, wakes it and has it scan at its short
+    /// period, so that a blocking syscall loses its P within about the grace period instead
+    /// of the monitor's long period. Costs three relaxed loads unless the monitor is backed
+    /// off while work may be waiting.
+    #[inline]
+    pub(crate) fn note_entersyscall(&self, shared: &Shared) {
+        self.ensure_started(shared);
+        // Relaxed: hints. A stale value costs at most one needless `has_work` or one early
+        // wakeup that comes late, at the monitor's next scan.
+        if self.backed_off.load(Ordering::Relaxed) && self.work_waiting.load(Ordering::Relaxed) {
+            self.nudge(shared);
+        }
+    }
+
+    /// The part of `note_entersyscall` that runs while the monitor is backed off and work may
+    /// be waiting.
+    #[cold]
+    #[inline(never)]
+    fn nudge(&self, shared: &Shared) {
+        if shared.has_work() && !self.kick_pending.swap(true, Ordering::Relaxed) {
             self.kick();
         }
+    }
+
+    /// Called by `wakep` after it queued work and found no idle P to run it: the work waits
+    /// for a running P, or for one that the monitor retakes from a syscall.
+    #[inline]
+    pub(crate) fn note_work_waiting(&self) {
+        // Relaxed: a hint. Loaded first so that a runtime whose Ps are all busy does not write
+        // the shared line at every ready.
+        if !self.work_waiting.load(Ordering::Relaxed) {
+            self.work_waiting.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Recomputes `work_waiting` at a scan and returns whether work waits.
+    fn refresh_work_waiting(&self, shared: &Shared) -> bool {
+        // Cleared before the check, with a SeqCst fence between, which pairs with the fence
+        // in `wakep`: either this `has_work` sees the g that `wakep` queued, or `wakep` reads
+        // the cleared flag and sets it again. Either way the flag ends up set.
+        if self.work_waiting.load(Ordering::Relaxed) {
+            self.work_waiting.store(false, Ordering::Relaxed);
+        }
+        fence(Ordering::SeqCst);
+        let waiting = shared.has_work();
+        if waiting {
+            self.work_waiting.store(true, Ordering::Relaxed);
+        }
+        waiting
     }
 
     /// Stops the monitor and waits for it.
@@ -116,7 +169,7 @@ fn run(shared: &Arc<Shared>) {
         handle.kick_pending.store(false, Ordering::Relaxed);
         shared.timers.fire(Instant::now());
         let now = epoch.elapsed().as_nanos() as u64;
-        let work_waiting = shared.has_work();
+        let work_waiting = handle.refresh_work_waiting(shared);
         let (mut retook, mut all_idle) = (false, true);
         for (index, p) in shared.ps.iter().enumerate() {
             let owner = p.state.owner();
