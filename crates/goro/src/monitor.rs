@@ -1,12 +1,12 @@
 //! The monitor thread (Go's sysmon): retakes Ps from Ms blocked in syscalls.
 
-use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use goro_abi::PId;
-use goro_syscall::{Monitor, PObservation, POwner, RetakeDecision};
+use goro_syscall::{Monitor, PObservation, POwner, RetakeDecision, WorkWaiting};
 
 use crate::runtime::Shared;
 
@@ -17,11 +17,9 @@ pub(crate) struct MonitorHandle {
     /// Whether the monitor sleeps longer than its minimum period, written by the monitor
     /// before each sleep and read (Relaxed: a hint) by `entersyscall`.
     backed_off: AtomicBool,
-    /// Whether a goroutine may be waiting for a P: set by `wakep` when it finds no idle P,
-    /// cleared and set again by the monitor at each scan from the schedulers' `has_work`.
-    /// Read (Relaxed: a hint) by `entersyscall`, so that the common syscall, made while
-    /// nothing waits, needs no `has_work` call.
-    work_waiting: AtomicBool,
+    /// Whether goroutines may be waiting for a P: raised by `wakep` when it finds no idle P,
+    /// refreshed by the monitor at each scan, read by `entersyscall`.
+    work_waiting: WorkWaiting,
     /// Set by the first syscall that kicks a backed-off monitor, so that a burst of syscalls
     /// sends one wakeup; cleared by the monitor when it wakes.
     kick_pending: AtomicBool,
@@ -75,23 +73,21 @@ impl MonitorHandle {
         self.wakeup.notify_all();
     }
 
-    /// Called at every `entersyscall`: starts the monitor the first time, and if the monitor
-    /// sleeps long while goroutines wait for a P, wakes it and has it scan at its short
-    /// period, so that a blocking syscall loses its P within about the grace period instead
-    /// of the monitor's long period. Costs three relaxed loads unless the monitor is backed
-    /// off while work may be waiting.
+    /// Called at every `entersyscall`: starts the monitor the first time. If the monitor
+    /// sleeps long while goroutines may wait for a P, wakes it to scan at its short period,
+    /// so that a blocking syscall loses its P within about the grace period. Costs three
+    /// relaxed loads unless the monitor is backed off while work may be waiting.
     #[inline]
     pub(crate) fn note_entersyscall(&self, shared: &Shared) {
         self.ensure_started(shared);
-        // Relaxed: hints. A stale value costs at most one needless `has_work` or one early
-        // wakeup that comes late, at the monitor's next scan.
-        if self.backed_off.load(Ordering::Relaxed) && self.work_waiting.load(Ordering::Relaxed) {
+        // Relaxed: `backed_off` is a hint; a stale value costs at most one needless
+        // `has_work` or one wakeup that comes at the monitor's next scan instead.
+        if self.backed_off.load(Ordering::Relaxed) && self.work_waiting.is_set() {
             self.nudge(shared);
         }
     }
 
-    /// The part of `note_entersyscall` that runs while the monitor is backed off and work may
-    /// be waiting.
+    /// Kicks the backed-off monitor if work waits, unless a kick is already pending.
     #[cold]
     #[inline(never)]
     fn nudge(&self, shared: &Shared) {
@@ -100,31 +96,12 @@ impl MonitorHandle {
         }
     }
 
-    /// Called by `wakep` after it queued work and found no idle P to run it: the work waits
-    /// for a running P, or for one that the monitor retakes from a syscall.
+    /// Called by `wakep` after it queued work and found no idle P to run it, with a SeqCst
+    /// fence in between: the work waits for a running P, or for one that the monitor retakes
+    /// from a syscall.
     #[inline]
     pub(crate) fn note_work_waiting(&self) {
-        // Relaxed: a hint. Loaded first so that a runtime whose Ps are all busy does not write
-        // the shared line at every ready.
-        if !self.work_waiting.load(Ordering::Relaxed) {
-            self.work_waiting.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// Recomputes `work_waiting` at a scan and returns whether work waits.
-    fn refresh_work_waiting(&self, shared: &Shared) -> bool {
-        // Cleared before the check, with a SeqCst fence between, which pairs with the fence
-        // in `wakep`: either this `has_work` sees the g that `wakep` queued, or `wakep` reads
-        // the cleared flag and sets it again. Either way the flag ends up set.
-        if self.work_waiting.load(Ordering::Relaxed) {
-            self.work_waiting.store(false, Ordering::Relaxed);
-        }
-        fence(Ordering::SeqCst);
-        let waiting = shared.has_work();
-        if waiting {
-            self.work_waiting.store(true, Ordering::Relaxed);
-        }
-        waiting
+        self.work_waiting.raise();
     }
 
     /// Stops the monitor and waits for it.
@@ -169,7 +146,7 @@ fn run(shared: &Arc<Shared>) {
         handle.kick_pending.store(false, Ordering::Relaxed);
         shared.timers.fire(Instant::now());
         let now = epoch.elapsed().as_nanos() as u64;
-        let work_waiting = handle.refresh_work_waiting(shared);
+        let work_waiting = handle.work_waiting.refresh(|| shared.has_work());
         let (mut retook, mut all_idle) = (false, true);
         for (index, p) in shared.ps.iter().enumerate() {
             let owner = p.state.owner();
@@ -194,5 +171,57 @@ fn run(shared: &Arc<Shared>) {
         handle
             .backed_off
             .store(monitor.is_backed_off(), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use crate::m::current_m;
+
+    /// Plays the monitor's part by hand (no monitor thread runs): the monitor is marked
+    /// started and backed off, and the test checks whether a syscall entry kicks it.
+    #[test]
+    fn backed_off_monitor_is_kicked_only_when_work_waits() {
+        let runtime = crate::Runtime::builder().procs(1).build().unwrap();
+        runtime
+            .block_on(|| {
+                let shared = current_m()
+                    .expect("a goroutine runs on an M")
+                    .shared
+                    .clone();
+                let monitor = &shared.monitor;
+                assert!(
+                    !monitor.started.swap(true, Ordering::Relaxed),
+                    "the monitor started before the first syscall"
+                );
+                monitor.backed_off.store(true, Ordering::Relaxed);
+                let kicked = || monitor.control.lock().unwrap().kicked;
+
+                // A scan with nothing queued clears the hint (raised, maybe, by the M that
+                // started this goroutine).
+                assert!(!monitor.work_waiting.refresh(|| shared.has_work()));
+                crate::blocking(|| ());
+                assert!(
+                    !kicked(),
+                    "a syscall kicked the monitor with nothing waiting"
+                );
+
+                // The only P is this goroutine's: the new one waits in the run queue.
+                let waiting = crate::spawn(|| 7).unwrap();
+                assert!(
+                    monitor.work_waiting.is_set(),
+                    "wakep did not raise the hint"
+                );
+                crate::blocking(|| ());
+                assert!(
+                    kicked(),
+                    "a syscall with work waiting did not kick the monitor"
+                );
+                assert!(monitor.kick_pending.load(Ordering::Relaxed));
+                assert_eq!(waiting.join().unwrap(), 7);
+            })
+            .unwrap();
     }
 }

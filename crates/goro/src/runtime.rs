@@ -136,6 +136,8 @@ impl Shared {
         // queued is ordered before these reads of `npidle` and `nmspinning`.
         fence(Ordering::SeqCst);
         if self.npidle.load(Ordering::Relaxed) == 0 {
+            // The g waits for a busy P, or for one the monitor retakes from a syscall. The
+            // fence above orders its queueing before the hint, as the hint requires.
             self.monitor.note_work_waiting();
             return;
         }
