@@ -7,11 +7,12 @@
 //! an idle P, or hands the goroutine to its scheduler and stops the M. `docs/syscall.md`
 //! describes the protocol in full.
 //!
-//! The fast path of [`blocking`] runs on every syscall a goroutine makes, so it looks the g
-//! and its M up once (one `getg`), carries them to the exit in its drop guard, and keeps the
-//! rare cases (panics, the slow exit, the first start of the monitor) out of line. A g cannot
-//! change M between the entry and the exit: it stays in the call, and a switch inside the
-//! call fails the g's status checks before it can happen.
+//! The fast path of [`blocking`] runs on every syscall a goroutine makes. It looks the g and
+//! its M up once (one `getg`) and carries them to the exit in its drop guard. The rare cases
+//! (panics, the slow exit, the first start of the monitor) stay out of line. A g cannot
+//! change M between the entry and the exit: a yield or park inside the call reaches g0 with
+//! the g still in `Syscall`, whose status check is a fatal error there, so the g is never
+//! queued.
 
 use std::ptr;
 use std::sync::atomic::Ordering;
@@ -37,22 +38,16 @@ impl Current {
             return None;
         }
         // SAFETY: a non-null g register points to the live header of what runs on this thread
-        // (setg's contract); a goroutine outlives every call made on its own stack.
+        // (setg's contract). A goroutine outlives every call made on its own stack.
         let header: &'static GHeader = unsafe { &*g };
         // g0 has no runtime record: the scheduler itself is running, as in a scheduler hook.
         if header.runtime().is_null() {
             return None;
         }
-        let m = header.m() as *const M;
-        if m.is_null() {
-            return None;
-        }
         // SAFETY: the M that runs a g sets the g's `m` field before it switches to the g, and
         // an M outlives every g it runs.
-        Some(Current {
-            header,
-            m: unsafe { &*m },
-        })
+        let m = unsafe { header.m().cast::<M>().as_ref() }?;
+        Some(Current { header, m })
     }
 
     fn gref(self) -> GRef {
@@ -73,7 +68,7 @@ pub fn entersyscall() {
     let Some(current) = Current::get() else {
         panic!("goro::entersyscall called from a thread that runs no goroutine");
     };
-    enter_keeping_p(current, "entersyscall");
+    enter_keeping_p(current);
 }
 
 /// Marks the running goroutine as entering a syscall known to block (a pipe or socket read, a
@@ -90,10 +85,10 @@ pub fn entersyscall_block() {
     enter_handing_off_p(current);
 }
 
-/// The body of [`entersyscall`]: the P stays with the M in `Syscall(m)`.
+/// Enters a syscall as [`entersyscall`] does: the P stays with the M, in `Syscall(m)`.
 #[inline]
-fn enter_keeping_p(current: Current, function: &'static str) {
-    let p = enter(current, function);
+fn enter_keeping_p(current: Current) {
+    let p = enter(current, "entersyscall");
     let m = current.m;
     let shared = &*m.shared;
     let ps = &shared.ps[p.index()];
@@ -106,7 +101,7 @@ fn enter_keeping_p(current: Current, function: &'static str) {
     shared.monitor.note_entersyscall(shared);
 }
 
-/// The body of [`entersyscall_block`]: the P leaves the M at once.
+/// Enters a syscall as [`entersyscall_block`] does: the P leaves the M at once.
 fn enter_handing_off_p(current: Current) {
     let p = enter(current, "entersyscall_block");
     trace::emit(|| Event::PStop { p: p.0 });
@@ -122,7 +117,7 @@ fn enter_handing_off_p(current: Current) {
 /// The M's P is cleared for the duration of the syscall: while it is `Syscall(m)` the monitor
 /// may give it to another M, so code running in the syscall (a `ready` from inside a
 /// `blocking` closure) must not treat it as its own.
-#[inline]
+#[inline(always)]
 fn enter(current: Current, function: &'static str) -> PId {
     let Current { header, m } = current;
     if header.status() != GStatus::Running {
@@ -183,8 +178,9 @@ pub fn exitsyscall() {
     exit(current);
 }
 
-/// The body of [`exitsyscall`]: the fast path inline, the rest out of line.
-#[inline]
+/// Leaves a syscall as [`exitsyscall`] does, with the fast path inline and the rest out of
+/// line.
+#[inline(always)]
 fn exit(current: Current) {
     let Current { header, m } = current;
     if header.status() != GStatus::Syscall {
@@ -285,7 +281,7 @@ pub fn blocking<F: FnOnce() -> R, R>(call: F) -> R {
 #[inline(never)]
 fn enter_blocking() -> Option<Current> {
     let current = Current::get()?;
-    enter_keeping_p(current, "entersyscall");
+    enter_keeping_p(current);
     Some(current)
 }
 
