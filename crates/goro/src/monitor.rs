@@ -31,8 +31,12 @@ pub(crate) struct MonitorHandle {
 #[derive(Default)]
 struct Control {
     stop: bool,
-    /// Set by `kick`: a timer earlier than the monitor's current sleep was added.
+    /// Set by `kick`: a timer earlier than the monitor's current sleep was added, or a syscall
+    /// was entered while work waits.
     kicked: bool,
+    /// The syscall whose entry kicked the monitor: its P, its syscall tick, and a time at
+    /// which it was already going.
+    kicked_by_syscall: Option<(PId, u32, Instant)>,
 }
 
 impl MonitorHandle {
@@ -78,21 +82,26 @@ impl MonitorHandle {
     /// so that a blocking syscall loses its P within about the grace period. Costs three
     /// relaxed loads unless the monitor is backed off while work may be waiting.
     #[inline]
-    pub(crate) fn note_entersyscall(&self, shared: &Shared) {
+    pub(crate) fn note_entersyscall(&self, shared: &Shared, p: PId, syscalltick: u32) {
         self.ensure_started(shared);
         // Relaxed: `backed_off` is a hint; a stale value costs at most one needless
         // `has_work` or one wakeup that comes at the monitor's next scan instead.
         if self.backed_off.load(Ordering::Relaxed) && self.work_waiting.is_set() {
-            self.nudge(shared);
+            self.nudge(shared, p, syscalltick);
         }
     }
 
-    /// Kicks the backed-off monitor if work waits, unless a kick is already pending.
+    /// Kicks the backed-off monitor if work waits, unless a kick is already pending. The
+    /// monitor learns which syscall kicked it and since when it runs, so that it can retake
+    /// the P at its first scan after the grace period.
     #[cold]
     #[inline(never)]
-    fn nudge(&self, shared: &Shared) {
+    fn nudge(&self, shared: &Shared, p: PId, syscalltick: u32) {
         if shared.has_work() && !self.kick_pending.swap(true, Ordering::Relaxed) {
-            self.kick();
+            let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+            control.kicked = true;
+            control.kicked_by_syscall = Some((p, syscalltick, Instant::now()));
+            self.wakeup.notify_all();
         }
     }
 
@@ -141,6 +150,14 @@ fn run(shared: &Arc<Shared>) {
             if std::mem::take(&mut control.kicked) {
                 // `next_period` below starts from the short period again.
                 monitor.reset_period();
+            }
+            // A kick from before `epoch` came while this thread was starting, and its time
+            // cannot be told apart from the start: the syscall is then timed from its first
+            // scan, as without a kick.
+            if let Some((p, tick, since)) = control.kicked_by_syscall.take()
+                && let Some(since) = since.checked_duration_since(epoch)
+            {
+                monitor.note_syscall_since(p.index(), tick, since.as_nanos() as u64);
             }
         }
         handle.kick_pending.store(false, Ordering::Relaxed);
@@ -220,6 +237,8 @@ mod tests {
                     "a syscall with work waiting did not kick the monitor"
                 );
                 assert!(monitor.kick_pending.load(Ordering::Relaxed));
+                let kicked_by = monitor.control.lock().unwrap().kicked_by_syscall;
+                assert_eq!(kicked_by.map(|(p, _, _)| p), Some(goro_abi::PId(0)));
                 assert_eq!(waiting.join().unwrap(), 7);
             })
             .unwrap();

@@ -93,12 +93,10 @@ fn enter_keeping_p(current: Current) {
     let shared = &*m.shared;
     let ps = &shared.ps[p.index()];
     // Only the P's owner writes the tick; Relaxed, see `P::syscalltick`.
-    ps.syscalltick.store(
-        ps.syscalltick.load(Ordering::Relaxed).wrapping_add(1),
-        Ordering::Relaxed,
-    );
+    let syscalltick = ps.syscalltick.load(Ordering::Relaxed).wrapping_add(1);
+    ps.syscalltick.store(syscalltick, Ordering::Relaxed);
     ps.state.entersyscall(m.id);
-    shared.monitor.note_entersyscall(shared);
+    shared.monitor.note_entersyscall(shared, p, syscalltick);
 }
 
 /// Enters a syscall as [`entersyscall_block`] does: the P leaves the M at once.
