@@ -86,7 +86,7 @@ pub fn entersyscall_block() {
 }
 
 /// Enters a syscall as [`entersyscall`] does: the P stays with the M, in `Syscall(m)`.
-#[inline]
+#[inline(always)]
 fn enter_keeping_p(current: Current) {
     let p = enter(current, "entersyscall");
     let m = current.m;
