@@ -86,6 +86,9 @@ impl MonitorHandle {
         self.ensure_started(shared);
         // Relaxed: `backed_off` is a hint; a stale value costs at most one needless
         // `has_work` or one wakeup that comes at the monitor's next scan instead.
+        // NOTE: a monitor that backs off while this entry runs (its scan saw the P before the
+        // syscall) is not woken, so the P waits for up to the long period. Closing that race
+        // would take a SeqCst fence on every syscall entry.
         if self.backed_off.load(Ordering::Relaxed) && self.work_waiting.is_set() {
             self.nudge(shared, p, syscalltick);
         }
