@@ -204,6 +204,9 @@ mod tests {
     /// started and backed off, and the test checks whether a syscall entry kicks it.
     #[test]
     fn backed_off_monitor_is_kicked_only_when_work_waits() {
+        let _serial = crate::trace::SESSION_TEST_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let runtime = crate::Runtime::builder().procs(1).build().unwrap();
         runtime
             .block_on(|| {
