@@ -177,11 +177,16 @@ impl GHeader {
         self.stack_guard.store(guard, Ordering::Relaxed);
     }
 
+    // The accessors that the syscall fast path calls are `#[inline]`: without LTO, a call
+    // into another crate is never inlined otherwise, and each would cost a call per syscall.
+
     /// Current status of the g.
+    #[inline]
     pub fn status(&self) -> GStatus {
         GStatus::from_u32(self.status.load(Ordering::Acquire))
     }
 
+    #[inline]
     pub(crate) fn status_word(&self) -> &AtomicU32 {
         &self.status
     }
@@ -197,6 +202,7 @@ impl GHeader {
     }
 
     /// Goroutine id; unique within a process, never 0 for a spawned g.
+    #[inline]
     pub fn goid(&self) -> u64 {
         self.goid.load(Ordering::Relaxed)
     }
@@ -207,6 +213,7 @@ impl GHeader {
     }
 
     /// The scheduler that makes every decision for this g.
+    #[inline]
     pub fn sched(&self) -> SchedLink {
         SchedLink {
             data: self.sched_data.load(Ordering::Relaxed) as *const (),
@@ -238,6 +245,7 @@ impl GHeader {
     /// Records (or, with zeros, clears) the frame of the syscall the g is entering. Written by
     /// the g itself at entersyscall and exitsyscall; read by other threads while the g's
     /// status is [`GStatus::Syscall`].
+    #[inline]
     pub fn set_syscall_frame(&self, sp: usize, pc: usize) {
         self.syscall_pc.store(pc, Ordering::Relaxed);
         // Release: publishes the pc above to readers that acquire the sp.
@@ -257,6 +265,7 @@ impl GHeader {
     }
 
     /// The M running the g, as the runtime's own type; null while the g does not run.
+    #[inline]
     pub fn m(&self) -> *mut () {
         self.m.load(Ordering::Relaxed)
     }
@@ -278,6 +287,7 @@ impl GHeader {
     }
 
     /// The runtime's private per-g record.
+    #[inline]
     pub fn runtime(&self) -> *mut () {
         self.runtime.load(Ordering::Relaxed)
     }
@@ -334,6 +344,7 @@ impl GRef {
     ///
     /// `g` must point to a live [`GHeader`] that stays allocated for as long as this `GRef` or
     /// any copy of it is used.
+    #[inline]
     pub unsafe fn from_raw(g: NonNull<GHeader>) -> GRef {
         GRef(g)
     }

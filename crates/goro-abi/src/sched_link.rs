@@ -105,6 +105,7 @@ unsafe impl Sync for SchedLink {}
 
 impl SchedLink {
     /// Returns whether the link points to a scheduler.
+    #[inline]
     pub fn is_set(&self) -> bool {
         !self.vtable.is_null()
     }
@@ -114,6 +115,7 @@ impl SchedLink {
     /// # Panics
     ///
     /// Panics when the link is unset: a g without a scheduler reached a decision point.
+    #[inline]
     pub fn vtable(&self) -> &'static SchedVTable {
         assert!(
             self.is_set(),
@@ -203,6 +205,7 @@ impl SchedLink {
     /// # Safety
     ///
     /// See the impl block: the scheduler must be alive.
+    #[inline]
     pub unsafe fn on_entersyscall(&self, g: GRef, p: PId) {
         // SAFETY: as in `start`.
         unsafe { (self.vtable().on_entersyscall)(self.data, g, p) }
@@ -213,6 +216,7 @@ impl SchedLink {
     /// # Safety
     ///
     /// See the impl block: the scheduler must be alive.
+    #[inline]
     pub unsafe fn on_exitsyscall(&self, g: GRef, p: PId) -> SyscallExit {
         // SAFETY: as in `start`.
         unsafe { (self.vtable().on_exitsyscall)(self.data, g, p) }

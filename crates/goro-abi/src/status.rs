@@ -40,6 +40,7 @@ pub enum GStatus {
 impl GStatus {
     /// Decodes a raw status word. Unknown values decode as `Dead` never: they panic, because
     /// they can only come from memory that is not a g header.
+    #[inline]
     pub fn from_u32(raw: u32) -> GStatus {
         match raw {
             0 => GStatus::Idle,
@@ -139,6 +140,7 @@ pub struct Transition {
 }
 
 impl GHeader {
+    #[inline]
     fn transition(&self, from: GStatus, to: GStatus, function: &'static str) -> Transition {
         // Each transition is made by the one party that owns the g at that moment (the M that
         // took it from a queue, the g itself while it runs, the waker that won its permit), so
@@ -148,17 +150,23 @@ impl GHeader {
         // be a runtime bug, which this check catches only when the race is lost visibly.
         let actual = self.status_word().load(Ordering::Acquire);
         if actual != from as u32 {
-            panic!(
-                "{function}: illegal g status transition for g {}: status is {}, expected {} to \
-                 move to {}",
-                self.goid(),
-                GStatus::from_u32(actual),
-                from,
-                to
-            );
+            self.illegal_transition(actual, from, to, function);
         }
         self.status_word().store(to as u32, Ordering::Release);
         Transition { from, to }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn illegal_transition(&self, actual: u32, from: GStatus, to: GStatus, function: &str) -> ! {
+        panic!(
+            "{function}: illegal g status transition for g {}: status is {}, expected {} to move \
+             to {}",
+            self.goid(),
+            GStatus::from_u32(actual),
+            from,
+            to
+        );
     }
 
     /// `Idle -> Runnable`: a new g is handed to its scheduler for the first time.
@@ -187,11 +195,13 @@ impl GHeader {
     }
 
     /// `Running -> Syscall`: the g enters a syscall.
+    #[inline]
     pub fn entersyscall(&self) -> Transition {
         self.transition(GStatus::Running, GStatus::Syscall, "entersyscall")
     }
 
     /// `Syscall -> Running`: the g leaves a syscall and keeps running on a P.
+    #[inline]
     pub fn exitsyscall(&self) -> Transition {
         self.transition(GStatus::Syscall, GStatus::Running, "exitsyscall")
     }

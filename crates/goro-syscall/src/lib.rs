@@ -17,6 +17,7 @@
 //! explains the protocol and why goro keeps Go's older P-state CAS design.
 //!
 //! [`Monitor`] holds the monitor's decisions (when to retake, how long to sleep) as pure logic,
+//! and [`WorkWaiting`] the hint that lets a syscall entry skip asking the schedulers for work,
 //! so that the loom models in `tests/` check the same code the runtime runs.
 //!
 //! **Architecture Invariant:** no asm and no thread-bound state here; every atomic comes from
@@ -27,6 +28,8 @@
 mod monitor;
 mod pstate;
 pub mod sync;
+mod work_waiting;
 
 pub use monitor::{Monitor, MonitorConfig, PObservation, RetakeDecision};
 pub use pstate::{MId, POwner, PState};
+pub use work_waiting::WorkWaiting;

@@ -124,6 +124,18 @@ impl Monitor {
         }
     }
 
+    /// Starts the clock of P `p`'s syscall number `syscalltick` at `since_ns`, a time at
+    /// which the caller knows that syscall was already going (its M woke the monitor after
+    /// entering it). The next `observe` of the same syscall counts its length from there. A
+    /// retake then need not wait for a second scan.
+    pub fn note_syscall_since(&mut self, p: usize, syscalltick: u32, since_ns: u64) {
+        self.seen[p] = SyscallSeen {
+            tick: syscalltick,
+            since_ns,
+            valid: true,
+        };
+    }
+
     /// Brings the short period back at once: something (a syscall entered while goroutines
     /// wait for a P) asked for prompt scans.
     pub fn reset_period(&mut self) {
@@ -205,6 +217,35 @@ mod tests {
         assert_eq!(
             monitor.observe(0, syscall(1, 8), 80_000, true),
             RetakeDecision::Retake(MId(1))
+        );
+    }
+
+    #[test]
+    fn noted_syscall_is_retaken_at_first_scan() {
+        let mut monitor = Monitor::new(MonitorConfig::default(), 2);
+        monitor.note_syscall_since(1, 4, 1_000);
+        assert_eq!(
+            monitor.observe(1, syscall(2, 4), 10_000, true),
+            RetakeDecision::Leave,
+            "retaken before the grace period"
+        );
+        assert_eq!(
+            monitor.observe(1, syscall(2, 4), 21_000, true),
+            RetakeDecision::Retake(MId(2))
+        );
+    }
+
+    #[test]
+    fn noted_syscall_that_ended_restarts_clock() {
+        let mut monitor = Monitor::new(MonitorConfig::default(), 1);
+        monitor.note_syscall_since(0, 4, 0);
+        assert_eq!(
+            monitor.observe(0, syscall(2, 5), 50_000, true),
+            RetakeDecision::Leave
+        );
+        assert_eq!(
+            monitor.observe(0, syscall(2, 5), 60_000, true),
+            RetakeDecision::Leave
         );
     }
 

@@ -34,6 +34,7 @@ const TAG_SYSCALL: u64 = 2;
 const TAG_TRANSIT: u64 = 3;
 
 impl POwner {
+    #[inline]
     fn encode(self) -> u64 {
         match self {
             POwner::Idle => TAG_IDLE,
@@ -92,6 +93,7 @@ impl PState {
         }
     }
 
+    #[inline]
     fn cas(&self, from: POwner, to: POwner) -> Result<(), POwner> {
         // AcqRel: the winner takes the P (Acquire of the previous owner's Release) and
         // publishes its own writes to the next one (Release).
@@ -130,6 +132,7 @@ impl PState {
     /// `Running(m) -> Syscall(m)`: M `m` enters a syscall and leaves the P open to retake.
     ///
     /// A plain store, not a CAS: in `Running(m)` only `m` may change the word.
+    #[inline]
     pub fn entersyscall(&self, m: MId) {
         debug_assert_eq!(
             self.owner(),
@@ -144,6 +147,7 @@ impl PState {
     /// `Syscall(m) -> Running(m)`: M `m` is back from its syscall and keeps its P (the fast
     /// path). Returns `false` when the monitor retook the P meanwhile.
     #[must_use = "a failed exitsyscall means the P is gone: take the slow path"]
+    #[inline]
     pub fn exitsyscall(&self, m: MId) -> bool {
         self.cas(POwner::Syscall(m), POwner::Running(m)).is_ok()
     }

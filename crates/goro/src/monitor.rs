@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use goro_abi::PId;
-use goro_syscall::{Monitor, PObservation, POwner, RetakeDecision};
+use goro_syscall::{Monitor, PObservation, POwner, RetakeDecision, WorkWaiting};
 
 use crate::runtime::Shared;
 
@@ -17,6 +17,9 @@ pub(crate) struct MonitorHandle {
     /// Whether the monitor sleeps longer than its minimum period, written by the monitor
     /// before each sleep and read (Relaxed: a hint) by `entersyscall`.
     backed_off: AtomicBool,
+    /// Whether goroutines may be waiting for a P: raised by `wakep` when it finds no idle P,
+    /// refreshed by the monitor at each scan, read by `entersyscall`.
+    work_waiting: WorkWaiting,
     /// Set by the first syscall that kicks a backed-off monitor, so that a burst of syscalls
     /// sends one wakeup; cleared by the monitor when it wakes.
     kick_pending: AtomicBool,
@@ -28,15 +31,28 @@ pub(crate) struct MonitorHandle {
 #[derive(Default)]
 struct Control {
     stop: bool,
-    /// Set by `kick`: a timer earlier than the monitor's current sleep was added.
+    /// Set by `kick`: a timer earlier than the monitor's current sleep was added, or a syscall
+    /// was entered while work waits.
     kicked: bool,
+    /// The syscall whose entry kicked the monitor: its P, its syscall tick, and a time at
+    /// which it was already going.
+    kicked_by_syscall: Option<(PId, u32, Instant)>,
 }
 
 impl MonitorHandle {
     /// Starts the monitor if it is not running yet.
+    #[inline]
     pub(crate) fn ensure_started(&self, shared: &Shared) {
-        // Relaxed fast check; the swap below decides who starts it.
-        if self.started.load(Ordering::Relaxed) || self.started.swap(true, Ordering::AcqRel) {
+        // Relaxed: a hint; `start` decides with a swap who starts the thread.
+        if !self.started.load(Ordering::Relaxed) {
+            self.start(shared);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn start(&self, shared: &Shared) {
+        if self.started.swap(true, Ordering::AcqRel) {
             return;
         }
         let shared = shared.arc();
@@ -61,17 +77,43 @@ impl MonitorHandle {
         self.wakeup.notify_all();
     }
 
-    /// Called at syscall entry: if the monitor sleeps long while goroutines wait for a P, wake
-    /// it and have it scan at its short period, so a blocking syscall loses its P within
-    /// about the grace period instead of the monitor's long period. Costs one relaxed load
-    /// when the monitor is not backed off.
-    pub(crate) fn nudge_for_syscall(&self, shared: &Shared) {
-        if self.backed_off.load(Ordering::Relaxed)
-            && shared.has_work()
-            && !self.kick_pending.swap(true, Ordering::Relaxed)
-        {
-            self.kick();
+    /// Called at every `entersyscall`: starts the monitor the first time. If the monitor
+    /// sleeps long while goroutines may wait for a P, wakes it to scan at its short period,
+    /// so that a blocking syscall loses its P within about the grace period. Costs three
+    /// relaxed loads unless the monitor is backed off while work may be waiting.
+    #[inline]
+    pub(crate) fn note_entersyscall(&self, shared: &Shared, p: PId, syscalltick: u32) {
+        self.ensure_started(shared);
+        // Relaxed: `backed_off` is a hint; a stale value costs at most one needless
+        // `has_work` or one wakeup that comes at the monitor's next scan instead.
+        // NOTE: a monitor that backs off while this entry runs (its scan saw the P before the
+        // syscall) is not woken, so the P waits for up to the long period. Closing that race
+        // would take a SeqCst fence on every syscall entry.
+        if self.backed_off.load(Ordering::Relaxed) && self.work_waiting.is_set() {
+            self.nudge(shared, p, syscalltick);
         }
+    }
+
+    /// Kicks the backed-off monitor if work waits, unless a kick is already pending. The
+    /// monitor learns which syscall kicked it and since when it runs, so that it can retake
+    /// the P at its first scan after the grace period.
+    #[cold]
+    #[inline(never)]
+    fn nudge(&self, shared: &Shared, p: PId, syscalltick: u32) {
+        if shared.has_work() && !self.kick_pending.swap(true, Ordering::Relaxed) {
+            let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+            control.kicked = true;
+            control.kicked_by_syscall = Some((p, syscalltick, Instant::now()));
+            self.wakeup.notify_all();
+        }
+    }
+
+    /// Called by `wakep` after it queued work and found no idle P to run it, with a SeqCst
+    /// fence in between: the work waits for a running P, or for one that the monitor retakes
+    /// from a syscall.
+    #[inline]
+    pub(crate) fn note_work_waiting(&self) {
+        self.work_waiting.raise();
     }
 
     /// Stops the monitor and waits for it.
@@ -112,11 +154,19 @@ fn run(shared: &Arc<Shared>) {
                 // `next_period` below starts from the short period again.
                 monitor.reset_period();
             }
+            // A kick from before `epoch` came while this thread was starting, and its time
+            // cannot be told apart from the start: the syscall is then timed from its first
+            // scan, as without a kick.
+            if let Some((p, tick, since)) = control.kicked_by_syscall.take()
+                && let Some(since) = since.checked_duration_since(epoch)
+            {
+                monitor.note_syscall_since(p.index(), tick, since.as_nanos() as u64);
+            }
         }
         handle.kick_pending.store(false, Ordering::Relaxed);
         shared.timers.fire(Instant::now());
         let now = epoch.elapsed().as_nanos() as u64;
-        let work_waiting = shared.has_work();
+        let work_waiting = handle.work_waiting.refresh(|| shared.has_work());
         let (mut retook, mut all_idle) = (false, true);
         for (index, p) in shared.ps.iter().enumerate() {
             let owner = p.state.owner();
@@ -141,5 +191,62 @@ fn run(shared: &Arc<Shared>) {
         handle
             .backed_off
             .store(monitor.is_backed_off(), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use crate::m::current_m;
+
+    /// Plays the monitor's part by hand (no monitor thread runs): the monitor is marked
+    /// started and backed off, and the test checks whether a syscall entry kicks it.
+    #[test]
+    fn backed_off_monitor_is_kicked_only_when_work_waits() {
+        let _serial = crate::trace::SESSION_TEST_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let runtime = crate::Runtime::builder().procs(1).build().unwrap();
+        runtime
+            .block_on(|| {
+                let shared = current_m()
+                    .expect("a goroutine runs on an M")
+                    .shared
+                    .clone();
+                let monitor = &shared.monitor;
+                assert!(
+                    !monitor.started.swap(true, Ordering::Relaxed),
+                    "the monitor started before the first syscall"
+                );
+                monitor.backed_off.store(true, Ordering::Relaxed);
+                let kicked = || monitor.control.lock().unwrap().kicked;
+
+                // A scan with nothing queued clears the hint (raised, maybe, by the M that
+                // started this goroutine).
+                assert!(!monitor.work_waiting.refresh(|| shared.has_work()));
+                crate::blocking(|| ());
+                assert!(
+                    !kicked(),
+                    "a syscall kicked the monitor with nothing waiting"
+                );
+
+                // The only P is this goroutine's: the new one waits in the run queue.
+                let waiting = crate::spawn(|| 7).unwrap();
+                assert!(
+                    monitor.work_waiting.is_set(),
+                    "wakep did not raise the hint"
+                );
+                crate::blocking(|| ());
+                assert!(
+                    kicked(),
+                    "a syscall with work waiting did not kick the monitor"
+                );
+                assert!(monitor.kick_pending.load(Ordering::Relaxed));
+                let kicked_by = monitor.control.lock().unwrap().kicked_by_syscall;
+                assert_eq!(kicked_by.map(|(p, _, _)| p), Some(goro_abi::PId(0)));
+                assert_eq!(waiting.join().unwrap(), 7);
+            })
+            .unwrap();
     }
 }

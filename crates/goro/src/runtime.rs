@@ -135,8 +135,13 @@ impl Shared {
         // SeqCst fence: the load side of the handshake described in `pidleput`; the g just
         // queued is ordered before these reads of `npidle` and `nmspinning`.
         fence(Ordering::SeqCst);
-        if self.npidle.load(Ordering::Relaxed) == 0 || self.nmspinning.load(Ordering::Relaxed) != 0
-        {
+        if self.npidle.load(Ordering::Relaxed) == 0 {
+            // The g waits for a busy P, or for one the monitor retakes from a syscall. The
+            // fence above orders its queueing before the hint, as the hint requires.
+            self.monitor.note_work_waiting();
+            return;
+        }
+        if self.nmspinning.load(Ordering::Relaxed) != 0 {
             return;
         }
         // Only one waker starts a spinning M; the CAS also orders this against an M that

@@ -6,32 +6,54 @@
 //! On the way out (`exitsyscall`) the fast path finds the P still its own; the slow path takes
 //! an idle P, or hands the goroutine to its scheduler and stops the M. `docs/syscall.md`
 //! describes the protocol in full.
+//!
+//! The fast path of [`blocking`] runs on every syscall a goroutine makes. It looks the g and
+//! its M up once (one `getg`) and carries them to the exit in its drop guard. The rare cases
+//! (panics, the slow exit, the first start of the monitor) stay out of line. A g cannot
+//! change M between the entry and the exit: a yield or park inside the call reaches g0 with
+//! the g still in `Syscall`, whose status check is a fatal error there, so the g is never
+//! queued.
 
 use std::ptr;
 use std::sync::atomic::Ordering;
 
 use goro_abi::{GHeader, GRef, GStatus, PId, SyscallExit, getg};
 
-use crate::m::{M, MCounters, Request, current_m, mcall};
+use crate::m::{M, MCounters, Request, mcall};
 use crate::trace::{self, Event};
 
-/// Returns the running goroutine and its M, or `None` on g0 or a thread that runs no g.
-fn running_g(function: &'static str) -> Option<(&'static GHeader, &'static M)> {
-    let m = current_m()?;
-    let g = getg();
-    // SAFETY: the g register points to the live header of what runs on this thread.
-    let header = unsafe { &*g };
-    if header.runtime().is_null() {
-        // g0: the scheduler itself is running, as in a scheduler hook.
-        let _ = function;
-        return None;
-    }
-    Some((header, m))
+/// The running goroutine and the M that runs it.
+#[derive(Clone, Copy)]
+struct Current {
+    header: &'static GHeader,
+    m: &'static M,
 }
 
-fn gref(header: &GHeader) -> GRef {
-    // SAFETY: the header is the running g's, alive while it runs.
-    unsafe { GRef::from_raw(ptr::NonNull::from(header)) }
+impl Current {
+    /// Returns the running goroutine and its M, or `None` on g0 or a thread that runs no g.
+    #[inline]
+    fn get() -> Option<Current> {
+        let g = getg();
+        if g.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null g register points to the live header of what runs on this thread
+        // (setg's contract). A goroutine outlives every call made on its own stack.
+        let header: &'static GHeader = unsafe { &*g };
+        // g0 has no runtime record: the scheduler itself is running, as in a scheduler hook.
+        if header.runtime().is_null() {
+            return None;
+        }
+        // SAFETY: the M that runs a g sets the g's `m` field before it switches to the g, and
+        // an M outlives every g it runs.
+        let m = unsafe { header.m().cast::<M>().as_ref() }?;
+        Some(Current { header, m })
+    }
+
+    fn gref(self) -> GRef {
+        // SAFETY: the header is the running g's, alive while it runs.
+        unsafe { GRef::from_raw(ptr::NonNull::from(self.header)) }
+    }
 }
 
 /// Marks the running goroutine as entering a syscall that usually returns quickly (a file
@@ -43,20 +65,10 @@ fn gref(header: &GHeader) -> GRef {
 /// Panics when called from a thread that runs no goroutine, or twice without
 /// `exitsyscall` in between.
 pub fn entersyscall() {
-    let Some((header, m)) = running_g("entersyscall") else {
+    let Some(current) = Current::get() else {
         panic!("goro::entersyscall called from a thread that runs no goroutine");
     };
-    let p = enter(header, m, "entersyscall");
-    let shared = &m.shared;
-    let ps = &shared.ps[p.index()];
-    // Only the P's owner writes the tick; Relaxed, see `P::syscalltick`.
-    ps.syscalltick.store(
-        ps.syscalltick.load(Ordering::Relaxed).wrapping_add(1),
-        Ordering::Relaxed,
-    );
-    ps.state.entersyscall(m.id);
-    shared.monitor.ensure_started(shared);
-    shared.monitor.nudge_for_syscall(shared);
+    enter_keeping_p(current);
 }
 
 /// Marks the running goroutine as entering a syscall known to block (a pipe or socket read, a
@@ -67,12 +79,32 @@ pub fn entersyscall() {
 ///
 /// As [`entersyscall`].
 pub fn entersyscall_block() {
-    let Some((header, m)) = running_g("entersyscall_block") else {
+    let Some(current) = Current::get() else {
         panic!("goro::entersyscall_block called from a thread that runs no goroutine");
     };
-    let p = enter(header, m, "entersyscall_block");
+    enter_handing_off_p(current);
+}
+
+/// Enters a syscall as [`entersyscall`] does: the P stays with the M, in `Syscall(m)`.
+#[inline(always)]
+fn enter_keeping_p(current: Current) {
+    let p = enter(current, "entersyscall");
+    let m = current.m;
+    let shared = &*m.shared;
+    let ps = &shared.ps[p.index()];
+    // Only the P's owner writes the tick; Relaxed, see `P::syscalltick`.
+    let syscalltick = ps.syscalltick.load(Ordering::Relaxed).wrapping_add(1);
+    ps.syscalltick.store(syscalltick, Ordering::Relaxed);
+    ps.state.entersyscall(m.id);
+    shared.monitor.note_entersyscall(shared, p, syscalltick);
+}
+
+/// Enters a syscall as [`entersyscall_block`] does: the P leaves the M at once.
+fn enter_handing_off_p(current: Current) {
+    let p = enter(current, "entersyscall_block");
     trace::emit(|| Event::PStop { p: p.0 });
-    let shared = &m.shared;
+    let m = current.m;
+    let shared = &*m.shared;
     shared.ps[p.index()].state.handoff(m.id);
     shared.handoffs.fetch_add(1, Ordering::Relaxed);
     shared.handoffp(p);
@@ -83,24 +115,22 @@ pub fn entersyscall_block() {
 /// The M's P is cleared for the duration of the syscall: while it is `Syscall(m)` the monitor
 /// may give it to another M, so code running in the syscall (a `ready` from inside a
 /// `blocking` closure) must not treat it as its own.
-fn enter(header: &GHeader, m: &M, function: &'static str) -> PId {
-    let status = header.status();
-    if status != GStatus::Running {
-        panic!(
-            "goro::{function}: goroutine {} is {status}, not running: entered twice without exitsyscall",
-            header.goid()
-        );
+#[inline(always)]
+fn enter(current: Current, function: &'static str) -> PId {
+    let Current { header, m } = current;
+    if header.status() != GStatus::Running {
+        not_running_at_entry(header, function);
     }
-    let p = m
-        .p()
-        .unwrap_or_else(|| panic!("goro::{function}: the goroutine's M holds no P"));
+    let Some(p) = m.p() else {
+        no_p_at_entry(function);
+    };
     let _ = header.entersyscall();
     // The frame is approximate: the address of a local stands for the stack pointer, this
     // function for the program counter. Dumps only need to know where the stack was in use.
     let marker = 0u8;
     header.set_syscall_frame(&marker as *const u8 as usize, enter as *const () as usize);
     // SAFETY: the runtime keeps every linked scheduler alive.
-    unsafe { header.sched().on_entersyscall(gref(header), p) };
+    unsafe { header.sched().on_entersyscall(current.gref(), p) };
     m.set_syscall_p(p);
     // Emitted while the M still names its P, so the trace shows where the syscall began.
     trace::emit(|| Event::SyscallEnter {
@@ -115,6 +145,22 @@ fn enter(header: &GHeader, m: &M, function: &'static str) -> PId {
     p
 }
 
+#[cold]
+#[inline(never)]
+fn not_running_at_entry(header: &GHeader, function: &'static str) -> ! {
+    panic!(
+        "goro::{function}: goroutine {} is {}, not running: entered twice without exitsyscall",
+        header.goid(),
+        header.status()
+    );
+}
+
+#[cold]
+#[inline(never)]
+fn no_p_at_entry(function: &'static str) -> ! {
+    panic!("goro::{function}: the goroutine's M holds no P");
+}
+
 /// Marks the running goroutine as back from its syscall. Returns with the goroutine running
 /// on a P: its own when the monitor did not retake it, otherwise any idle one, otherwise after
 /// its scheduler has run it again, possibly on another M.
@@ -124,37 +170,58 @@ fn enter(header: &GHeader, m: &M, function: &'static str) -> PId {
 /// Panics when called from a thread that runs no goroutine, or without a matching
 /// `entersyscall`.
 pub fn exitsyscall() {
-    let Some((header, m)) = running_g("exitsyscall") else {
+    let Some(current) = Current::get() else {
         panic!("goro::exitsyscall called from a thread that runs no goroutine");
     };
+    exit(current);
+}
+
+/// Leaves a syscall as [`exitsyscall`] does, with the fast path inline and the rest out of
+/// line.
+#[inline(always)]
+fn exit(current: Current) {
+    let Current { header, m } = current;
     if header.status() != GStatus::Syscall {
-        panic!(
-            "goro::exitsyscall: goroutine {} is {}, not in a syscall: exitsyscall without \
-             entersyscall",
-            header.goid(),
-            header.status()
-        );
+        not_in_syscall_at_exit(header);
     }
-    let old_p = m
-        .take_syscall_p()
-        .expect("goro::exitsyscall: no P recorded at entersyscall");
-    let shared = &m.shared;
+    let Some(old_p) = m.take_syscall_p() else {
+        panic!("goro::exitsyscall: no P recorded at entersyscall");
+    };
     header.set_syscall_frame(0, 0);
-    if shared.ps[old_p.index()].state.exitsyscall(m.id) {
-        m.set_p(Some(old_p));
-        MCounters::bump(&m.counters.fast_exits);
-        trace::emit(|| Event::SyscallExit {
-            goid: header.goid(),
-            fast: true,
-        });
-        m.in_syscall.store(false, Ordering::Release);
-        let _ = header.exitsyscall();
-        after_exit(header, old_p);
+    if !m.shared.ps[old_p.index()].state.exitsyscall(m.id) {
+        exit_without_own_p(current, old_p);
         return;
     }
+    m.set_p(Some(old_p));
+    MCounters::bump(&m.counters.fast_exits);
+    trace::emit(|| Event::SyscallExit {
+        goid: header.goid(),
+        fast: true,
+    });
+    m.in_syscall.store(false, Ordering::Release);
+    let _ = header.exitsyscall();
+    after_exit(current, old_p);
+}
+
+#[cold]
+#[inline(never)]
+fn not_in_syscall_at_exit(header: &GHeader) -> ! {
+    panic!(
+        "goro::exitsyscall: goroutine {} is {}, not in a syscall: exitsyscall without \
+         entersyscall",
+        header.goid(),
+        header.status()
+    );
+}
+
+/// The slow path of `exitsyscall`: the monitor retook `old_p` during the call.
+#[cold]
+#[inline(never)]
+fn exit_without_own_p(current: Current, old_p: PId) {
+    let Current { header, m } = current;
     MCounters::bump(&m.counters.slow_exits);
     m.set_p(None);
-    if let Some(p) = shared.acquire_idle_p(m, Some(old_p)) {
+    if let Some(p) = m.shared.acquire_idle_p(m, Some(old_p)) {
         m.set_p(Some(p));
         // Emitted with the new P: the g runs on it from here on.
         trace::emit(|| Event::SyscallExit {
@@ -163,7 +230,7 @@ pub fn exitsyscall() {
         });
         m.in_syscall.store(false, Ordering::Release);
         let _ = header.exitsyscall();
-        after_exit(header, p);
+        after_exit(current, p);
         return;
     }
     // No P: the g goes back to its scheduler from g0 and this M stops.
@@ -175,44 +242,66 @@ pub fn exitsyscall() {
 }
 
 /// Asks the g's scheduler whether the g keeps running after its syscall.
-fn after_exit(header: &GHeader, p: PId) {
+#[inline]
+fn after_exit(current: Current, p: PId) {
     // SAFETY: the runtime keeps every linked scheduler alive.
-    let decision = unsafe { header.sched().on_exitsyscall(gref(header), p) };
+    let decision = unsafe { current.header.sched().on_exitsyscall(current.gref(), p) };
     if decision == SyscallExit::Requeue {
         mcall(Request::RequeueRunning);
     }
 }
 
-/// Calls `exitsyscall` when dropped, so that a panic inside the call still restores the
-/// protocol.
-struct ExitOnDrop;
+/// Calls `exitsyscall` for the goroutine that entered the syscall when dropped, so that a
+/// panic inside the call still restores the protocol.
+struct ExitOnDrop(Current);
 
 impl Drop for ExitOnDrop {
+    #[inline]
     fn drop(&mut self) {
-        exitsyscall();
+        exit_blocking(self.0);
     }
 }
 
 /// Runs `call` as a syscall that usually returns quickly, between [`entersyscall`] and
 /// [`exitsyscall`]; `exitsyscall` runs also when `call` panics. Outside a goroutine (or on
 /// g0) it just runs `call`.
+#[inline]
 pub fn blocking<F: FnOnce() -> R, R>(call: F) -> R {
-    if running_g("blocking").is_none() {
+    let Some(current) = enter_blocking() else {
         return call();
-    }
-    entersyscall();
-    let _exit = ExitOnDrop;
+    };
+    let _exit = ExitOnDrop(current);
     call()
+}
+
+/// The entry of [`blocking`], kept out of the generic function so that the whole fast path
+/// is compiled (and inlined) in this crate. Returns `None` outside a goroutine.
+#[inline(never)]
+fn enter_blocking() -> Option<Current> {
+    let current = Current::get()?;
+    enter_keeping_p(current);
+    Some(current)
+}
+
+/// The exit of [`blocking`] and [`blocking_known`], as `enter_blocking` is their entry.
+#[inline(never)]
+fn exit_blocking(current: Current) {
+    // The g is still on the M that entered: it has not left the call since.
+    debug_assert!(
+        ptr::eq(getg(), current.header),
+        "exit_blocking: the g register changed inside a syscall"
+    );
+    exit(current);
 }
 
 /// Runs `call` as a syscall known to block, between [`entersyscall_block`] and
 /// [`exitsyscall`]: the P is handed off before the call. Outside a goroutine it just runs
 /// `call`.
 pub fn blocking_known<F: FnOnce() -> R, R>(call: F) -> R {
-    if running_g("blocking_known").is_none() {
+    let Some(current) = Current::get() else {
         return call();
-    }
-    entersyscall_block();
-    let _exit = ExitOnDrop;
+    };
+    enter_handing_off_p(current);
+    let _exit = ExitOnDrop(current);
     call()
 }

@@ -645,6 +645,11 @@ fn quote(text: &str) -> String {
     quoted
 }
 
+/// Serializes the lib tests that run a runtime, which emits events, with the test that counts
+/// every event of a trace session: sessions are process-wide.
+#[cfg(test)]
+pub(crate) static SESSION_TEST_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -660,6 +665,7 @@ mod tests {
 
     #[test]
     fn sessions_keep_every_finished_event() {
+        let _serial = SESSION_TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let threads = 4;
         let per_thread = 10_000u64;
         for _session in 0..2 {

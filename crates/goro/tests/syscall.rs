@@ -176,3 +176,44 @@ fn long_syscall_does_not_keep_its_p_from_spinning_goroutines() {
     });
     assert!(stats.retakes >= 1, "{stats:?}");
 }
+
+#[test]
+fn blocking_outside_a_goroutine_just_runs_the_call() {
+    assert_eq!(goro::blocking(|| 5), 5);
+    assert_eq!(goro::blocking_known(|| 6), 6);
+}
+
+#[test]
+fn short_calls_exit_fast_unless_retaken() {
+    // Nothing else runs, so the monitor retakes a P only after force_retake_after (10 ms):
+    // calls this short leave it with its M unless the thread is descheduled that long, which
+    // the retake count below makes visible.
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let stats = watchdog(LIMIT, move || {
+        let values = rt
+            .block_on(|| (0..1000).map(|i| goro::blocking(|| i * 2)).sum::<i32>())
+            .unwrap();
+        assert_eq!(values, 999_000);
+        rt.stats()
+    });
+    assert_eq!(stats.syscalls_entered, 1000, "{stats:?}");
+    assert_eq!(stats.fast_exits + stats.retakes, 1000, "{stats:?}");
+    assert_eq!(stats.slow_exits, stats.retakes, "{stats:?}");
+}
+
+#[test]
+fn nested_blocking_panics_and_restores_the_protocol() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    watchdog(LIMIT, move || {
+        let error = rt
+            .block_on(|| goro::blocking(|| goro::blocking(|| 1)))
+            .unwrap_err();
+        let message = error.panic_message().unwrap_or_default().to_owned();
+        assert!(message.contains("entered twice"), "{message}");
+        let stats = rt.stats();
+        assert_eq!(stats.syscalls_entered, 1, "{stats:?}");
+        assert_eq!(stats.fast_exits + stats.slow_exits, 1, "{stats:?}");
+        // The outer call's exit gave the P back: the runtime runs further goroutines.
+        assert_eq!(rt.block_on(|| 2).unwrap(), 2);
+    });
+}
