@@ -14,6 +14,7 @@
 //! the g still in `Syscall`, whose status check is a fatal error there, so the g is never
 //! queued.
 
+use std::mem;
 use std::ptr;
 use std::sync::atomic::Ordering;
 
@@ -129,8 +130,13 @@ fn enter(current: Current, function: &'static str) -> PId {
     // function for the program counter. Dumps only need to know where the stack was in use.
     let marker = 0u8;
     header.set_syscall_frame(&marker as *const u8 as usize, enter as *const () as usize);
+    // A panicking hook leaves the call before `blocking` arms its exit guard, so the g must
+    // be back in `Running` for the unwind, or the g's exit would find it in a syscall that
+    // has no P recorded. Forgotten below, so the fast path pays nothing for it.
+    let undo = UndoEntryOnUnwind(header);
     // SAFETY: the runtime keeps every linked scheduler alive.
     unsafe { header.sched().on_entersyscall(current.gref(), p) };
+    mem::forget(undo);
     m.set_syscall_p(p);
     // Emitted while the M still names its P, so the trace shows where the syscall began.
     trace::emit(|| Event::SyscallEnter {
@@ -143,6 +149,17 @@ fn enter(current: Current, function: &'static str) -> PId {
     // `handoff` follows), so whoever sees the P idle later also sees this flag.
     m.in_syscall.store(true, Ordering::Relaxed);
     p
+}
+
+/// Puts a g whose `on_entersyscall` hook panicked back in `Running`, with no syscall frame.
+struct UndoEntryOnUnwind<'a>(&'a GHeader);
+
+impl Drop for UndoEntryOnUnwind<'_> {
+    #[cold]
+    fn drop(&mut self) {
+        self.0.set_syscall_frame(0, 0);
+        let _ = self.0.exitsyscall();
+    }
 }
 
 #[cold]

@@ -1,0 +1,242 @@
+//! Misuse of the syscall fast path and of scheduler hooks, and FP exception masks that a
+//! goroutine changes: each case either works or fails with a message, never hangs or crashes.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use common::{LIMIT, watchdog};
+use goro::{Runtime, SchedHandle, Scheduler};
+use goro_sched::{GQueue, GRef, PId, ReadyCause};
+
+/// A FIFO scheduler whose hooks misbehave on request.
+#[derive(Default)]
+struct Hooked {
+    queue: Mutex<GQueue>,
+    /// Makes the next `on_entersyscall` panic.
+    panic_on_enter: AtomicBool,
+    /// Counts the `goro::blocking` calls that `next` makes on g0.
+    blocking_on_g0: AtomicUsize,
+}
+
+// SAFETY: `next` pops what `ready` pushed.
+unsafe impl Scheduler for Hooked {
+    fn name(&self) -> &'static str {
+        "hooked"
+    }
+
+    fn ready(&self, g: GRef, _cause: ReadyCause, _p: Option<PId>) {
+        self.queue.lock().unwrap().push_back(g);
+    }
+
+    fn next(&self, _p: PId) -> Option<GRef> {
+        // On g0, `blocking` must just run the call.
+        let g = goro::blocking(|| self.queue.lock().unwrap().pop_front());
+        // Relaxed: a counter read after the runtime stops.
+        self.blocking_on_g0.fetch_add(1, Ordering::Relaxed);
+        g
+    }
+
+    fn has_work(&self) -> bool {
+        !self.queue.lock().unwrap().is_empty()
+    }
+
+    fn on_entersyscall(&self, _g: GRef, _p: PId) {
+        // Relaxed: the flag is set and read on the same goroutine.
+        if self.panic_on_enter.swap(false, Ordering::Relaxed) {
+            panic!("on_entersyscall hook failed");
+        }
+    }
+}
+
+#[test]
+fn blocking_in_g0_hook_just_runs_the_call() {
+    let sched = Arc::new(Hooked::default());
+    let rt = Runtime::builder()
+        .procs(2)
+        .scheduler_handle(SchedHandle::new(sched.clone()))
+        .build()
+        .unwrap();
+    let sum = watchdog(LIMIT, move || {
+        rt.block_on(|| {
+            let handles: Vec<_> = (0..50u64)
+                .map(|i| goro::spawn(move || goro::blocking(|| i)).unwrap())
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+        })
+        .unwrap()
+    });
+    assert_eq!(sum, 49 * 50 / 2);
+    // Relaxed: block_on's return ordered the runtime's writes.
+    assert!(sched.blocking_on_g0.load(Ordering::Relaxed) > 50);
+}
+
+#[test]
+fn panicking_entersyscall_hook_reaches_join() {
+    let sched = Arc::new(Hooked::default());
+    let rt = Runtime::builder()
+        .procs(1)
+        .scheduler_handle(SchedHandle::new(sched.clone()))
+        .build()
+        .unwrap();
+    let hook = sched.clone();
+    watchdog(LIMIT, move || {
+        let error = rt
+            .block_on(move || {
+                // Relaxed: read by the same goroutine in the hook.
+                hook.panic_on_enter.store(true, Ordering::Relaxed);
+                goro::blocking(|| 1)
+            })
+            .unwrap_err();
+        let message = error.panic_message().unwrap_or_default().to_owned();
+        assert!(message.contains("on_entersyscall hook failed"), "{message}");
+        // The P came back: the runtime runs further goroutines and syscalls.
+        assert_eq!(rt.block_on(|| goro::blocking(|| 2)).unwrap(), 2);
+    });
+}
+
+/// Unmasks the divide-by-zero exception in MXCSR on a goroutine that then yields, blocks and
+/// moves between Ms, while other goroutines divide by zero: only the unmasking goroutine may
+/// trap, so SIGFPE anywhere else kills the test.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn unmasked_fp_exception_stays_with_its_goroutine() {
+    use std::arch::asm;
+    use std::hint::black_box;
+
+    fn mxcsr() -> u32 {
+        let mut value = 0u32;
+        // SAFETY: stmxcsr only stores to the local.
+        unsafe { asm!("stmxcsr [{}]", in(reg) &raw mut value, options(nostack)) };
+        value & 0xFFC0
+    }
+
+    /// # Safety
+    ///
+    /// With an exception unmasked, the caller must not raise it.
+    unsafe fn set_mxcsr(value: u32) {
+        // SAFETY: the caller keeps unmasked exceptions from being raised.
+        unsafe { asm!("ldmxcsr [{}]", in(reg) &raw const value, options(nostack)) };
+    }
+
+    const DEFAULT: u32 = 0x1F80;
+    // Bit 9 is the divide-by-zero mask.
+    const DIVIDE_BY_ZERO_UNMASKED: u32 = DEFAULT & !(1 << 9);
+
+    let rt = Runtime::builder().procs(3).build().unwrap();
+    let (seen, dividers) = watchdog(LIMIT, move || {
+        rt.block_on(|| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let dividers: Vec<_> = (0..4)
+                .map(|_| {
+                    let stop = stop.clone();
+                    goro::spawn(move || {
+                        let mut rounds = 0u64;
+                        // Acquire pairs with the Release store below; only the flag matters.
+                        while !stop.load(Ordering::Acquire) {
+                            let quotient = black_box(1.0f64) / black_box(0.0f64);
+                            assert!(quotient.is_infinite());
+                            assert_eq!(mxcsr(), DEFAULT);
+                            rounds += 1;
+                            if rounds % 3 == 0 {
+                                goro::blocking(|| black_box(rounds));
+                            } else {
+                                goro::yield_now();
+                            }
+                        }
+                        rounds
+                    })
+                    .unwrap()
+                })
+                .collect();
+            let unmasking = goro::spawn(|| {
+                // SAFETY: this goroutine never divides by zero.
+                unsafe { set_mxcsr(DIVIDE_BY_ZERO_UNMASKED) };
+                let mut seen = Vec::new();
+                for round in 0..300u64 {
+                    match round % 3 {
+                        0 => goro::yield_now(),
+                        1 => {
+                            goro::blocking(|| black_box(round));
+                        }
+                        _ => goro::blocking_known(|| {
+                            std::thread::sleep(std::time::Duration::from_micros(50))
+                        }),
+                    }
+                    seen.push(mxcsr());
+                }
+                // SAFETY: the defaults mask every exception.
+                unsafe { set_mxcsr(DEFAULT) };
+                seen
+            })
+            .unwrap();
+            let seen = unmasking.join().unwrap();
+            // Release: see the dividers' Acquire.
+            stop.store(true, Ordering::Release);
+            let rounds: Vec<u64> = dividers.into_iter().map(|h| h.join().unwrap()).collect();
+            (seen, rounds)
+        })
+        .unwrap()
+    });
+    assert!(
+        seen.iter().all(|&value| value == DIVIDE_BY_ZERO_UNMASKED),
+        "the unmasking goroutine lost its MXCSR: {seen:x?}"
+    );
+    assert!(dividers.iter().all(|&rounds| rounds > 0), "{dividers:?}");
+}
+
+/// A goroutine whose blocking call panics, with its P retaken and none idle, finishes the
+/// unwind on another M; join still gets the panic and later goroutines are not panicking.
+///
+/// NOTE: this fails. std counts panics per OS thread, so a g that parks or requeues during an
+/// unwind and resumes on another M leaves one thread's count at 1 and takes the other's below
+/// 0. While any other panic is in flight, goroutines on both threads then see
+/// `thread::panicking()`, which poisons std mutexes they unlock and skips the shutdown
+/// unwind in `park`.
+#[test]
+#[ignore = "std's per-thread panic count breaks when an unwinding g changes M"]
+fn panic_inside_blocking_call_survives_requeue() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    watchdog(LIMIT, move || {
+        for _ in 0..20 {
+            let (error, spinner_panicking) = rt
+                .block_on(|| {
+                    let stop = Arc::new(AtomicBool::new(false));
+                    let spinner = {
+                        let stop = stop.clone();
+                        goro::spawn(move || {
+                            let mut panicking = false;
+                            // Acquire: only the flag matters.
+                            while !stop.load(Ordering::Acquire) {
+                                panicking |= std::thread::panicking();
+                                goro::yield_now();
+                            }
+                            panicking
+                        })
+                        .unwrap()
+                    };
+                    let error = goro::spawn(|| {
+                        goro::blocking_known(|| {
+                            std::thread::sleep(std::time::Duration::from_millis(2));
+                            panic!("call failed");
+                        })
+                    })
+                    .unwrap()
+                    .join()
+                    .unwrap_err();
+                    // Release: see the spinner's Acquire.
+                    stop.store(true, Ordering::Release);
+                    (error, spinner.join().unwrap())
+                })
+                .unwrap();
+            let message = error.panic_message().unwrap_or_default().to_owned();
+            assert!(message.contains("call failed"), "{message}");
+            assert!(
+                !spinner_panicking,
+                "a bystander goroutine saw thread::panicking()"
+            );
+        }
+        assert!(!rt.block_on(std::thread::panicking).unwrap());
+    });
+}
