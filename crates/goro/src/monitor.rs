@@ -58,7 +58,12 @@ impl MonitorHandle {
         let shared = shared.arc();
         let spawned = std::thread::Builder::new()
             .name("goro-monitor".into())
-            .spawn(move || run(&shared));
+            .spawn(move || {
+                // The thread copied the FP control state of the goroutine that started it;
+                // runtime threads run with the defaults, as g0 does.
+                goro_context::install_default_fp_control();
+                run(&shared)
+            });
         match spawned {
             Ok(thread) => *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread),
             Err(error) => eprintln!(
