@@ -62,14 +62,17 @@ pub struct PoolConfig {
 }
 
 impl PoolConfig {
-    /// Default of [`PoolConfig::max_cached`]: stacks kept in the global cache. Those beyond
-    /// the resident tier keep [`PoolConfig::DEFAULT_KEEP_RESIDENT`] bytes each, 3 MiB in all,
-    /// and two entries each of the kernel's mapping table.
-    pub const DEFAULT_MAX_CACHED: usize = 256;
+    /// Default of [`PoolConfig::max_cached`]: stacks kept in the global cache. A burst of exits
+    /// (goroutines spawned faster than they ran) lands here, and every stack beyond the bound
+    /// costs an `munmap` now and an `mmap` and `mprotect` at a later spawn. The cached stacks
+    /// take two entries each of the kernel's mapping table, 2,048 in all.
+    pub const DEFAULT_MAX_CACHED: usize = 1024;
     /// Default of [`PoolConfig::max_resident_cached`]: stacks of the global cache that keep
-    /// their memory. It absorbs the stacks that flow from Ms where goroutines exit to Ms
-    /// that spawn, in batches of half a local cache, and a burst of a few dozen exits.
-    pub const DEFAULT_MAX_RESIDENT_CACHED: usize = 64;
+    /// their memory. Up to `128 * stack size` bytes (32 MiB with 256 KiB stacks) if every
+    /// goroutine used its whole stack, a few pages per stack for typical ones. The other
+    /// `DEFAULT_MAX_CACHED - 128` stacks keep [`PoolConfig::DEFAULT_KEEP_RESIDENT`] bytes each
+    /// at most, 14 MiB in all.
+    pub const DEFAULT_MAX_RESIDENT_CACHED: usize = 128;
     /// Default of [`PoolConfig::local_capacity`]: stacks kept per [`LocalCache`]. A refill or
     /// spill moves half of it under one lock.
     pub const DEFAULT_LOCAL_CAPACITY: usize = 16;
