@@ -10,9 +10,9 @@ use crate::sync::{AtomicUsize, Ordering};
 /// One global run queue shared by every P: gs run in the order they became ready, whichever P
 /// picks them up.
 ///
-/// Simple and fair, and the reference for what a scheduler must do. Every operation takes one
-/// short spin lock (a few instructions are done under it), so it scales to a few Ps; the
-/// work-stealing scheduler is for more.
+/// Simple and fair, and the reference for what a scheduler must do. Every operation holds one
+/// spin lock for a few instructions, so it scales to a few Ps. The work-stealing scheduler is
+/// for more.
 #[derive(Debug)]
 pub struct Fifo {
     queue: SpinLock<GQueue>,

@@ -17,7 +17,7 @@ use crate::sync::{AtomicBool, Ordering, UnsafeCell, yield_now};
 #[cfg(not(loom))]
 const SPINS_BEFORE_YIELD: u32 = 64;
 
-/// A mutual-exclusion lock that never sleeps in the kernel; see the module documentation.
+/// A mutual-exclusion lock that never sleeps in the kernel (see the module documentation).
 pub(crate) struct SpinLock<T> {
     locked: AtomicBool,
     value: UnsafeCell<T>,

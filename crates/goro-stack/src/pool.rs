@@ -15,8 +15,8 @@
 //! another M spawns) cost no system call at all. A stack beyond that tier gives its memory
 //! back to the kernel except for the top [`PoolConfig::keep_resident`] bytes, where a new
 //! goroutine's first frames land. `get` takes resident stacks first. [`StackPool::get`] and
-//! [`StackPool::put`] use the global cache directly; they suit callers that have no M, and
-//! cost a lock per call and a `madvise` per put that overflows the resident tier.
+//! [`StackPool::put`] use the global cache directly, for callers that have no M. They take
+//! the lock at every call, and a put that finds the resident tier full costs a `madvise`.
 //!
 //! The pool hands out stacks of one [`StackMode`]. Guarded stacks are mapped and unmapped one
 //! by one. Slab stacks come from the pool's slabs, and a stack that leaves the pool (beyond the

@@ -124,8 +124,8 @@ pub(crate) struct M {
     /// Whether the M is counted in `Shared::nmspinning`. Only the M's own thread reads or
     /// writes it.
     spinning: std::sync::atomic::AtomicBool,
-    /// The index of the scheduler the M asks first for work next time, rotated at every
-    /// ask so that no scheduler starves the others. Only the M's own thread touches it.
+    /// The index of the scheduler that the M polls first for work next time. It moves on at
+    /// every poll so that no scheduler starves the others. Only the M's own thread touches it.
     schedtick: AtomicU32,
     note: Note,
     pub(crate) counters: MCounters,

@@ -108,6 +108,7 @@ fn yield_rotates_between_schedulers() {
         .add_scheduler(second.clone())
         .build()
         .expect("runtime builds");
+
     let log = watchdog(LIMIT, move || {
         rt.block_on(move || {
             let log = Arc::new(Mutex::new(Vec::new()));
@@ -128,8 +129,10 @@ fn yield_rotates_between_schedulers() {
         })
         .unwrap()
     });
+
     assert_eq!(log.iter().filter(|&&id| id == 0).count(), 50);
     assert_eq!(log.iter().filter(|&&id| id == 1).count(), 50);
+
     // Only the runs while both gs are alive are checked: from the first run of the later one
     // to the last run of the one that finishes first.
     let first_run = |id: u32| log.iter().position(|&logged| logged == id).unwrap();
