@@ -1,21 +1,21 @@
 //! The FIFO scheduler: one global queue, gs run in the order they became ready.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use goro_abi::{GRef, PId, ReadyCause};
 
 use crate::gqueue::GQueue;
 use crate::scheduler::Scheduler;
+use crate::spin::SpinLock;
+use crate::sync::{AtomicUsize, Ordering};
 
 /// One global run queue shared by every P: gs run in the order they became ready, whichever P
 /// picks them up.
 ///
-/// Simple and fair, and the reference for what a scheduler must do. Every operation takes one
-/// short lock, so it scales to a few Ps; the work-stealing scheduler is for more.
-#[derive(Debug, Default)]
+/// Simple and fair, and the reference for what a scheduler must do. Every operation holds one
+/// spin lock for a few instructions, so it scales to a few Ps. The work-stealing scheduler is
+/// for more.
+#[derive(Debug)]
 pub struct Fifo {
-    queue: Mutex<GQueue>,
+    queue: SpinLock<GQueue>,
     /// Copy of the queue's length, written under the lock, read without it by `has_work`.
     len: AtomicUsize,
 }
@@ -23,7 +23,10 @@ pub struct Fifo {
 impl Fifo {
     /// An empty FIFO scheduler.
     pub fn new() -> Fifo {
-        Fifo::default()
+        Fifo {
+            queue: SpinLock::new(GQueue::new()),
+            len: AtomicUsize::new(0),
+        }
     }
 
     /// Number of queued gs.
@@ -37,13 +40,11 @@ impl Fifo {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, GQueue> {
-        // A panic while holding this lock can only come from a broken g header; the queue
-        // itself is still consistent, so poisoning is ignored.
-        self.queue
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+impl Default for Fifo {
+    fn default() -> Fifo {
+        Fifo::new()
     }
 }
 
@@ -54,20 +55,25 @@ unsafe impl Scheduler for Fifo {
     }
 
     fn ready(&self, g: GRef, _cause: ReadyCause, _p: Option<PId>) {
-        let mut queue = self.lock();
-        queue.push_back(g);
-        // Relaxed: see `len`; the mutex orders the queue contents themselves.
-        self.len.store(queue.len(), Ordering::Relaxed);
+        let mut queue = self.queue.lock();
+        queue.with(|queue| {
+            queue.push_back(g);
+            // Relaxed: see `len`; the lock orders the queue contents themselves.
+            self.len.store(queue.len(), Ordering::Relaxed);
+        });
     }
 
     fn next(&self, _p: PId) -> Option<GRef> {
         if self.is_empty() {
             return None;
         }
-        let mut queue = self.lock();
-        let g = queue.pop_front();
-        self.len.store(queue.len(), Ordering::Relaxed);
-        g
+        let mut queue = self.queue.lock();
+        queue.with(|queue| {
+            let g = queue.pop_front();
+            // Relaxed: as in `ready`.
+            self.len.store(queue.len(), Ordering::Relaxed);
+            g
+        })
     }
 
     fn has_work(&self) -> bool {
@@ -75,7 +81,7 @@ unsafe impl Scheduler for Fifo {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use std::ptr::NonNull;
 

@@ -32,6 +32,7 @@ impl SchedHandle {
     }
 
     /// The link to store in the headers of this scheduler's gs.
+    #[inline]
     pub fn link(&self) -> SchedLink {
         self.link
     }
@@ -54,6 +55,7 @@ macro_rules! forward {
         impl SchedHandle {
             $(
                 $(#[$doc])*
+                #[inline]
                 pub fn $name(&self, $($arg: $ty),*) $(-> $ret)? {
                     // SAFETY: the handle owns the scheduler behind the link.
                     unsafe { self.link.$name($($arg),*) }

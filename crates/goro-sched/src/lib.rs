@@ -47,6 +47,7 @@ mod fifo;
 mod gqueue;
 mod handle;
 mod scheduler;
+mod spin;
 mod steal;
 mod sync;
 

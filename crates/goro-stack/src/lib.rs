@@ -33,8 +33,9 @@
 //!   `vm.max_map_count` when the mapping table is nearly full.
 //! - A [`StackPool`] caches at most [`PoolConfig::max_cached`] stacks globally plus
 //!   [`PoolConfig::local_capacity`] per [`LocalCache`], unmaps the rest (or returns them to
-//!   their slabs), and never hands out a stack twice. Stacks in the global cache keep only
-//!   their top [`PoolConfig::keep_resident`] bytes resident. [`LocalCache::get`] and
+//!   their slabs), and never hands out a stack twice. Stacks in the global cache beyond
+//!   [`PoolConfig::max_resident_cached`] keep only their top [`PoolConfig::keep_resident`]
+//!   bytes resident. [`LocalCache::get`] and
 //!   [`LocalCache::put`] make no system call while the cache has a stack to give or room to
 //!   take one.
 //! - The overflow handler needs [`install_overflow_handler`] and an alternate signal stack on

@@ -8,11 +8,15 @@
 //!
 //! The hot path is [`LocalCache::get`] and [`LocalCache::put`]: a push or pop on a vector owned
 //! by one M, with no system call and no shared lock. A local cache moves half its capacity at
-//! a time to or from the global cache, so the mutex is taken once per batch. Stacks that enter
-//! the global cache give their memory back to the kernel except for the top
-//! [`PoolConfig::keep_resident`] bytes, where a new goroutine's first frames land.
-//! [`StackPool::get`] and [`StackPool::put`] use the global cache directly; they suit callers
-//! that have no M, and cost a lock and a `madvise` per put.
+//! a time to or from the global cache, so the mutex is taken once per batch.
+//!
+//! The global cache has two tiers. The first [`PoolConfig::max_resident_cached`] stacks that
+//! enter it keep their memory, so stacks that only pass through (one M's goroutines exit,
+//! another M spawns) cost no system call at all. A stack beyond that tier gives its memory
+//! back to the kernel except for the top [`PoolConfig::keep_resident`] bytes, where a new
+//! goroutine's first frames land. `get` takes resident stacks first. [`StackPool::get`] and
+//! [`StackPool::put`] use the global cache directly, for callers that have no M. They take
+//! the lock at every call, and a put that finds the resident tier full costs a `madvise`.
 //!
 //! The pool hands out stacks of one [`StackMode`]. Guarded stacks are mapped and unmapped one
 //! by one. Slab stacks come from the pool's slabs, and a stack that leaves the pool (beyond the
@@ -51,16 +55,27 @@ pub struct PoolConfig {
     mode: StackMode,
     guard_size: usize,
     max_cached: usize,
+    max_resident_cached: usize,
     local_capacity: usize,
     keep_resident: usize,
     slab_size: usize,
 }
 
 impl PoolConfig {
-    /// Default of [`PoolConfig::max_cached`]: stacks kept in the global cache.
-    pub const DEFAULT_MAX_CACHED: usize = 64;
-    /// Default of [`PoolConfig::local_capacity`]: stacks kept per [`LocalCache`].
-    pub const DEFAULT_LOCAL_CAPACITY: usize = 4;
+    /// Default of [`PoolConfig::max_cached`]: stacks kept in the global cache. A burst of exits
+    /// (goroutines spawned faster than they ran) lands here, and every stack beyond the bound
+    /// costs an `munmap` now and an `mmap` and `mprotect` at a later spawn. The cached stacks
+    /// take two entries each of the kernel's mapping table, 2,048 in all.
+    pub const DEFAULT_MAX_CACHED: usize = 1024;
+    /// Default of [`PoolConfig::max_resident_cached`]: stacks of the global cache that keep
+    /// their memory. Up to `128 * stack size` bytes (32 MiB with 256 KiB stacks) if every
+    /// goroutine used its whole stack, a few pages per stack for typical ones. The other
+    /// `DEFAULT_MAX_CACHED - 128` stacks keep [`PoolConfig::DEFAULT_KEEP_RESIDENT`] bytes each
+    /// at most, 14 MiB in all.
+    pub const DEFAULT_MAX_RESIDENT_CACHED: usize = 128;
+    /// Default of [`PoolConfig::local_capacity`]: stacks kept per [`LocalCache`]. A refill or
+    /// spill moves half of it under one lock.
+    pub const DEFAULT_LOCAL_CAPACITY: usize = 16;
     /// Default of [`PoolConfig::keep_resident`]: bytes at the top of a cached stack that stay
     /// resident.
     pub const DEFAULT_KEEP_RESIDENT: usize = 16 * 1024;
@@ -72,6 +87,7 @@ impl PoolConfig {
             mode: StackMode::Guarded,
             guard_size: DEFAULT_GUARD_SIZE,
             max_cached: PoolConfig::DEFAULT_MAX_CACHED,
+            max_resident_cached: PoolConfig::DEFAULT_MAX_RESIDENT_CACHED,
             local_capacity: PoolConfig::DEFAULT_LOCAL_CAPACITY,
             keep_resident: PoolConfig::DEFAULT_KEEP_RESIDENT,
             slab_size: DEFAULT_SLAB_SIZE,
@@ -116,6 +132,18 @@ impl PoolConfig {
         self
     }
 
+    /// Sets how many stacks of the global cache keep their memory resident; the others keep
+    /// only their top [`PoolConfig::keep_resident`] bytes. The tier is part of
+    /// [`PoolConfig::max_cached`], never beyond it. Zero releases the memory of every stack
+    /// that enters the global cache.
+    ///
+    /// A resident stack keeps every page its last goroutine touched, up to the whole stack, so
+    /// the tier can cost up to `stacks * stack size` bytes of memory.
+    pub const fn max_resident_cached(mut self, stacks: usize) -> PoolConfig {
+        self.max_resident_cached = stacks;
+        self
+    }
+
     /// Sets how many stacks each [`LocalCache`] keeps at most. Zero makes local caches pass every
     /// call through to the global cache.
     pub const fn local_capacity(mut self, stacks: usize) -> PoolConfig {
@@ -133,6 +161,11 @@ impl PoolConfig {
     /// Returns the configured maximum of the global cache, in stacks.
     pub const fn max_cached_stacks(&self) -> usize {
         self.max_cached
+    }
+
+    /// Returns the configured size of the global cache's resident tier, in stacks.
+    pub const fn max_resident_cached_stacks(&self) -> usize {
+        self.max_resident_cached
     }
 
     /// Returns the configured kind of stacks.
@@ -191,18 +224,41 @@ pub(crate) struct PoolShared {
     /// The slabs in slab mode; `None` in guarded mode.
     arena: Option<Arc<Arena>>,
     max_cached: usize,
+    /// `max_resident_cached`, capped at `max_cached`.
+    max_resident: usize,
     local_capacity: usize,
     keep_resident: usize,
-    /// The global cache; the last element is the most recently cached stack.
-    cache: Mutex<Vec<Stack>>,
+    /// The global cache.
+    cache: Mutex<GlobalCache>,
     /// Stacks of this pool that are mapped. A statistic: Relaxed, it orders nothing.
     mapped: AtomicUsize,
     /// Each live local cache's published length, summed by `stats`.
     locals: Mutex<Vec<Arc<CachePadded<AtomicUsize>>>>,
 }
 
+/// The global cache's two tiers. In each, the last element is the most recently cached stack.
+#[derive(Default)]
+struct GlobalCache {
+    /// Stacks whose memory stayed as their last goroutine left it; at most
+    /// `PoolShared::max_resident`.
+    resident: Vec<Stack>,
+    /// Stacks whose memory below the top `keep_resident` bytes was given back.
+    released: Vec<Stack>,
+}
+
+impl GlobalCache {
+    fn len(&self) -> usize {
+        self.resident.len() + self.released.len()
+    }
+
+    /// Takes the most recently cached resident stack, or else the most recently released one.
+    fn pop(&mut self) -> Option<Stack> {
+        self.resident.pop().or_else(|| self.released.pop())
+    }
+}
+
 impl PoolShared {
-    fn lock_cache(&self) -> MutexGuard<'_, Vec<Stack>> {
+    fn lock_cache(&self) -> MutexGuard<'_, GlobalCache> {
         // The lock guards only pushes and pops, which leave the vector valid even on a panic.
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -247,10 +303,18 @@ impl PoolShared {
     /// Puts one stack into the global cache, or unmaps it (returns it to its slab) when the
     /// cache is full.
     fn cache_one(&self, mut stack: Stack) {
+        {
+            let mut cache = self.lock_cache();
+            if cache.resident.len() < self.max_resident && cache.len() < self.max_cached {
+                cache.resident.push(stack);
+                return;
+            }
+        }
+        // madvise outside the lock, as in `cache_batch`.
         stack.release_memory(self.keep_resident);
         let mut cache = self.lock_cache();
         if cache.len() < self.max_cached {
-            cache.push(stack);
+            cache.released.push(stack);
             return;
         }
         drop(cache);
@@ -258,9 +322,23 @@ impl PoolShared {
         drop(stack);
     }
 
-    /// Moves all of `stacks` into the global cache; those beyond the bound are unmapped.
+    /// Moves all of `stacks` into the global cache: into the resident tier while it has room,
+    /// then with their memory released into the other tier. Those beyond `max_cached` are
+    /// unmapped.
     fn cache_batch(&self, stacks: &mut Vec<Stack>) {
-        // madvise before taking the lock, so that other Ms wait for no system call.
+        {
+            let mut cache = self.lock_cache();
+            let resident_room = self.max_resident.saturating_sub(cache.resident.len());
+            let total_room = self.max_cached.saturating_sub(cache.len());
+            let moved = resident_room.min(total_room).min(stacks.len());
+            let keep = stacks.len() - moved;
+            cache.resident.extend(stacks.drain(keep..));
+        }
+        if stacks.is_empty() {
+            return;
+        }
+        // madvise outside the lock, so that other Ms wait for no system call. Another thread
+        // may fill the cache meanwhile; the bound is checked again below.
         for stack in stacks.iter_mut() {
             stack.release_memory(self.keep_resident);
         }
@@ -268,17 +346,23 @@ impl PoolShared {
             let mut cache = self.lock_cache();
             let room = self.max_cached.saturating_sub(cache.len());
             let moved = room.min(stacks.len());
-            cache.extend(stacks.drain(..moved));
+            cache.released.extend(stacks.drain(..moved));
         }
         // The rest is unmapped here, outside the lock.
         stacks.clear();
     }
 
-    /// Moves up to `count` of the most recently cached stacks from the global cache to `into`.
+    /// Moves up to `count` stacks from the global cache to `into`, resident ones first and the
+    /// most recently cached first within a tier.
     fn take_batch(&self, count: usize, into: &mut Vec<Stack>) {
         let mut cache = self.lock_cache();
-        let start = cache.len() - count.min(cache.len());
-        into.extend(cache.drain(start..));
+        let from_resident = count.min(cache.resident.len());
+        let from_released = (count - from_resident).min(cache.released.len());
+        let start = cache.released.len() - from_released;
+        // `into` is used from its end, so the resident stacks go in last.
+        into.extend(cache.released.drain(start..));
+        let start = cache.resident.len() - from_resident;
+        into.extend(cache.resident.drain(start..));
     }
 }
 
@@ -342,9 +426,10 @@ impl StackPool {
                 guard_size,
                 arena,
                 max_cached: config.max_cached,
+                max_resident: config.max_resident_cached.min(config.max_cached),
                 local_capacity: config.local_capacity,
                 keep_resident,
-                cache: Mutex::new(Vec::new()),
+                cache: Mutex::new(GlobalCache::default()),
                 mapped: AtomicUsize::new(0),
                 locals: Mutex::new(Vec::new()),
             }),
@@ -459,6 +544,7 @@ impl fmt::Debug for StackPool {
             .field("stack_size", &self.shared.size)
             .field("guard_size", &self.shared.guard_size)
             .field("max_cached", &self.shared.max_cached)
+            .field("max_resident_cached", &self.shared.max_resident)
             .field("local_capacity", &self.shared.local_capacity)
             .field("keep_resident", &self.shared.keep_resident)
             .finish_non_exhaustive()
@@ -779,7 +865,9 @@ mod tests {
     fn global_cache_releases_memory() {
         let pool = StackPool::new(
             16 * page_size(),
-            PoolConfig::new().keep_resident(page_size()),
+            PoolConfig::new()
+                .keep_resident(page_size())
+                .max_resident_cached(0),
         )
         .expect("valid pool");
         let stack = pool.get().expect("mapping");
@@ -796,5 +884,77 @@ mod tests {
         };
         assert_eq!(low, 0, "memory below the kept top was not released");
         assert_eq!(top, 0xa5, "the kept top was released");
+    }
+
+    /// Fills every usable byte of `stack` with `byte`.
+    fn fill(stack: &Stack, byte: u8) {
+        // SAFETY: the whole usable range belongs to the stack and nothing runs on it.
+        unsafe { std::ptr::write_bytes(stack.lo() as *mut u8, byte, stack.size()) };
+    }
+
+    /// Reads the lowest usable byte of `stack`.
+    fn lowest_byte(stack: &Stack) -> u8 {
+        // SAFETY: the byte lies in the stack's usable range.
+        unsafe { std::ptr::read_volatile(stack.lo() as *const u8) }
+    }
+
+    #[test]
+    fn resident_tier_keeps_memory_up_to_its_bound() {
+        let config = PoolConfig::new()
+            .keep_resident(page_size())
+            .max_resident_cached(2)
+            .max_cached(8)
+            .local_capacity(0);
+        let pool = StackPool::new(16 * page_size(), config).expect("valid pool");
+        let stacks: Vec<Stack> = (0..3).map(|_| pool.get().expect("mapping")).collect();
+        let order: Vec<usize> = stacks.iter().map(Stack::lo).collect();
+        for stack in stacks {
+            fill(&stack, 0xa5);
+            pool.put(stack);
+        }
+        assert_eq!(pool.stats().cached_stacks, 3);
+
+        // The first two entered the resident tier and come out first, newest first.
+        let second = pool.get().expect("cached stack");
+        assert_eq!(second.lo(), order[1]);
+        assert_eq!(lowest_byte(&second), 0xa5, "a resident stack was released");
+        let first = pool.get().expect("cached stack");
+        assert_eq!(first.lo(), order[0]);
+        assert_eq!(lowest_byte(&first), 0xa5, "a resident stack was released");
+        // The third found the tier full and was released.
+        let third = pool.get().expect("cached stack");
+        assert_eq!(third.lo(), order[2]);
+        assert_eq!(
+            lowest_byte(&third),
+            0,
+            "a stack beyond the tier kept its memory"
+        );
+    }
+
+    #[test]
+    fn local_spill_fills_resident_tier_first() {
+        let config = PoolConfig::new()
+            .keep_resident(page_size())
+            .max_resident_cached(1)
+            .max_cached(8)
+            .local_capacity(2);
+        let pool = StackPool::new(16 * page_size(), config).expect("valid pool");
+        let mut local = pool.local_cache();
+        let stacks: Vec<Stack> = (0..3).map(|_| local.get().expect("mapping")).collect();
+        for stack in stacks {
+            fill(&stack, 0xa5);
+            local.put(stack);
+        }
+        local.flush();
+        assert_eq!(pool.stats().cached_stacks, 3);
+
+        let mut resident = 0;
+        for _ in 0..3 {
+            let stack = pool.get().expect("cached stack");
+            if lowest_byte(&stack) == 0xa5 {
+                resident += 1;
+            }
+        }
+        assert_eq!(resident, 1, "the resident tier held other than one stack");
     }
 }

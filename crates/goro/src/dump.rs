@@ -161,6 +161,7 @@ pub(crate) fn unregister(record: &Record) {
 }
 
 /// Reads the kernel's tick time, in nanoseconds of `CLOCK_MONOTONIC_COARSE`.
+#[inline]
 fn coarse_now_ns() -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
@@ -176,6 +177,7 @@ fn pack_since(ns: u64, status: GStatus) -> u64 {
 }
 
 /// Returns the g's debug node, or `None` for a g without a runtime record.
+#[inline]
 fn node_of(g: GRef) -> Option<&'static GDebug> {
     let record = g.header().runtime() as *const Record;
     // SAFETY: a g's record lives as long as the g, and callers pass gs they run or ready.
@@ -183,6 +185,7 @@ fn node_of(g: GRef) -> Option<&'static GDebug> {
 }
 
 /// Notes that `g` starts running: bumps its run count and stamps the time.
+#[inline]
 pub(crate) fn note_running(g: GRef) {
     if let Some(node) = node_of(g) {
         // Only the M that starts the g writes the count; Relaxed, see `GDebug::runs`.
@@ -196,6 +199,7 @@ pub(crate) fn note_running(g: GRef) {
 }
 
 /// Notes that `g` entered `status` now (`timed`) or at an unknown time.
+#[inline]
 pub(crate) fn note_status(g: GRef, status: GStatus, timed: bool) {
     if let Some(node) = node_of(g) {
         let since = if timed {

@@ -124,7 +124,8 @@ pub(crate) struct M {
     /// Whether the M is counted in `Shared::nmspinning`. Only the M's own thread reads or
     /// writes it.
     spinning: std::sync::atomic::AtomicBool,
-    /// Rotates the order in which the M asks the schedulers for work.
+    /// The index of the scheduler that the M polls first for work next time. It moves on at
+    /// every poll so that no scheduler starves the others. Only the M's own thread touches it.
     schedtick: AtomicU32,
     note: Note,
     pub(crate) counters: MCounters,
@@ -219,6 +220,7 @@ impl M {
 }
 
 /// Returns the M running the calling code, when the calling thread is an M (on g0 or in a g).
+#[inline]
 pub(crate) fn current_m() -> Option<&'static M> {
     let g = getg();
     if g.is_null() {
@@ -234,6 +236,7 @@ pub(crate) fn current_m() -> Option<&'static M> {
 
 /// Returns the record of the running goroutine, or `None` on g0 or on a thread that runs no
 /// goroutine.
+#[inline]
 pub(crate) fn current_record() -> Option<NonNull<Record>> {
     let g = getg();
     if g.is_null() {
@@ -401,10 +404,23 @@ const SPIN_PAUSES: usize = 64;
 
 fn poll_schedulers(m: &M, p: PId) -> Option<GRef> {
     let schedulers = &m.shared.schedulers;
-    let tick = m.schedtick.load(Ordering::Relaxed);
-    m.schedtick.store(tick.wrapping_add(1), Ordering::Relaxed);
-    let start = tick as usize % schedulers.len();
-    (0..schedulers.len()).find_map(|i| schedulers[(start + i) % schedulers.len()].next(p))
+    if let [only] = &schedulers[..] {
+        return only.next(p);
+    }
+    // `schedtick` stays below the number of schedulers, so no division is needed: a 64-bit
+    // division costs tens of cycles on this path, which runs at every switch.
+    let start = m.schedtick.load(Ordering::Relaxed) as usize;
+    let following = if start + 1 == schedulers.len() {
+        0
+    } else {
+        start + 1
+    };
+    m.schedtick.store(following as u32, Ordering::Relaxed);
+    let (from_start, before_start) = (&schedulers[start..], &schedulers[..start]);
+    from_start
+        .iter()
+        .chain(before_start)
+        .find_map(|scheduler| scheduler.next(p))
 }
 
 /// Parks the M until another M hands it a P. Returns `None` when the runtime shuts down.
@@ -462,8 +478,8 @@ fn check_canary(g: GRef) {
     }
 }
 
-/// Acts on the request of a g that has just switched to g0. Returns a g to run at once when a
-/// park was cancelled.
+/// Acts on the request of a g that has just switched to g0. Returns a g to run at once: the
+/// same g when a park was cancelled, or else the next g of the M's P (see [`next_in_place`]).
 ///
 /// The M's P is read again here: a g that lost its P in a syscall may have come back on
 /// another one, and after `SyscallRequeue` the M holds none.
@@ -540,7 +556,21 @@ fn handle(m: &M, g: GRef, request: Request) -> Option<GRef> {
             unsafe { sched.ready(g, ReadyCause::SyscallExit, Some(p())) };
         }
     }
-    None
+    next_in_place(m)
+}
+
+/// Returns the next g for the M's P without a pass through the scheduling loop, or `None` when
+/// the loop has to decide: the runtime shuts down, the M holds no P, or no scheduler has a g
+/// (the loop then spins or idles the P).
+///
+/// A g that yields in a loop is the common case: its scheduler hands back the other runnable g
+/// at once. The loop would only repeat the checks made here, because an M that runs gs never
+/// spins (it stopped before its first g).
+fn next_in_place(m: &M) -> Option<GRef> {
+    if m.shared.is_shutdown() {
+        return None;
+    }
+    poll_schedulers(m, m.p()?)
 }
 
 /// The first frame of every goroutine, on its own stack: runs the body, then switches to g0

@@ -104,9 +104,14 @@ pub(crate) struct Cancelled;
 fn unwind_if_cancelled() {
     if let Some(record) = current_record() {
         // SAFETY: the running goroutine's record is alive while it runs.
-        if unsafe { record.as_ref() }.shared().is_cancelling() && !std::thread::panicking() {
-            std::panic::resume_unwind(Box::new(Cancelled));
-        }
+        unwind_if_runtime_cancelling(unsafe { record.as_ref() });
+    }
+}
+
+/// Unwinds the running goroutine, whose record is `record`, if its runtime is being dropped.
+fn unwind_if_runtime_cancelling(record: &Record) {
+    if record.shared().is_cancelling() && !std::thread::panicking() {
+        std::panic::resume_unwind(Box::new(Cancelled));
     }
 }
 
@@ -225,10 +230,12 @@ pub fn park() {
 ///
 /// Panics when called from a thread that runs no goroutine.
 pub fn yield_now() {
-    if current_record().is_none() {
+    let Some(record) = current_record() else {
         panic!("goro::yield_now called from a thread that runs no goroutine");
-    }
-    unwind_if_cancelled();
+    };
+    // SAFETY: the running goroutine's record is alive while it runs.
+    unwind_if_runtime_cancelling(unsafe { record.as_ref() });
     m::mcall(Request::Yield);
+    // The g may resume on another M: `unwind_if_cancelled` reads the g register again.
     unwind_if_cancelled();
 }

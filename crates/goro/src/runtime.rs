@@ -77,6 +77,7 @@ pub(crate) struct Shared {
 const ALLGS_SHARDS: usize = 16;
 
 impl Shared {
+    #[inline]
     pub(crate) fn is_shutdown(&self) -> bool {
         // Acquire: pairs with the Release store in `Runtime::drop`.
         self.shutdown.load(Ordering::Acquire)
@@ -307,6 +308,7 @@ impl Shared {
     }
 
     /// Returns whether the runtime is unwinding its goroutines before it stops.
+    #[inline]
     pub(crate) fn is_cancelling(&self) -> bool {
         self.cancelling.load(Ordering::SeqCst)
     }

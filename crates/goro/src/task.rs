@@ -154,6 +154,7 @@ impl Record {
     /// # Safety
     ///
     /// `g` must have been allocated by [`Record::allocate`] and still be alive.
+    #[inline]
     pub(crate) unsafe fn of(g: GRef) -> NonNull<Record> {
         let record = g.header().runtime() as *mut Record;
         debug_assert!(
@@ -166,6 +167,7 @@ impl Record {
     }
 
     /// The runtime that runs the g.
+    #[inline]
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }

@@ -97,6 +97,58 @@ fn yield_interleaves_in_fifo_order() {
     assert_eq!(log, expected);
 }
 
+/// A g that yields goes back to its scheduler and the M picks the next g without a pass
+/// through its scheduling loop. The M must still rotate between the runtime's schedulers, so
+/// two gs of two schedulers that yield in a loop on one P never run three times in a row.
+#[test]
+fn yield_rotates_between_schedulers() {
+    let second = goro::SchedHandle::new(Arc::new(goro::Fifo::new()));
+    let rt = Runtime::builder()
+        .procs(1)
+        .add_scheduler(second.clone())
+        .build()
+        .expect("runtime builds");
+
+    let log = watchdog(LIMIT, move || {
+        rt.block_on(move || {
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let yielder = |id: u32| {
+                let log = log.clone();
+                move || {
+                    for _ in 0..50 {
+                        log.lock().unwrap().push(id);
+                        goro::yield_now();
+                    }
+                }
+            };
+            let first = goro::spawn(yielder(0)).unwrap();
+            let other = goro::spawn_g(goro::DefaultG::new(), &second, yielder(1)).unwrap();
+            first.join().unwrap();
+            other.join().unwrap();
+            Arc::try_unwrap(log).unwrap().into_inner().unwrap()
+        })
+        .unwrap()
+    });
+
+    assert_eq!(log.iter().filter(|&&id| id == 0).count(), 50);
+    assert_eq!(log.iter().filter(|&&id| id == 1).count(), 50);
+
+    // Only the runs while both gs are alive are checked: from the first run of the later one
+    // to the last run of the one that finishes first.
+    let first_run = |id: u32| log.iter().position(|&logged| logged == id).unwrap();
+    let last_run = |id: u32| log.iter().rposition(|&logged| logged == id).unwrap();
+    let both_running = first_run(0).max(first_run(1))..=last_run(0).min(last_run(1));
+    let longest_streak = log[both_running]
+        .chunk_by(|a, b| a == b)
+        .map(<[u32]>::len)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        longest_streak <= 2,
+        "a g ran {longest_streak} times in a row while the other was runnable: {log:?}"
+    );
+}
+
 #[test]
 fn unpark_before_park_is_kept_as_one_permit() {
     let rt = runtime(1);

@@ -44,6 +44,10 @@ fn mappings_return_to_baseline_after_joins() {
     });
     let stats = rt.stack_stats();
     let after = mappings();
+    assert!(
+        stats.cached_stacks <= stats.max_cached_stacks,
+        "the pool caches more stacks than its bound: {stats:?}"
+    );
     // Each cached stack keeps its mapping and its guard; new Ms add a few mappings each.
     let allowance = 2 * stats.cached_stacks + 4 * rt.stats().ms_started as usize + 16;
     assert!(

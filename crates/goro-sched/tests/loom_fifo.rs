@@ -1,0 +1,94 @@
+//! loom models of the FIFO scheduler: producers ready gs while consumers take them, through the
+//! scheduler's spin lock.
+//!
+//! Every model ends by draining the scheduler on one thread and checking that each g came out
+//! exactly once, in the order it was readied.
+//!
+//! Run with `RUSTFLAGS="--cfg loom" cargo test --release -p goro-sched --test loom_fifo`.
+
+#![cfg(loom)]
+
+use std::ptr::NonNull;
+
+use loom::sync::Arc;
+use loom::thread;
+
+use goro_abi::{GHeader, GRef, PId, ReadyCause};
+use goro_sched::{Fifo, Scheduler};
+
+/// Headers with goids 1..=count. The vector is never resized, so the refs stay valid while it
+/// lives.
+fn headers(count: u64) -> Vec<GHeader> {
+    (1..=count)
+        .map(|goid| {
+            let header = GHeader::new();
+            header.set_goid(goid);
+            header
+        })
+        .collect()
+}
+
+fn gref(header: &GHeader) -> GRef {
+    // SAFETY: every model keeps its headers alive until all threads have joined and the
+    // scheduler is drained.
+    unsafe { GRef::from_raw(NonNull::from(header)) }
+}
+
+fn goid(g: GRef) -> u64 {
+    g.header().goid()
+}
+
+/// A producer readies two gs while a consumer takes one; the main thread drains the rest.
+#[test]
+fn ready_races_next() {
+    loom::model(|| {
+        let headers = headers(2);
+        let gs: Vec<GRef> = headers.iter().map(gref).collect();
+        let fifo = Arc::new(Fifo::new());
+
+        let producer = {
+            let fifo = Arc::clone(&fifo);
+            let (one, two) = (gs[0], gs[1]);
+            thread::spawn(move || {
+                fifo.ready(one, ReadyCause::Spawn, None);
+                fifo.ready(two, ReadyCause::Yield, Some(PId(0)));
+            })
+        };
+        let consumer = {
+            let fifo = Arc::clone(&fifo);
+            thread::spawn(move || fifo.next(PId(1)).map(goid))
+        };
+        producer.join().unwrap();
+        let mut taken: Vec<u64> = consumer.join().unwrap().into_iter().collect();
+        assert!(
+            fifo.has_work(),
+            "has_work missed a g after the producer finished"
+        );
+        taken.extend(std::iter::from_fn(|| fifo.next(PId(0))).map(goid));
+        assert!(!fifo.has_work());
+        assert_eq!(taken, [1, 2], "the gs were lost, repeated or reordered");
+    });
+}
+
+/// Two consumers race for one g: exactly one of them gets it.
+#[test]
+fn next_races_next() {
+    loom::model(|| {
+        let headers = headers(1);
+        let fifo = Arc::new(Fifo::new());
+        fifo.ready(gref(&headers[0]), ReadyCause::Spawn, None);
+
+        let consumers: Vec<_> = (0..2)
+            .map(|p| {
+                let fifo = Arc::clone(&fifo);
+                thread::spawn(move || fifo.next(PId(p)).map(goid))
+            })
+            .collect();
+        let taken: Vec<u64> = consumers
+            .into_iter()
+            .filter_map(|consumer| consumer.join().unwrap())
+            .collect();
+        assert_eq!(taken, [1], "the g was lost or returned twice");
+        assert!(!fifo.has_work());
+    });
+}
