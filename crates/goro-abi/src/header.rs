@@ -121,6 +121,7 @@ const _: () = {
 
 impl GHeader {
     /// Returns a header in status [`GStatus::Idle`] with no stack, no scheduler and goid 0.
+    #[inline]
     pub const fn new() -> Self {
         GHeader {
             sched_sp: UnsafeCell::new(0),
@@ -148,21 +149,25 @@ impl GHeader {
     /// The switch that suspends the g stores its stack pointer here; the switch that resumes it
     /// loads it. Between the two, the g travels through a scheduler queue whose release/acquire
     /// pair orders the store before the load.
+    #[inline]
     pub fn sched_sp_ptr(&self) -> *mut usize {
         self.sched_sp.get()
     }
 
     /// Lowest usable address of the g's stack (the guard page, if any, lies below it).
+    #[inline]
     pub fn stack_lo(&self) -> usize {
         self.stack_lo.load(Ordering::Relaxed)
     }
 
     /// One past the highest address of the g's stack; the stack grows down from here.
+    #[inline]
     pub fn stack_hi(&self) -> usize {
         self.stack_hi.load(Ordering::Relaxed)
     }
 
     /// Stack address below which the g is considered to overflow (Go's `stackguard0`).
+    #[inline]
     pub fn stack_guard(&self) -> usize {
         self.stack_guard.load(Ordering::Relaxed)
     }
@@ -170,6 +175,7 @@ impl GHeader {
     /// Records the stack the g runs on. Written by the runtime while the g is
     /// [`GStatus::Idle`] or [`GStatus::Dead`], before any other thread can see it; read by
     /// overflow reports and dumps.
+    #[inline]
     pub fn set_stack(&self, lo: usize, hi: usize, guard: usize) {
         debug_assert!(lo <= guard && guard <= hi, "stack bounds out of order");
         self.stack_lo.store(lo, Ordering::Relaxed);
@@ -192,11 +198,13 @@ impl GHeader {
     }
 
     /// Why the g waits; meaningful while its status is [`GStatus::Waiting`].
+    #[inline]
     pub fn wait_reason(&self) -> WaitReason {
         WaitReason::from_u32(self.wait_reason.load(Ordering::Relaxed))
     }
 
     /// Records why the g is about to wait. Written by the g itself while it runs.
+    #[inline]
     pub fn set_wait_reason(&self, reason: WaitReason) {
         self.wait_reason.store(reason as u32, Ordering::Relaxed);
     }
@@ -208,6 +216,7 @@ impl GHeader {
     }
 
     /// Assigns the goroutine id. Written by the runtime while the g is [`GStatus::Idle`].
+    #[inline]
     pub fn set_goid(&self, goid: u64) {
         self.goid.store(goid, Ordering::Relaxed);
     }
@@ -223,6 +232,7 @@ impl GHeader {
 
     /// Links the g to its scheduler. Written by the runtime while the g is
     /// [`GStatus::Idle`]; the queue that first publishes the g orders it for other threads.
+    #[inline]
     pub fn set_sched(&self, link: SchedLink) {
         self.sched_data
             .store(link.data as *mut (), Ordering::Relaxed);
@@ -231,6 +241,7 @@ impl GHeader {
     }
 
     /// Stack pointer saved at syscall entry, or 0 outside a syscall.
+    #[inline]
     pub fn syscall_sp(&self) -> usize {
         // Acquire pairs with the Release store in `set_syscall_frame`, so a monitor or dump
         // that sees a non-zero sp also sees the matching pc.
@@ -238,6 +249,7 @@ impl GHeader {
     }
 
     /// Program counter saved at syscall entry, or 0 outside a syscall.
+    #[inline]
     pub fn syscall_pc(&self) -> usize {
         self.syscall_pc.load(Ordering::Relaxed)
     }
@@ -253,12 +265,14 @@ impl GHeader {
     }
 
     /// The concrete type of the block this header starts, or null when not stamped.
+    #[inline]
     pub fn gtype(&self) -> *const GType {
         self.gtype.load(Ordering::Relaxed)
     }
 
     /// Stamps the concrete type of the block. Written by the runtime at spawn, while the g is
     /// [`GStatus::Idle`].
+    #[inline]
     pub fn set_gtype(&self, gtype: &'static GType) {
         self.gtype
             .store(gtype as *const GType as *mut GType, Ordering::Relaxed);
@@ -271,17 +285,20 @@ impl GHeader {
     }
 
     /// Records the M that is about to run the g (or null when it stops). Written by that M.
+    #[inline]
     pub fn set_m(&self, m: *mut ()) {
         self.m.store(m, Ordering::Relaxed);
     }
 
     /// Intrusive link for the queues of the g's scheduler. Only the g's scheduler reads or
     /// writes it, and only while the g is in one of its queues.
+    #[inline]
     pub fn sched_next(&self) -> &AtomicPtr<GHeader> {
         &self.sched_next
     }
 
     /// A word the g's scheduler may use freely (a priority, a P affinity, a deadline).
+    #[inline]
     pub fn sched_word(&self) -> &AtomicU64 {
         &self.sched_word
     }
@@ -294,11 +311,13 @@ impl GHeader {
 
     /// Points the header at the runtime's private record. Written by the runtime while the g is
     /// [`GStatus::Idle`].
+    #[inline]
     pub fn set_runtime(&self, record: *mut ()) {
         self.runtime.store(record, Ordering::Relaxed);
     }
 
     /// Returns this header as the custom type `G`, or `None` when the block is of another type.
+    #[inline]
     pub fn downcast<G: CustomG>(&self) -> Option<&G> {
         G::from_header(self)
     }
@@ -350,17 +369,20 @@ impl GRef {
     }
 
     /// The raw pointer to the header.
+    #[inline]
     pub fn as_ptr(self) -> *mut GHeader {
         self.0.as_ptr()
     }
 
     /// The header this reference points to.
+    #[inline]
     pub fn header(&self) -> &GHeader {
         // SAFETY: `from_raw`'s contract keeps the header alive while the GRef is used.
         unsafe { self.0.as_ref() }
     }
 
     /// The g as the custom type `G`, or `None` when it is of another type.
+    #[inline]
     pub fn downcast<G: CustomG>(&self) -> Option<&G> {
         G::from_header(self.header())
     }

@@ -15,6 +15,7 @@ pub struct PId(pub u32);
 
 impl PId {
     /// The index as a `usize`, for indexing per-P arrays.
+    #[inline]
     pub fn index(self) -> usize {
         self.0 as usize
     }
@@ -127,6 +128,7 @@ impl SchedLink {
     }
 
     /// The scheduler's name.
+    #[inline]
     pub fn name(&self) -> &'static str {
         // SAFETY: the vtable's functions accept the data pointer they were built with.
         unsafe { (self.vtable().name)(self.data) }
@@ -145,6 +147,7 @@ impl SchedLink {
     /// # Safety
     ///
     /// See the impl block: the scheduler must be alive.
+    #[inline]
     pub unsafe fn start(&self, procs: usize) {
         // SAFETY: the caller keeps the scheduler alive; the link pairs data and vtable.
         unsafe { (self.vtable().start)(self.data, procs) }
@@ -155,6 +158,7 @@ impl SchedLink {
     /// # Safety
     ///
     /// See the impl block: the scheduler must be alive.
+    #[inline]
     pub unsafe fn ready(&self, g: GRef, cause: ReadyCause, p: Option<PId>) {
         // SAFETY: as in `start`.
         unsafe { (self.vtable().ready)(self.data, g, cause, p) }
@@ -165,6 +169,7 @@ impl SchedLink {
     /// # Safety
     ///
     /// See the impl block: the scheduler must be alive.
+    #[inline]
     pub unsafe fn next(&self, p: PId) -> Option<GRef> {
         // SAFETY: as in `start`.
         unsafe { (self.vtable().next)(self.data, p) }
@@ -175,6 +180,7 @@ impl SchedLink {
     /// # Safety
     ///
     /// See the impl block: the scheduler must be alive.
+    #[inline]
     pub unsafe fn has_work(&self) -> bool {
         // SAFETY: as in `start`.
         unsafe { (self.vtable().has_work)(self.data) }
@@ -185,6 +191,7 @@ impl SchedLink {
     /// # Safety
     ///
     /// See the impl block: the scheduler must be alive.
+    #[inline]
     pub unsafe fn on_yield(&self, g: GRef, p: PId) {
         // SAFETY: as in `start`.
         unsafe { (self.vtable().on_yield)(self.data, g, p) }
@@ -195,6 +202,7 @@ impl SchedLink {
     /// # Safety
     ///
     /// See the impl block: the scheduler must be alive.
+    #[inline]
     pub unsafe fn on_park(&self, g: GRef, p: PId) {
         // SAFETY: as in `start`.
         unsafe { (self.vtable().on_park)(self.data, g, p) }
@@ -227,6 +235,7 @@ impl SchedLink {
     /// # Safety
     ///
     /// See the impl block: the scheduler must be alive.
+    #[inline]
     pub unsafe fn on_release_p(&self, p: PId) {
         // SAFETY: as in `start`.
         unsafe { (self.vtable().on_release_p)(self.data, p) }
@@ -237,6 +246,7 @@ impl SchedLink {
     /// # Safety
     ///
     /// See the impl block: the scheduler must be alive.
+    #[inline]
     pub unsafe fn local_len(&self, p: PId) -> Option<usize> {
         // SAFETY: as in `start`.
         unsafe { (self.vtable().local_len)(self.data, p) }
@@ -247,6 +257,7 @@ impl SchedLink {
     /// # Safety
     ///
     /// See the impl block: the scheduler must be alive.
+    #[inline]
     pub unsafe fn on_exit(&self, g: GRef, p: PId) {
         // SAFETY: as in `start`.
         unsafe { (self.vtable().on_exit)(self.data, g, p) }

@@ -54,6 +54,7 @@ impl GStatus {
     }
 
     /// The status as Go's runtime names it in dumps.
+    #[inline]
     pub fn name(self) -> &'static str {
         match self {
             GStatus::Idle => "idle",
@@ -98,6 +99,7 @@ pub enum WaitReason {
 
 impl WaitReason {
     /// Decodes a raw wait reason; unknown values decode as `None`.
+    #[inline]
     pub fn from_u32(raw: u32) -> WaitReason {
         match raw {
             1 => WaitReason::Park,
@@ -113,6 +115,7 @@ impl WaitReason {
     }
 
     /// The reason as it appears in dumps.
+    #[inline]
     pub fn name(self) -> &'static str {
         match self {
             WaitReason::None => "",
@@ -170,26 +173,31 @@ impl GHeader {
     }
 
     /// `Idle -> Runnable`: a new g is handed to its scheduler for the first time.
+    #[inline]
     pub fn ready_new(&self) -> Transition {
         self.transition(GStatus::Idle, GStatus::Runnable, "ready_new")
     }
 
     /// `Runnable -> Running`: an M takes the g from its scheduler and switches to it.
+    #[inline]
     pub fn start_running(&self) -> Transition {
         self.transition(GStatus::Runnable, GStatus::Running, "start_running")
     }
 
     /// `Running -> Runnable`: the g yields or is requeued by its scheduler.
+    #[inline]
     pub fn stop_running(&self) -> Transition {
         self.transition(GStatus::Running, GStatus::Runnable, "stop_running")
     }
 
     /// `Running -> Waiting`: the g parks.
+    #[inline]
     pub fn park(&self) -> Transition {
         self.transition(GStatus::Running, GStatus::Waiting, "park")
     }
 
     /// `Waiting -> Runnable`: a wakeup readies a parked g.
+    #[inline]
     pub fn wake(&self) -> Transition {
         self.transition(GStatus::Waiting, GStatus::Runnable, "wake")
     }
@@ -207,11 +215,13 @@ impl GHeader {
     }
 
     /// `Syscall -> Runnable`: the g left a syscall without a P and goes back to its scheduler.
+    #[inline]
     pub fn requeue_from_syscall(&self) -> Transition {
         self.transition(GStatus::Syscall, GStatus::Runnable, "requeue_from_syscall")
     }
 
     /// `Running -> Dead`: the g's body returned or panicked.
+    #[inline]
     pub fn exit(&self) -> Transition {
         self.transition(GStatus::Running, GStatus::Dead, "exit")
     }
