@@ -29,25 +29,38 @@ pub fn getg() -> *mut GHeader {
 /// # Safety
 ///
 /// `g` must be null or point to a live [`GHeader`] that is about to run, or is running, on this
-/// thread; everything that reads [`getg`] (the runtime, schedulers, [`getg_as`]) trusts it.
+/// thread; everything that reads [`getg`] (the runtime, schedulers, [`with_g`]) trusts it.
 #[inline]
 pub unsafe fn setg(g: *mut GHeader) {
     // SAFETY: the slot is thread-local; the caller vouches for the pointer's validity.
     unsafe { goro_setg(g.cast()) }
 }
 
-/// Returns the running g as the custom type `G`, or `None` when no g runs on this thread or
-/// the running g is of another type.
+/// Calls `f` with the running g as the custom type `G`, and returns its result; returns `None`
+/// without calling `f` when no g runs on this thread or the running g is of another type.
 ///
-/// The returned reference is valid for as long as the calling goroutine runs: a g's block lives
-/// at least until its body returns.
-pub fn getg_as<G: CustomG>() -> Option<&'static G> {
+/// The reference lives only for the call: a g's block is freed after its body returns, so a
+/// reference kept past that would dangle. Copy out the fields you need instead.
+///
+/// ```compile_fail
+/// goro_abi::custom_g! {
+///     pub struct MyG {
+///         pub header: goro_abi::GHeader,
+///         pub level: u8,
+///     }
+/// }
+/// // A copy of a field may leave the closure; the reference may not.
+/// let level: Option<u8> = goro_abi::with_g::<MyG, _>(|g| g.level);
+/// let escaped: Option<&MyG> = goro_abi::with_g::<MyG, _>(|g| g);
+/// ```
+pub fn with_g<G: CustomG, R>(f: impl FnOnce(&G) -> R) -> Option<R> {
     let g = getg();
     if g.is_null() {
         return None;
     }
     // SAFETY: a non-null g register points to the live header of the running g (setg's
-    // contract), and the running g outlives every call made on its own stack.
-    let header: &'static GHeader = unsafe { &*g };
-    G::from_header(header)
+    // contract). The running g is this call's caller, so its block outlives the call, and
+    // `f` cannot keep the reference past it because `f` accepts every lifetime.
+    let header: &GHeader = unsafe { &*g };
+    G::from_header(header).map(f)
 }

@@ -40,7 +40,7 @@ mod sched_link;
 mod status;
 
 pub use custom::{CustomG, GType};
-pub use gregister::{getg, getg_as, setg};
+pub use gregister::{getg, setg, with_g};
 pub use header::{ABI_VERSION, G_HEADER_SIZE, GHeader, GRef, offsets};
 pub use sched_link::{PId, ReadyCause, SchedLink, SchedVTable, SyscallExit};
 pub use status::{GStatus, Transition, WaitReason};

@@ -63,5 +63,5 @@ pub use syscall::{blocking, blocking_known, entersyscall, entersyscall_block, ex
 pub use task::DefaultG;
 pub use timer::sleep;
 
-pub use goro_abi::{CustomG, GHeader, GStatus, WaitReason, custom_g, getg, getg_as};
+pub use goro_abi::{CustomG, GHeader, GStatus, WaitReason, custom_g, getg, with_g};
 pub use goro_sched::{Fifo, SchedHandle, Scheduler};

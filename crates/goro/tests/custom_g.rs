@@ -31,8 +31,9 @@ fn high_priority_goroutines_finish_first() {
                     for _ in 0..5 {
                         goro::yield_now();
                     }
-                    let me = goro::getg_as::<PrioG>().expect("running as a PrioG");
-                    finished.lock().unwrap().push(me.priority);
+                    let priority =
+                        goro::with_g::<PrioG, _>(|me| me.priority).expect("running as a PrioG");
+                    finished.lock().unwrap().push(priority);
                 })
                 .unwrap();
                 handles.push(handle);
@@ -42,7 +43,7 @@ fn high_priority_goroutines_finish_first() {
                 .map(|_| {
                     goro::spawn(|| {
                         goro::yield_now();
-                        goro::getg_as::<PrioG>().is_none()
+                        goro::with_g::<PrioG, _>(|_| ()).is_none()
                     })
                     .unwrap()
                 })
@@ -53,7 +54,7 @@ fn high_priority_goroutines_finish_first() {
             for handle in fifo {
                 assert!(
                     handle.join().unwrap(),
-                    "getg_as::<PrioG> matched a default g"
+                    "with_g::<PrioG> matched a default g"
                 );
             }
             Arc::try_unwrap(finished).unwrap().into_inner().unwrap()

@@ -27,12 +27,13 @@ fn main() {
                 for _ in 0..3 {
                     goro::yield_now();
                 }
-                // Inside a goroutine, the typed getg reads the custom g.
-                let me = goro::getg_as::<PrioG>().expect("a PrioG goroutine");
+                // Inside a goroutine, `with_g` lends the running custom g.
+                let priority =
+                    goro::with_g::<PrioG, _>(|me| me.priority).expect("a PrioG goroutine");
                 finished
                     .lock()
                     .unwrap()
-                    .push(format!("{name} (priority {})", me.priority));
+                    .push(format!("{name} (priority {priority})"));
             })
             .unwrap();
         handles.push(handle);
@@ -41,7 +42,7 @@ fn main() {
         let finished = finished.clone();
         rt.spawn(move || {
             assert!(
-                goro::getg_as::<PrioG>().is_none(),
+                goro::with_g::<PrioG, _>(|_| ()).is_none(),
                 "a FIFO goroutine is no PrioG"
             );
             finished.lock().unwrap().push("fifo".to_owned());
