@@ -67,6 +67,8 @@ pub(crate) struct Shared {
     cancelling: AtomicBool,
     /// Set when a deadlock was reported and nothing has run since, so that it is reported once.
     deadlock_reported: AtomicBool,
+    /// The goids of the last deadlock report printed, sorted.
+    last_deadlock_report: Mutex<Vec<u64>>,
     /// Threads that run no goroutine and wait in `join`, woken at a deadlock or shutdown.
     external_waiters: Mutex<Vec<std::thread::Thread>>,
     /// Every live goroutine, sharded by goid to keep spawn and exit from contending.
@@ -334,18 +336,34 @@ impl Shared {
             self.deadlock_reported.store(false, Ordering::SeqCst);
             return;
         }
-        let mut report = String::from("goro: all goroutines are asleep - deadlock!\n");
-        for g in self.all_goroutines() {
-            let g = g.gref();
-            let header = g.header();
-            report.push_str(&format!(
-                "\ngoroutine {} [{}, scheduler {}]",
-                header.goid(),
-                header.wait_reason().name(),
-                header.sched().name()
-            ));
+        let goroutines = self.all_goroutines();
+        let goids: Vec<u64> = goroutines
+            .iter()
+            .map(|g| g.gref().header().goid())
+            .collect();
+        // The stuck goroutines stay after a report, so every later deadlock includes them.
+        // Print only when the set differs from the last one printed; the joiners waiting from
+        // threads are woken either way.
+        let mut last = self
+            .last_deadlock_report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *last != goids {
+            let mut report = String::from("goro: all goroutines are asleep - deadlock!\n");
+            for g in &goroutines {
+                let g = g.gref();
+                let header = g.header();
+                report.push_str(&format!(
+                    "\ngoroutine {} [{}, scheduler {}]",
+                    header.goid(),
+                    header.wait_reason().name(),
+                    header.sched().name()
+                ));
+            }
+            eprintln!("{report}\n");
+            *last = goids;
         }
-        eprintln!("{report}\n");
+        drop(last);
         self.wake_external_waiters();
     }
 
@@ -710,6 +728,7 @@ impl Runtime {
             deadlock_detection: builder.deadlock_detection,
             cancelling: AtomicBool::new(false),
             deadlock_reported: AtomicBool::new(false),
+            last_deadlock_report: Mutex::new(Vec::new()),
             external_waiters: Mutex::new(Vec::new()),
             allgs: std::array::from_fn(|_| Mutex::new(std::collections::HashMap::new())),
         });

@@ -121,6 +121,14 @@ fn deadlock_report_lists_each_goroutine() {
         let rt = Runtime::builder().procs(1).build().unwrap();
         let error = rt.block_on(goro::park).unwrap_err();
         println!("join error: {error}");
+        // The stuck goroutine stays; idle periods after these runs find the same set and
+        // print nothing more.
+        for _ in 0..3 {
+            assert_eq!(rt.block_on(|| 3).unwrap(), 3);
+        }
+        // A second stuck goroutine changes the set, so it is reported.
+        let error = rt.block_on(goro::park).unwrap_err();
+        println!("join error: {error}");
         return;
     }
     let output = common::self_command("deadlock_report_lists_each_goroutine")
@@ -135,5 +143,14 @@ fn deadlock_report_lists_each_goroutine() {
         "{stderr}"
     );
     assert!(stderr.contains("[park, scheduler fifo]"), "{stderr}");
-    assert!(stdout.contains("join error: goroutine"), "{stdout}");
+    assert_eq!(
+        stderr.matches("all goroutines are asleep").count(),
+        2,
+        "one report per distinct set of stuck goroutines: {stderr}"
+    );
+    assert_eq!(
+        stdout.matches("join error: goroutine").count(),
+        2,
+        "{stdout}"
+    );
 }
