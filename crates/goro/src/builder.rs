@@ -243,7 +243,8 @@ impl fmt::Display for BuildError {
                 "invalid max_threads {max_threads}: it must be at least procs ({procs}), since \
                  every P needs an M"
             ),
-            BuildError::StackSize(error) => write!(f, "invalid stack size: {error}"),
+            // The stack crate's message names the size, the valid range and the constants.
+            BuildError::StackSize(error) => write!(f, "{error}"),
             BuildError::Duration { name, value } => {
                 write!(f, "invalid {name} {value:?}: it must be between 1us and 1s")
             }

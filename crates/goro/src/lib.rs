@@ -65,3 +65,6 @@ pub use timer::sleep;
 
 pub use goro_abi::{CustomG, GHeader, GStatus, WaitReason, custom_g, getg, with_g};
 pub use goro_sched::{Fifo, SchedHandle, Scheduler};
+/// The stack crate, for the limits and types that `Builder` and `Runtime` name
+/// (`MIN_STACK_SIZE`, `MAX_STACK_SIZE`, `PoolStats`).
+pub use goro_stack;
