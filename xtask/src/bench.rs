@@ -1021,13 +1021,12 @@ fn locked_version(lock: &str, name: &str) -> String {
     let header = format!("name = \"{name}\"");
     let mut lines = lock.lines();
     while let Some(line) = lines.next() {
-        if line == header {
-            if let Some(version) = lines
+        if line == header
+            && let Some(version) = lines
                 .next()
                 .and_then(|line| line.strip_prefix("version = "))
-            {
-                return version.trim_matches('"').to_string();
-            }
+        {
+            return version.trim_matches('"').to_string();
         }
     }
     "unknown".into()

@@ -51,11 +51,11 @@ fn main() -> ExitCode {
                 }
             };
             let code = serve::run(args);
-            if let Some(trace) = trace {
-                if let Err(message) = trace.finish() {
-                    eprintln!("goro-demo: {message}");
-                    return ExitCode::from(EXIT_FAILURE);
-                }
+            if let Some(trace) = trace
+                && let Err(message) = trace.finish()
+            {
+                eprintln!("goro-demo: {message}");
+                return ExitCode::from(EXIT_FAILURE);
             }
             code
         }
@@ -99,11 +99,11 @@ fn run_wc(args: WcArgs) -> ExitCode {
     let joined =
         runtime.block_on(move || wc::count_paths(&GoroFileSystem, &mut GoroutineSpawner, &roots));
     let wall_time = start.elapsed();
-    if let Some(trace) = trace {
-        if let Err(message) = trace.finish() {
-            eprintln!("goro-demo: {message}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+    if let Some(trace) = trace
+        && let Err(message) = trace.finish()
+    {
+        eprintln!("goro-demo: {message}");
+        return ExitCode::from(EXIT_FAILURE);
     }
     let results = match joined {
         Ok(results) => results,

@@ -411,10 +411,10 @@ unsafe impl Scheduler for WorkStealing {
 
         let tick = proc.tick.load(Ordering::Relaxed).wrapping_add(1);
         proc.tick.store(tick, Ordering::Relaxed);
-        if tick % Self::INJECTOR_CHECK_INTERVAL == 0 {
-            if let Some(g) = self.injector.pop() {
-                return Some(g);
-            }
+        if tick.is_multiple_of(Self::INJECTOR_CHECK_INTERVAL)
+            && let Some(g) = self.injector.pop()
+        {
+            return Some(g);
         }
         if let Some(g) = self.next_local(proc) {
             return Some(g);

@@ -96,7 +96,7 @@ impl World {
         );
         let runs = self.runs[index].fetch_add(1, Ordering::Relaxed) + 1;
         let pattern = index + usize::from(runs);
-        let finishes_on_thief = p != PId(0) && pattern % 4 != 0;
+        let finishes_on_thief = p != PId(0) && !pattern.is_multiple_of(4);
         if runs == MAX_RUNS || finishes_on_thief {
             let was_finished = self.finished[index].swap(true, Ordering::Relaxed);
             assert!(!was_finished, "g{} finished twice", index + 1);
@@ -114,7 +114,7 @@ impl World {
 /// Returns whether the thread without a P readies g `index` (one g in eight). P 0 readies
 /// the rest.
 fn is_producers(index: usize) -> bool {
-    index % 8 == 0
+    index.is_multiple_of(8)
 }
 
 /// Runs the loop of the thread that holds P `p`: runs whatever `next` returns, and releases
@@ -133,7 +133,7 @@ fn p_loop(world: &World, p: PId) {
             Some(g) => world.run(g, p),
             None => thread::yield_now(),
         }
-        if iterations % 1024 == 0 {
+        if iterations.is_multiple_of(1024) {
             world.scheduler.on_release_p(p);
         }
     }

@@ -56,8 +56,8 @@ pub(crate) struct SysError {
 /// Both sizes must be non-zero multiples of the page size. The mapping takes two entries of the
 /// process's mapping table (the guard and the usable range), because their protections differ.
 pub(crate) fn map_guarded(guard_size: usize, usable_size: usize) -> Result<usize, SysError> {
-    debug_assert!(guard_size > 0 && guard_size % page_size() == 0);
-    debug_assert!(usable_size > 0 && usable_size % page_size() == 0);
+    debug_assert!(guard_size > 0 && guard_size.is_multiple_of(page_size()));
+    debug_assert!(usable_size > 0 && usable_size.is_multiple_of(page_size()));
     let len = guard_size + usable_size;
 
     // MAP_NORESERVE: a stack is touched sparsely, so the kernel's overcommit heuristic should not

@@ -102,10 +102,10 @@ impl Observers {
                 started,
                 shared: Arc::downgrade(shared),
             });
-        if dump_on_sigquit || settings.sigquit_dump {
-            if let Err(error) = self::dump_on_sigquit() {
-                eprintln!("goro: failed to install the SIGQUIT dump handler: {error}");
-            }
+        if (dump_on_sigquit || settings.sigquit_dump)
+            && let Err(error) = self::dump_on_sigquit()
+        {
+            eprintln!("goro: failed to install the SIGQUIT dump handler: {error}");
         }
         let schedtrace = settings.schedtrace.and_then(|period| {
             SchedTrace::start(shared.clone(), id, started, period, settings.scheddetail)

@@ -139,7 +139,7 @@ fn unmasked_fp_exception_stays_with_its_goroutine() {
                             assert!(quotient.is_infinite());
                             assert_eq!(mxcsr(), DEFAULT);
                             rounds += 1;
-                            if rounds % 3 == 0 {
+                            if rounds.is_multiple_of(3) {
                                 goro::blocking(|| black_box(rounds));
                             } else {
                                 goro::yield_now();

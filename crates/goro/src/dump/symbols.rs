@@ -35,14 +35,14 @@ pub(crate) fn resolve(pc: usize) -> Symbol {
         })
         .filter(|name| !name.is_empty());
     let base = info.dli_fbase as usize;
-    if let Some(table) = symbol_table(object.as_deref(), base) {
-        if let Some((start, name)) = table.lookup(pc - base) {
-            return Symbol {
-                function: Some(demangle(name)),
-                offset: pc - base - start,
-                object,
-            };
-        }
+    if let Some(table) = symbol_table(object.as_deref(), base)
+        && let Some((start, name)) = table.lookup(pc - base)
+    {
+        return Symbol {
+            function: Some(demangle(name)),
+            offset: pc - base - start,
+            object,
+        };
     }
     if !info.dli_sname.is_null() {
         // SAFETY: as for the path.
@@ -172,13 +172,12 @@ pub(crate) fn demangle(name: &str) -> String {
         parts.push(part);
         rest = &rest[digits + length..];
     }
-    if let Some(last) = parts.last() {
-        if last.len() == 17
-            && last.starts_with('h')
-            && last[1..].bytes().all(|b| b.is_ascii_hexdigit())
-        {
-            parts.pop();
-        }
+    if let Some(last) = parts.last()
+        && last.len() == 17
+        && last.starts_with('h')
+        && last[1..].bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        parts.pop();
     }
     parts
         .iter()
