@@ -320,7 +320,9 @@ impl Shared {
     /// threads that run no goroutine are not seen; runtimes that rely on them turn detection off
     /// with `Builder::deadlock_detection(false)`.
     fn check_deadlock(&self) {
-        if !self.deadlock_detection || self.is_shutdown() {
+        // While the runtime is dropped, it wakes its parked goroutines one by one to unwind
+        // them; the ones not woken yet are no deadlock.
+        if !self.deadlock_detection || self.is_shutdown() || self.is_cancelling() {
             return;
         }
         if !self.looks_deadlocked() || self.deadlock_reported.swap(true, Ordering::SeqCst) {
@@ -348,7 +350,9 @@ impl Shared {
             .last_deadlock_report
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if *last != goids {
+        // Checked again: a drop that began after the check above may have unwound some of
+        // the goroutines before the list was taken.
+        if *last != goids && !self.is_cancelling() {
             let mut report = String::from("goro: all goroutines are asleep - deadlock!\n");
             for g in &goroutines {
                 let g = g.gref();
