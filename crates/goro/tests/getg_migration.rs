@@ -46,25 +46,7 @@ fn getg_and_thread_id_follow_the_goroutine() {
         .unwrap()
     });
     assert_eq!(reads, 20_000);
-    // The test proves nothing unless goroutines really changed threads.
-    // Whether the goroutines above changed threads depends on the machine's load; this probe
-    // changes threads for certain, so the checks also cover a resumed goroutine.
-    let rt = Runtime::builder().procs(1).build().unwrap();
-    let ((tid_before, m_before), (tid_after, m_after)) = watchdog(LIMIT, move || {
-        rt.block_on(|| common::forced_migration(1)).unwrap()
-    });
-    assert_eq!(
-        m_before,
-        Some(tid_before),
-        "before the move, the M is the running thread"
-    );
-    assert_eq!(
-        m_after,
-        Some(tid_after),
-        "after the move, the M is the running thread"
-    );
-    assert_ne!(
-        tid_before, tid_after,
-        "the probe goroutine resumed on the same thread"
-    );
+    // Whether the goroutines above changed threads depends on the machine's load, so a probe
+    // that changes threads for certain makes the checks cover a resumed goroutine too.
+    common::check_forced_migration();
 }

@@ -100,3 +100,28 @@ pub fn forced_migration(procs: usize) -> ((i64, Option<i64>), (i64, Option<i64>)
     }
     result
 }
+
+/// Runs [`forced_migration`] on a fresh one-P runtime and checks that the probe goroutine
+/// changed threads and that the runtime's record of its M followed it. Tests whose own
+/// goroutines change threads only under load call it, so that they always cover a resumed
+/// goroutine.
+pub fn check_forced_migration() {
+    let rt = goro::Runtime::builder().procs(1).build().unwrap();
+    let ((tid_before, m_before), (tid_after, m_after)) = watchdog(LIMIT, move || {
+        rt.block_on(|| forced_migration(1)).unwrap()
+    });
+    assert_eq!(
+        m_before,
+        Some(tid_before),
+        "before the move, the M is the running thread"
+    );
+    assert_eq!(
+        m_after,
+        Some(tid_after),
+        "after the move, the M is the running thread"
+    );
+    assert_ne!(
+        tid_before, tid_after,
+        "the probe goroutine resumed on the same thread"
+    );
+}
