@@ -36,7 +36,7 @@ pub unsafe fn setg(g: *mut GHeader) {
     unsafe { goro_setg(g.cast()) }
 }
 
-/// Calls `f` with the running g as the custom type `G`, and returns its result; returns `None`
+/// Calls `f` with the running g as the custom type `G` and returns its result. Returns `None`
 /// without calling `f` when no g runs on this thread or the running g is of another type.
 ///
 /// The reference lives only for the call: a g's block is freed after its body returns, so a

@@ -126,14 +126,14 @@ fn wait_until_parked(count: usize) {
     std::thread::sleep(Duration::from_millis(100));
 }
 
-/// Mappings of this process now, from /proc/self/maps.
+/// Counts this process's mappings in /proc/self/maps.
 fn map_count() -> usize {
     std::fs::read_to_string("/proc/self/maps")
         .map(|maps| maps.lines().count())
         .unwrap_or_else(|error| crate::fail_run(&format!("reading /proc/self/maps: {error}")))
 }
 
-/// The kernel's limit on mappings per process, from /proc/sys/vm/max_map_count.
+/// Reads the kernel's limit on mappings per process from /proc/sys/vm/max_map_count.
 fn max_map_count() -> usize {
     let text = std::fs::read_to_string("/proc/sys/vm/max_map_count").unwrap_or_else(|error| {
         crate::fail_run(&format!("reading /proc/sys/vm/max_map_count: {error}"))

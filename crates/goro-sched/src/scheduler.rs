@@ -26,7 +26,7 @@ use goro_abi::{ABI_VERSION, GRef, PId, ReadyCause, SchedVTable, SyscallExit};
 /// No hook may switch goroutines, park or block the thread on something a goroutine must do:
 /// they run inside the runtime's own protocol. Short critical sections on a lock are fine.
 /// Hooks that run on g0 must also leave the FP control state (MXCSR and the x87 control word,
-/// FPCR, `frm`) as they found it: g0 runs with the defaults, and the switch into a g does not
+/// FPCR, `frm`) as they found it. g0 runs with the defaults, and the switch into a g does not
 /// read them back (see `goro_context::switch_from_g0`).
 ///
 /// # What a scheduler must guarantee

@@ -5,8 +5,8 @@ use crate::sync::{AtomicBool, Ordering, fence};
 
 /// A hint that goroutines may be waiting for a P while no P is idle.
 ///
-/// Whoever queues a goroutine and finds no idle P to run it raises the hint
-/// ([`raise`](WorkWaiting::raise)); the monitor recomputes it at each scan
+/// A thread that queues a goroutine and finds no idle P to run it raises the hint
+/// ([`raise`](WorkWaiting::raise)), and the monitor recomputes it at each scan
 /// ([`refresh`](WorkWaiting::refresh)). `entersyscall` reads it ([`is_set`](WorkWaiting::is_set))
 /// and asks the schedulers whether work waits only when it is set, which keeps that call off
 /// the common syscall.
@@ -23,7 +23,7 @@ pub struct WorkWaiting {
 }
 
 impl WorkWaiting {
-    /// A hint that is not set.
+    /// Creates a hint that is not set.
     pub fn new() -> WorkWaiting {
         WorkWaiting::default()
     }
@@ -48,12 +48,12 @@ impl WorkWaiting {
         }
     }
 
-    /// Recomputes the hint from `has_work`, which asks the schedulers whether any goroutine
-    /// is queued, and returns its answer.
+    /// Recomputes the hint from `has_work`, which queries the schedulers for a queued
+    /// goroutine, and returns the result of `has_work`.
     pub fn refresh(&self, has_work: impl FnOnce() -> bool) -> bool {
         // The hint is cleared before the check, with a SeqCst fence between that pairs with the
-        // fence before `raise`: either `has_work` sees the goroutine queued before the raise,
-        // or the raise's load sees the cleared hint and sets it again.
+        // fence before `raise`. So either `has_work` observes the goroutine queued before the
+        // raise, or the raise's load observes the cleared hint and sets it again.
         if self.flag.load(Ordering::Relaxed) {
             self.flag.store(false, Ordering::Relaxed);
         }

@@ -159,9 +159,9 @@ fn run(shared: &Arc<Shared>) {
                 // `next_period` below starts from the short period again.
                 monitor.reset_period();
             }
-            // A kick from before `epoch` came while this thread was starting, and its time
-            // cannot be told apart from the start: the syscall is then timed from its first
-            // scan, as without a kick.
+            // A kick from before `epoch` came while this thread was starting, so its time is
+            // indistinguishable from the start. The syscall is then timed from its first scan,
+            // as without a kick.
             if let Some((p, tick, since)) = control.kicked_by_syscall.take()
                 && let Some(since) = since.checked_duration_since(epoch)
             {

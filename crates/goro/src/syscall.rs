@@ -231,7 +231,7 @@ fn not_in_syscall_at_exit(header: &GHeader) -> ! {
     );
 }
 
-/// The slow path of `exitsyscall`: the monitor retook `old_p` during the call.
+/// Runs the slow path of `exitsyscall`, taken when the monitor retook `old_p` during the call.
 #[cold]
 #[inline(never)]
 fn exit_without_own_p(current: Current, old_p: PId) {
@@ -300,7 +300,7 @@ fn enter_blocking() -> Option<Current> {
     Some(current)
 }
 
-/// The exit of [`blocking`] and [`blocking_known`], as `enter_blocking` is their entry.
+/// Leaves the syscall of [`blocking`] and [`blocking_known`], which `enter_blocking` entered.
 #[inline(never)]
 fn exit_blocking(current: Current) {
     // The g is still on the M that entered: it has not left the call since.

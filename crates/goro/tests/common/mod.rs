@@ -107,9 +107,8 @@ pub fn forced_migration(procs: usize) -> ((i64, Option<i64>), (i64, Option<i64>)
 /// goroutine.
 pub fn check_forced_migration() {
     let rt = goro::Runtime::builder().procs(1).build().unwrap();
-    let ((tid_before, m_before), (tid_after, m_after)) = watchdog(LIMIT, move || {
-        rt.block_on(|| forced_migration(1)).unwrap()
-    });
+    let ((tid_before, m_before), (tid_after, m_after)) =
+        watchdog(LIMIT, move || rt.block_on(|| forced_migration(1)).unwrap());
     assert_eq!(
         m_before,
         Some(tid_before),
