@@ -339,6 +339,17 @@ impl Shared {
             return;
         }
         let goroutines = self.all_goroutines();
+        // A spawn from a thread that runs no goroutine inserts its g into `allgs` before it
+        // counts it as live, so the list may hold a g that neither check saw. Every g of a
+        // real deadlock is parked; any other g means work arrived, and its spawner's
+        // `note_progress` may already have run, so the flag is cleared here.
+        if goroutines
+            .iter()
+            .any(|g| g.gref().header().status() != goro_abi::GStatus::Waiting)
+        {
+            self.deadlock_reported.store(false, Ordering::SeqCst);
+            return;
+        }
         let goids: Vec<u64> = goroutines
             .iter()
             .map(|g| g.gref().header().goid())
