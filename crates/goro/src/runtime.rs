@@ -341,7 +341,7 @@ impl Shared {
         let goroutines = self.all_goroutines();
         // A spawn from a thread that runs no goroutine inserts its g into `allgs` before it
         // counts it as live, so the list may hold a g that neither check saw. Every g of a
-        // real deadlock is parked; any other g means work arrived, and its spawner's
+        // real deadlock is parked, and any other g means that work arrived. Its spawner's
         // `note_progress` may already have run, so the flag is cleared here.
         if goroutines
             .iter()

@@ -123,8 +123,8 @@ fn deadlock_report_lists_each_goroutine() {
         println!("join error: {error}");
         // The stuck goroutine stays; idle periods after these runs find the same set and
         // print nothing more. Each spawn from this thread races the check that runs when
-        // the previous goroutine exits, and a report listing the new goroutine would be
-        // false: 200 rounds make that race likely to show.
+        // the previous goroutine exits. A report listing the new goroutine would be false,
+        // and 200 rounds make that race likely to show.
         for _ in 0..200 {
             assert_eq!(rt.block_on(|| 3).unwrap(), 3);
         }
