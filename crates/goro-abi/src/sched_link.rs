@@ -74,10 +74,12 @@ pub struct SchedVTable {
     pub on_yield: unsafe fn(data: *const (), g: GRef, p: PId),
     /// The running g parked; it has left its stack.
     pub on_park: unsafe fn(data: *const (), g: GRef, p: PId),
-    /// The running g is entering a syscall on P `p`.
-    pub on_entersyscall: unsafe fn(data: *const (), g: GRef, p: PId),
-    /// The g left a syscall and got P `p` back; decide whether it keeps running.
-    pub on_exitsyscall: unsafe fn(data: *const (), g: GRef, p: PId) -> SyscallExit,
+    /// The running g is entering a syscall on P `p`. A null pointer (`None`) means that the
+    /// scheduler has no such hook, so the runtime skips the call.
+    pub on_entersyscall: Option<unsafe fn(data: *const (), g: GRef, p: PId)>,
+    /// The g left a syscall and got P `p` back, and the hook decides whether it keeps
+    /// running. A null pointer (`None`) means that the g keeps running.
+    pub on_exitsyscall: Option<unsafe fn(data: *const (), g: GRef, p: PId) -> SyscallExit>,
     /// P `p` is about to be handed to another M or to the idle list: publish any work kept
     /// privately for it (a runnext slot), so that nothing waits behind a blocked M.
     pub on_release_p: unsafe fn(data: *const (), p: PId),
@@ -208,26 +210,32 @@ impl SchedLink {
         unsafe { (self.vtable().on_park)(self.data, g, p) }
     }
 
-    /// Calls `on_entersyscall`.
+    /// Calls `on_entersyscall`, if the scheduler has that hook.
     ///
     /// # Safety
     ///
     /// See the impl block: the scheduler must be alive.
     #[inline]
     pub unsafe fn on_entersyscall(&self, g: GRef, p: PId) {
-        // SAFETY: as in `start`.
-        unsafe { (self.vtable().on_entersyscall)(self.data, g, p) }
+        if let Some(hook) = self.vtable().on_entersyscall {
+            // SAFETY: as in `start`.
+            unsafe { hook(self.data, g, p) }
+        }
     }
 
-    /// Calls `on_exitsyscall`.
+    /// Calls `on_exitsyscall`, if the scheduler has that hook. Without one, the g keeps
+    /// running.
     ///
     /// # Safety
     ///
     /// See the impl block: the scheduler must be alive.
     #[inline]
     pub unsafe fn on_exitsyscall(&self, g: GRef, p: PId) -> SyscallExit {
-        // SAFETY: as in `start`.
-        unsafe { (self.vtable().on_exitsyscall)(self.data, g, p) }
+        match self.vtable().on_exitsyscall {
+            // SAFETY: as in `start`.
+            Some(hook) => unsafe { hook(self.data, g, p) },
+            None => SyscallExit::Continue,
+        }
     }
 
     /// Calls `on_release_p`.

@@ -72,6 +72,12 @@ pub unsafe trait Scheduler: Send + Sync + 'static {
         let _ = (g, p);
     }
 
+    /// Whether the runtime calls [`on_entersyscall`](Scheduler::on_entersyscall) and
+    /// [`on_exitsyscall`](Scheduler::on_exitsyscall). A scheduler that keeps both defaults
+    /// sets it to `false`, and every syscall then skips two indirect calls. Both reference
+    /// schedulers do. With `false`, neither hook is called, even when it is overridden.
+    const SYSCALL_HOOKS: bool = true;
+
     /// The running g is entering a syscall on P `p`.
     fn on_entersyscall(&self, g: GRef, p: PId) {
         let _ = (g, p);
@@ -115,8 +121,16 @@ impl<S: Scheduler> VTableOf<S> {
         has_work: has_work::<S>,
         on_yield: on_yield::<S>,
         on_park: on_park::<S>,
-        on_entersyscall: on_entersyscall::<S>,
-        on_exitsyscall: on_exitsyscall::<S>,
+        on_entersyscall: if S::SYSCALL_HOOKS {
+            Some(on_entersyscall::<S>)
+        } else {
+            None
+        },
+        on_exitsyscall: if S::SYSCALL_HOOKS {
+            Some(on_exitsyscall::<S>)
+        } else {
+            None
+        },
         on_release_p: on_release_p::<S>,
         on_exit: on_exit::<S>,
         local_len: local_len::<S>,

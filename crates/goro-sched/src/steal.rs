@@ -348,6 +348,9 @@ impl fmt::Debug for WorkStealing {
 // on the queue's head, or the injector under its lock. So `next` returns each g at most once
 // per `ready`, and only gs that were passed to `ready`.
 unsafe impl Scheduler for WorkStealing {
+    // Neither syscall hook is overridden: skip both calls.
+    const SYSCALL_HOOKS: bool = false;
+
     fn name(&self) -> &'static str {
         "steal"
     }

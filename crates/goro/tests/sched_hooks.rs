@@ -92,6 +92,58 @@ fn scheduler_requeues_the_g_after_a_syscall() {
     );
 }
 
+/// A `Decider` that opts out of the syscall hooks while still overriding one.
+#[derive(Default)]
+struct NoHooks(Decider);
+
+// SAFETY: forwards to `Decider`, which pops what `ready` pushed.
+unsafe impl Scheduler for NoHooks {
+    const SYSCALL_HOOKS: bool = false;
+
+    fn name(&self) -> &'static str {
+        "no-hooks"
+    }
+    fn ready(&self, g: GRef, cause: ReadyCause, p: Option<PId>) {
+        self.0.ready(g, cause, p)
+    }
+    fn next(&self, p: PId) -> Option<GRef> {
+        self.0.next(p)
+    }
+    fn has_work(&self) -> bool {
+        self.0.has_work()
+    }
+    fn on_entersyscall(&self, _g: GRef, _p: PId) {
+        panic!("on_entersyscall called although SYSCALL_HOOKS is false");
+    }
+    fn on_exitsyscall(&self, g: GRef, p: PId) -> SyscallExit {
+        self.0.on_exitsyscall(g, p)
+    }
+}
+
+#[test]
+fn scheduler_without_syscall_hooks_is_not_called_at_syscalls() {
+    let sched = Arc::new(NoHooks(Decider {
+        requeue: true,
+        ..Decider::default()
+    }));
+    let rt = Runtime::builder()
+        .procs(1)
+        .scheduler_handle(SchedHandle::new(sched.clone()))
+        .build()
+        .unwrap();
+    watchdog(LIMIT, move || {
+        rt.block_on(|| {
+            for _ in 0..100 {
+                // SAFETY: getppid has no preconditions.
+                goro::blocking(|| unsafe { libc::getppid() });
+            }
+        })
+        .unwrap();
+    });
+    assert_eq!(sched.0.exits.load(Ordering::SeqCst), 0);
+    assert_eq!(sched.0.syscall_readies.load(Ordering::SeqCst), 0);
+}
+
 #[test]
 fn several_runtimes_live_in_one_process() {
     let runtimes: Vec<_> = (1..=3)
