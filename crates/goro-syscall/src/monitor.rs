@@ -136,6 +136,19 @@ impl Monitor {
         };
     }
 
+    /// Returns how long until the first syscall seen in progress reaches the grace period,
+    /// or `None` when no syscall is being timed. A monitor with work waiting sleeps no longer
+    /// than this, so that it scans again just as a retake becomes due instead of up to one
+    /// period later.
+    pub fn until_grace_ends(&self, now_ns: u64) -> Option<Duration> {
+        let grace = self.config.grace.as_nanos() as u64;
+        self.seen
+            .iter()
+            .filter(|seen| seen.valid)
+            .map(|seen| Duration::from_nanos((seen.since_ns + grace).saturating_sub(now_ns)))
+            .min()
+    }
+
     /// Brings the short period back at once: something (a syscall entered while goroutines
     /// wait for a P) asked for prompt scans.
     pub fn reset_period(&mut self) {
@@ -203,6 +216,34 @@ mod tests {
         assert_eq!(
             monitor.observe(0, syscall(1, 7), 25_000, true),
             RetakeDecision::Retake(MId(1))
+        );
+    }
+
+    #[test]
+    fn grace_end_of_the_oldest_syscall_bounds_the_sleep() {
+        let mut monitor = Monitor::new(MonitorConfig::default(), 3);
+        assert_eq!(monitor.until_grace_ends(0), None);
+        monitor.note_syscall_since(0, 1, 5_000);
+        let _ = monitor.observe(1, syscall(2, 9), 12_000, true);
+        assert_eq!(
+            monitor.until_grace_ends(13_000),
+            Some(Duration::from_micros(12))
+        );
+        // A syscall past its grace period (work stopped waiting) is due now.
+        assert_eq!(monitor.until_grace_ends(40_000), Some(Duration::ZERO));
+        // A P that left its syscall is no longer timed.
+        let _ = monitor.observe(
+            0,
+            PObservation {
+                owner: POwner::Idle,
+                syscalltick: 1,
+            },
+            14_000,
+            true,
+        );
+        assert_eq!(
+            monitor.until_grace_ends(14_000),
+            Some(Duration::from_micros(18))
         );
     }
 

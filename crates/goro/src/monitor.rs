@@ -193,6 +193,12 @@ fn run(shared: &Arc<Shared>) {
             }
         }
         period = monitor.next_period(retook, all_idle);
+        // A syscall that a kick started timing may reach the grace period before the next
+        // scan, so the monitor wakes up for it then. The sleep lasts at least 1 us, so that
+        // this loop cannot spin on a syscall past its grace period.
+        if work_waiting && let Some(due) = monitor.until_grace_ends(now) {
+            period = period.min(due.max(std::time::Duration::from_micros(1)));
+        }
         handle
             .backed_off
             .store(monitor.is_backed_off(), Ordering::Relaxed);
