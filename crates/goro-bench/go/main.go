@@ -115,25 +115,47 @@ func benchChan(count int) {
 	nanosPer("round_trip", time.Since(start), count)
 }
 
+// syscallBlock is how many calls each timed block of benchSyscall makes. The raw and wrapped
+// blocks alternate, so that a change of clock speed or of load on the host during the run
+// shifts both alike.
+const syscallBlock = 10000
+
 // benchSyscall: syscall.Syscall (with entersyscall and exitsyscall) minus syscall.RawSyscall
-// (without them) of getppid.
+// (without them) of getppid, in alternating blocks of syscallBlock calls. It reports the
+// median over block pairs of the difference per call, and the medians of both figures.
 func benchSyscall(count int) {
-	start := time.Now()
-	for i := 0; i < count; i++ {
-		syscall.RawSyscall(syscall.SYS_GETPPID, 0, 0, 0)
-	}
-	raw := time.Since(start)
-	start = time.Now()
-	for i := 0; i < count; i++ {
-		syscall.Syscall(syscall.SYS_GETPPID, 0, 0, 0)
-	}
-	wrapped := time.Since(start)
+	blocks := (count + syscallBlock - 1) / syscallBlock
+	raw := make([]float64, 0, blocks)
+	wrapped := make([]float64, 0, blocks)
+	overhead := make([]float64, 0, blocks)
 	perCall := func(elapsed time.Duration) float64 {
-		return float64(elapsed.Nanoseconds()) / float64(count)
+		return float64(elapsed.Nanoseconds()) / syscallBlock
 	}
-	metric("overhead", perCall(wrapped)-perCall(raw), "ns")
-	metric("raw", perCall(raw), "ns")
-	metric("wrapped", perCall(wrapped), "ns")
+	for block := 0; block < blocks; block++ {
+		start := time.Now()
+		for i := 0; i < syscallBlock; i++ {
+			syscall.RawSyscall(syscall.SYS_GETPPID, 0, 0, 0)
+		}
+		r := perCall(time.Since(start))
+		start = time.Now()
+		for i := 0; i < syscallBlock; i++ {
+			syscall.Syscall(syscall.SYS_GETPPID, 0, 0, 0)
+		}
+		w := perCall(time.Since(start))
+		raw = append(raw, r)
+		wrapped = append(wrapped, w)
+		overhead = append(overhead, w-r)
+	}
+	metric("overhead", median(overhead), "ns")
+	metric("raw", median(raw), "ns")
+	metric("wrapped", median(wrapped), "ns")
+}
+
+// median returns the middle value of values (the upper one of the two middle values for an
+// even count).
+func median(values []float64) float64 {
+	sort.Float64s(values)
+	return values[len(values)/2]
 }
 
 // benchHandoff: each round, goroutine A starts B, which waits to run, and then reads an empty

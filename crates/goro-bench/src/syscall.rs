@@ -7,31 +7,65 @@ use std::time::{Duration, Instant};
 
 use crate::sched::{block_on_goro, spawn_goro};
 
-/// Times `count` raw getppid calls, then `count` wrapped in `goro::blocking`, on one P; reports
-/// the difference per call and both figures.
+/// How many calls each timed block makes. The raw and wrapped blocks alternate, so that a
+/// change of clock speed or of load on the host during the run shifts both alike.
+const SYSCALL_BLOCK: usize = 10_000;
+
+/// Times `count` raw getppid calls and `count` wrapped in `goro::blocking`, on one P, in
+/// alternating blocks of `SYSCALL_BLOCK` calls. Reports the median over block pairs of the
+/// difference per call, and the medians of both figures.
 pub fn run_pair(implementation: &str, count: usize) -> bool {
     let Some(runtime) = crate::goro_runtime(implementation, 1) else {
         return false;
     };
-    let (raw, wrapped) = block_on_goro(&runtime, move || {
-        let start = Instant::now();
-        for _ in 0..count {
-            // SAFETY: getppid has no preconditions.
-            black_box(unsafe { libc::getppid() });
-        }
-        let raw = start.elapsed();
-        let start = Instant::now();
-        for _ in 0..count {
-            // SAFETY: getppid has no preconditions.
-            black_box(goro::blocking(|| unsafe { libc::getppid() }));
-        }
-        (raw, start.elapsed())
+    let blocks = count.div_ceil(SYSCALL_BLOCK);
+    let pairs = block_on_goro(&runtime, move || {
+        (0..blocks)
+            .map(|_| {
+                let start = Instant::now();
+                for _ in 0..SYSCALL_BLOCK {
+                    // SAFETY: getppid has no preconditions.
+                    black_box(unsafe { libc::getppid() });
+                }
+                let raw = start.elapsed();
+                let start = Instant::now();
+                for _ in 0..SYSCALL_BLOCK {
+                    // SAFETY: getppid has no preconditions.
+                    black_box(goro::blocking(|| unsafe { libc::getppid() }));
+                }
+                (raw, start.elapsed())
+            })
+            .collect::<Vec<_>>()
     });
-    let per_call = |elapsed: Duration| elapsed.as_nanos() as f64 / count as f64;
-    crate::metric("overhead", per_call(wrapped) - per_call(raw), "ns");
-    crate::metric("raw", per_call(raw), "ns");
-    crate::metric("wrapped", per_call(wrapped), "ns");
+    let per_call = |elapsed: Duration| elapsed.as_nanos() as f64 / SYSCALL_BLOCK as f64;
+    crate::metric(
+        "overhead",
+        median(
+            pairs
+                .iter()
+                .map(|&(raw, wrapped)| per_call(wrapped) - per_call(raw))
+                .collect(),
+        ),
+        "ns",
+    );
+    crate::metric(
+        "raw",
+        median(pairs.iter().map(|p| per_call(p.0)).collect()),
+        "ns",
+    );
+    crate::metric(
+        "wrapped",
+        median(pairs.iter().map(|p| per_call(p.1)).collect()),
+        "ns",
+    );
     true
+}
+
+/// Returns the middle value of `values` (the upper one of the two middle values for an even
+/// count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_unstable_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 /// Nanoseconds since the first call, on the monotonic clock, comparable across threads.
