@@ -18,6 +18,7 @@ use goro_syscall::{MId, POwner, PState};
 
 const M1: MId = MId(1);
 const M2: MId = MId(2);
+const M3: MId = MId(3);
 
 /// One P, its idle list, one run queue of goroutine ids, and the checks.
 struct World {
@@ -115,6 +116,18 @@ impl World {
         }
     }
 
+    /// Plays an idle M (M3) woken at M1's syscall entry to stand by: after the grace period it
+    /// retakes the P itself if work waits, and runs it.
+    fn standby(&self) {
+        if self.runq.lock().unwrap().is_empty() {
+            return;
+        }
+        if self.p.retake(M1) {
+            self.p.accept(M3);
+            self.drain_and_release(M3);
+        }
+    }
+
     /// M1 returns from its syscall with goroutine 1.
     fn exitsyscall(&self) {
         if self.p.exitsyscall(M1) {
@@ -182,6 +195,39 @@ fn retake_with_waiting_work_hands_the_p_to_another_m() {
             "a goroutine was left queued"
         );
         assert_eq!(world.p.owner(), POwner::Idle);
+    });
+}
+
+#[test]
+fn standby_m_and_monitor_race_exitsyscall() {
+    loom::model(|| {
+        let world = Arc::new(World::new());
+        world.p.acquire(M1).unwrap();
+        world.p.entersyscall(M1);
+        world.runq.lock().unwrap().push(2);
+        let monitor = {
+            let world = world.clone();
+            thread::spawn(move || world.monitor())
+        };
+        let standby = {
+            let world = world.clone();
+            thread::spawn(move || world.standby())
+        };
+        world.exitsyscall();
+        monitor.join().unwrap();
+        standby.join().unwrap();
+        // Whichever party got the P, goroutine 1 and goroutine 2 each ran once, with one user of the P
+        // at a time, and the P ended on the idle list.
+        assert_eq!(world.g_runs.load(Ordering::SeqCst), 2);
+        assert!(
+            world.runq.lock().unwrap().is_empty(),
+            "a goroutine was left queued"
+        );
+        assert_eq!(world.p.owner(), POwner::Idle);
+        assert!(
+            *world.idle.lock().unwrap(),
+            "the idle P is missing from the idle list"
+        );
     });
 }
 

@@ -11,11 +11,12 @@ use std::cell::UnsafeCell;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 
 use goro_abi::{GHeader, GRef, PId, ReadyCause, WaitReason, getg, setg};
 use goro_syscall::MId;
 
-use crate::runtime::Shared;
+use crate::runtime::{Shared, StandbyOutcome};
 use crate::task::Record;
 use crate::trace::{self, Event, StopReason};
 
@@ -73,7 +74,8 @@ impl MCounters {
     }
 }
 
-/// The hand-off slot through which an idle M receives a P (or the order to exit).
+/// The hand-off slot through which an idle M receives a P (or the order to exit), or the
+/// order to stand by for a P that a syscall may soon lose.
 #[derive(Debug, Default)]
 struct Note {
     slot: Mutex<NoteSlot>,
@@ -85,6 +87,27 @@ struct NoteSlot {
     woken: bool,
     p: Option<PId>,
     spinning: bool,
+    standby: Option<Standby>,
+}
+
+/// A syscall that may block while goroutines wait for its P: P `p`, its syscall tick when the
+/// call was entered, and a time at which the call was already going. An idle M woken with it
+/// retakes the P itself once the grace period has passed (see `Shared::retake_on_standby`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Standby {
+    pub(crate) p: PId,
+    pub(crate) syscalltick: u32,
+    pub(crate) since: Instant,
+}
+
+/// The reason an idle M woke up.
+enum NoteWake {
+    /// A P to run, and whether the M starts as a spinning M.
+    P(PId, bool),
+    /// The runtime is shutting down: the M exits.
+    Exit,
+    /// A syscall may soon have to give up its P.
+    Standby(Standby),
 }
 
 impl Note {
@@ -96,14 +119,33 @@ impl Note {
         self.wakeup.notify_one();
     }
 
-    /// Waits for a P; returns it and whether the M starts as a spinning M.
-    fn wait(&self) -> Option<(PId, bool)> {
+    /// Wakes the M with `standby`, unless it was already woken. Returns whether it was.
+    fn stand_by(&self, standby: Standby) -> bool {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        while !slot.woken {
+        if slot.woken || slot.standby.is_some() {
+            return false;
+        }
+        slot.standby = Some(standby);
+        self.wakeup.notify_one();
+        true
+    }
+
+    /// Waits until the M is woken.
+    fn wait(&self) -> NoteWake {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if slot.woken {
+                slot.woken = false;
+                return match slot.p.take() {
+                    Some(p) => NoteWake::P(p, slot.spinning),
+                    None => NoteWake::Exit,
+                };
+            }
+            if let Some(standby) = slot.standby.take() {
+                return NoteWake::Standby(standby);
+            }
             slot = self.wakeup.wait(slot).unwrap_or_else(|e| e.into_inner());
         }
-        slot.woken = false;
-        Some((slot.p.take()?, slot.spinning))
     }
 }
 
@@ -194,6 +236,12 @@ impl M {
     /// Hands this idle M a P (or `None`: exit) and wakes it, as a spinning M if `spinning`.
     pub(crate) fn wake(&self, p: Option<PId>, spinning: bool) {
         self.note.wake(p, spinning);
+    }
+
+    /// Wakes this idle M to retake the P of a syscall that may block; see
+    /// `Shared::retake_on_standby`. Returns `false` when the M was already woken.
+    pub(crate) fn stand_by(&self, standby: Standby) -> bool {
+        self.note.stand_by(standby)
     }
 
     /// Runs `f` with this M's stack cache.
@@ -423,12 +471,23 @@ fn poll_schedulers(m: &M, p: PId) -> Option<GRef> {
         .find_map(|scheduler| scheduler.next(p))
 }
 
-/// Parks the M until another M hands it a P. Returns `None` when the runtime shuts down.
+/// Parks the M until another M hands it a P, or until it retakes one from a syscall it stood
+/// by for. Returns `None` when the runtime shuts down.
 fn stopm(m: &Arc<M>) -> Option<PId> {
     if !m.shared.push_idle_m(m) {
         return None;
     }
-    let (p, spinning) = m.note.wait()?;
+    let (p, spinning) = loop {
+        match m.note.wait() {
+            NoteWake::P(p, spinning) => break (p, spinning),
+            NoteWake::Exit => return None,
+            NoteWake::Standby(standby) => match m.shared.retake_on_standby(m, standby) {
+                StandbyOutcome::Retook(p) => break (p, false),
+                StandbyOutcome::Idle => {}
+                StandbyOutcome::Shutdown => return None,
+            },
+        }
+    };
     m.shared.ps[p.index()].state.accept(m.id);
     m.set_spinning(spinning);
     m.set_p(Some(p));

@@ -8,6 +8,7 @@ use std::time::Instant;
 use goro_abi::PId;
 use goro_syscall::{Monitor, PObservation, POwner, RetakeDecision, WorkWaiting};
 
+use crate::m::Standby;
 use crate::runtime::Shared;
 
 /// The runtime's handle on its monitor thread, started at the first syscall.
@@ -23,6 +24,9 @@ pub(crate) struct MonitorHandle {
     /// Set by the first syscall that kicks a backed-off monitor, so that a burst of syscalls
     /// sends one wakeup; cleared by the monitor when it wakes.
     kick_pending: AtomicBool,
+    /// Set by the syscall that wakes an idle M to stand by for its P, cleared by that M when
+    /// it has decided, so that only one M is on stand-by at a time.
+    standby_pending: AtomicBool,
     control: Mutex<Control>,
     wakeup: Condvar,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -83,9 +87,9 @@ impl MonitorHandle {
     }
 
     /// Called at every `entersyscall`: starts the monitor the first time. If the monitor
-    /// sleeps long while goroutines may wait for a P, wakes it to scan at its short period,
-    /// so that a blocking syscall loses its P within about the grace period. Costs three
-    /// relaxed loads unless the monitor is backed off while work may be waiting.
+    /// sleeps long while goroutines may wait for a P, nudges (see `nudge`), so that a blocking
+    /// syscall loses its P about when the grace period ends. Costs three relaxed loads unless
+    /// the monitor is backed off while work may be waiting.
     #[inline]
     pub(crate) fn note_entersyscall(&self, shared: &Shared, p: PId, syscalltick: u32) {
         self.ensure_started(shared);
@@ -99,17 +103,52 @@ impl MonitorHandle {
         }
     }
 
-    /// Kicks the backed-off monitor if work waits, unless a kick is already pending. The
+    /// Acts for a syscall entered while work may wait and the monitor is backed off, if work
+    /// does wait. The first such syscall wakes an idle M to stand by, and that M retakes the P
+    /// itself if the call outlasts the grace period. Its wakeup overlaps the grace period,
+    /// while a retake by the monitor would wake that M only after it. Any other syscall meanwhile, or
+    /// one that finds no idle M, kicks the monitor unless a kick is already pending. The
     /// monitor learns which syscall kicked it and since when it runs, so that it can retake
     /// the P at its first scan after the grace period.
     #[cold]
     #[inline(never)]
     fn nudge(&self, shared: &Shared, p: PId, syscalltick: u32) {
-        if shared.has_work() && !self.kick_pending.swap(true, Ordering::Relaxed) {
-            let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
-            control.kicked = true;
-            control.kicked_by_syscall = Some((p, syscalltick, Instant::now()));
-            self.wakeup.notify_all();
+        if !shared.has_work() {
+            return;
+        }
+        let since = Instant::now();
+        // Relaxed, here and for `kick_pending`: both flags only limit how many wakeups a burst
+        // of syscalls sends; the wakeups themselves synchronize through their locks.
+        if !self.standby_pending.swap(true, Ordering::Relaxed) {
+            let standby = Standby {
+                p,
+                syscalltick,
+                since,
+            };
+            if shared.stand_by_idle_m(standby) {
+                return;
+            }
+            self.standby_pending.store(false, Ordering::Relaxed);
+        }
+        if self.kick_pending.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        control.kicked = true;
+        control.kicked_by_syscall = Some((p, syscalltick, since));
+        self.wakeup.notify_all();
+    }
+
+    /// Called by an idle M that stood by for a syscall's P, once it has decided whether to
+    /// retake it. After a retake, the next blocking call may get a stand-by M of its own.
+    /// Otherwise the syscalls are short or nothing waits, and the M kicks the monitor (unless
+    /// a kick is pending), which then scans at its short period, so that further syscalls
+    /// stop nudging until it backs off again. The kick costs the M a thread wakeup (about 25
+    /// us here), which is why a retake does not wait for one.
+    pub(crate) fn standby_finished(&self, retook: bool) {
+        self.standby_pending.store(false, Ordering::Relaxed);
+        if !retook && !self.kick_pending.swap(true, Ordering::Relaxed) {
+            self.kick();
         }
     }
 
@@ -211,36 +250,59 @@ mod tests {
 
     use crate::m::current_m;
 
-    /// Plays the monitor's part by hand (no monitor thread runs): the monitor is marked
-    /// started and backed off, and the test checks whether a syscall entry kicks it.
+    /// Marks the monitor of the running goroutine's runtime as started and backed off, with
+    /// no thread behind it, so that only syscall entries and stand-by Ms act. Returns the
+    /// runtime's shared state.
+    fn fake_backed_off_monitor() -> std::sync::Arc<crate::runtime::Shared> {
+        let shared = current_m()
+            .expect("a goroutine runs on an M")
+            .shared
+            .clone();
+        assert!(
+            !shared.monitor.started.swap(true, Ordering::Relaxed),
+            "the monitor started before the first syscall"
+        );
+        shared.monitor.backed_off.store(true, Ordering::Relaxed);
+        shared
+    }
+
+    /// Waits up to 5 s for `condition`.
+    fn eventually(condition: impl Fn() -> bool) -> bool {
+        let start = std::time::Instant::now();
+        while !condition() {
+            if start.elapsed() > std::time::Duration::from_secs(5) {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        true
+    }
+
+    /// Plays the monitor's part by hand: the test checks whether a syscall entry nudges the
+    /// backed-off monitor. A nudge kicks the monitor, or wakes an idle M to stand by, which
+    /// kicks the monitor once it finds that the syscall has returned.
     #[test]
-    fn backed_off_monitor_is_kicked_only_when_work_waits() {
+    fn backed_off_monitor_is_nudged_only_when_work_waits() {
         let _serial = crate::trace::SESSION_TEST_LOCK
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let runtime = crate::Runtime::builder().procs(1).build().unwrap();
         runtime
             .block_on(|| {
-                let shared = current_m()
-                    .expect("a goroutine runs on an M")
-                    .shared
-                    .clone();
+                let shared = fake_backed_off_monitor();
                 let monitor = &shared.monitor;
-                assert!(
-                    !monitor.started.swap(true, Ordering::Relaxed),
-                    "the monitor started before the first syscall"
-                );
-                monitor.backed_off.store(true, Ordering::Relaxed);
                 let kicked = || monitor.control.lock().unwrap().kicked;
 
                 // A scan with nothing queued clears the hint (raised, maybe, by the M that
                 // started this goroutine).
                 assert!(!monitor.work_waiting.refresh(|| shared.has_work()));
+                let nudged = || {
+                    monitor.kick_pending.load(Ordering::Relaxed)
+                        || monitor.standby_pending.load(Ordering::Relaxed)
+                };
                 crate::blocking(|| ());
-                assert!(
-                    !kicked(),
-                    "a syscall kicked the monitor with nothing waiting"
-                );
+                assert!(!nudged(), "a syscall nudged with nothing waiting");
+                assert!(!kicked());
 
                 // The only P is this goroutine's: the new one waits in the run queue.
                 let waiting = crate::spawn(|| 7).unwrap();
@@ -249,14 +311,52 @@ mod tests {
                     "wakep did not raise the hint"
                 );
                 crate::blocking(|| ());
-                assert!(
-                    kicked(),
-                    "a syscall with work waiting did not kick the monitor"
-                );
-                assert!(monitor.kick_pending.load(Ordering::Relaxed));
+                assert!(nudged(), "a syscall with work waiting did not nudge");
+                assert!(eventually(kicked), "the monitor was never kicked");
                 let kicked_by = monitor.control.lock().unwrap().kicked_by_syscall;
-                assert_eq!(kicked_by.map(|(p, _, _)| p), Some(goro_abi::PId(0)));
+                if let Some((p, _, _)) = kicked_by {
+                    assert_eq!(p, goro_abi::PId(0));
+                }
                 assert_eq!(waiting.join().unwrap(), 7);
+            })
+            .unwrap();
+    }
+
+    /// With no monitor thread at all, an idle M woken at the syscall's entry must retake the
+    /// P for the goroutine that waits, while the syscall still blocks.
+    #[test]
+    fn stand_by_m_retakes_the_p_of_a_blocked_syscall() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+
+        let _serial = crate::trace::SESSION_TEST_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let runtime = crate::Runtime::builder().procs(1).build().unwrap();
+        runtime
+            .block_on(|| {
+                let shared = fake_backed_off_monitor();
+                // A call known to block hands the P to a second M, which runs the waiting
+                // goroutine and then goes idle: the stand-by M below.
+                let first = crate::spawn(|| ()).unwrap();
+                crate::blocking_known(|| std::thread::sleep(std::time::Duration::from_millis(50)));
+                first.join().unwrap();
+                assert!(eventually(|| shared.idle_counts().2 > 0), "no M went idle");
+
+                let retakes = shared.retakes.load(Ordering::Relaxed);
+                let ran = Arc::new(AtomicBool::new(false));
+                let waiting = {
+                    let ran = ran.clone();
+                    crate::spawn(move || ran.store(true, Ordering::SeqCst)).unwrap()
+                };
+                // Blocks until the waiting goroutine has run, which needs this P.
+                let ran_during_call = crate::blocking(|| eventually(|| ran.load(Ordering::SeqCst)));
+                assert!(
+                    ran_during_call,
+                    "the waiting goroutine did not run while the syscall blocked"
+                );
+                assert_eq!(shared.retakes.load(Ordering::Relaxed), retakes + 1);
+                waiting.join().unwrap();
             })
             .unwrap();
     }

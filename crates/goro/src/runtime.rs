@@ -8,11 +8,11 @@ use std::thread::JoinHandle as ThreadHandle;
 use goro_abi::{CustomG, GRef, PId, ReadyCause};
 use goro_sched::SchedHandle;
 use goro_stack::{PoolConfig, StackError, StackPool};
-use goro_syscall::{MId, MonitorConfig, PState};
+use goro_syscall::{MId, MonitorConfig, POwner, PState};
 
 use crate::builder::{BuildError, Builder};
 use crate::join::{JoinError, JoinHandle};
-use crate::m::{self, M, current_m};
+use crate::m::{self, M, Standby, current_m};
 use crate::stats::Stats;
 use crate::task::{DefaultG, Record};
 use crate::trace::{self, Event};
@@ -73,6 +73,16 @@ pub(crate) struct Shared {
     external_waiters: Mutex<Vec<std::thread::Thread>>,
     /// Every live goroutine, sharded by goid to keep spawn and exit from contending.
     allgs: [Mutex<std::collections::HashMap<u64, GRef>>; ALLGS_SHARDS],
+}
+
+/// The result of a stand-by M's attempt to retake a P.
+pub(crate) enum StandbyOutcome {
+    /// The M retook the P, now in `Transit`, and runs it.
+    Retook(PId),
+    /// The M is idle again: on the idle list, or about to be woken by the M that took it off.
+    Idle,
+    /// The runtime is shutting down: the M exits.
+    Shutdown,
 }
 
 /// Shards of `Shared::allgs`.
@@ -460,6 +470,84 @@ impl Shared {
         self.monitor.ensure_started(self);
         if earliest {
             self.monitor.kick();
+        }
+    }
+
+    /// Wakes the idle M that `startm` would pick next to retake P `standby.p` if its
+    /// syscall outlasts the grace period (see `retake_on_standby`). Returns `false` when no
+    /// idle M could be woken for it.
+    pub(crate) fn stand_by_idle_m(&self, standby: Standby) -> bool {
+        let idle = self.idle_ms.lock().unwrap_or_else(|e| e.into_inner());
+        // `startm` pops from the back.
+        idle.as_ref()
+            .and_then(|list| list.last())
+            .is_some_and(|m| m.stand_by(standby))
+    }
+
+    /// Runs on idle M `m`, woken at the entry of a syscall made while goroutines wait for a
+    /// P. Once the grace period has passed since `standby.since`, the M retakes the P if the
+    /// same syscall still owns it and work still waits, as the monitor would. The M's wakeup
+    /// then overlaps the grace period instead of following the retake.
+    ///
+    /// The retake is the monitor's transition (`Syscall(m) -> Transit` by CAS, which an
+    /// `exitsyscall` of the same M may beat), made by another thread. The M leaves the idle
+    /// list before it, so that no `startm` hands it a second P.
+    pub(crate) fn retake_on_standby(&self, m: &Arc<M>, standby: Standby) -> StandbyOutcome {
+        let grace = self.monitor_config.grace;
+        // The M was woken at the syscall's entry, so this waits at most the grace period (20
+        // us by default), usually less: the wakeup itself takes about as long here.
+        while standby.since.elapsed() < grace {
+            std::hint::spin_loop();
+        }
+        let outcome = self.try_retake_on_standby(m, standby);
+        self.monitor
+            .standby_finished(matches!(outcome, StandbyOutcome::Retook(_)));
+        outcome
+    }
+
+    /// Runs the part of `retake_on_standby` after the grace period.
+    fn try_retake_on_standby(&self, m: &Arc<M>, standby: Standby) -> StandbyOutcome {
+        let ps = &self.ps[standby.p.index()];
+        let POwner::Syscall(in_syscall) = ps.state.owner() else {
+            return StandbyOutcome::Idle;
+        };
+        // Relaxed, as the monitor reads it: a stale tick at worst retakes a P from the next
+        // syscall of the same M, which the CAS below still makes safe.
+        if ps.syscalltick.load(Ordering::Relaxed) != standby.syscalltick || !self.has_work() {
+            return StandbyOutcome::Idle;
+        }
+        if !self.remove_idle_m(m) {
+            // A `startm` took the M off the list and is handing it a P, or the runtime is
+            // shutting down and will wake it to exit.
+            return StandbyOutcome::Idle;
+        }
+        if !ps.state.retake(in_syscall) {
+            // The syscall returned first.
+            return if self.push_idle_m(m) {
+                StandbyOutcome::Idle
+            } else {
+                StandbyOutcome::Shutdown
+            };
+        }
+        trace::emit(|| Event::PStop { p: standby.p.0 });
+        self.retakes.fetch_add(1, Ordering::Relaxed);
+        // As in `handoffp`: work kept privately for the P becomes visible to every M.
+        self.release_p_hooks(standby.p);
+        StandbyOutcome::Retook(standby.p)
+    }
+
+    /// Takes M `m` off the idle list. Returns `false` when it is not on it.
+    fn remove_idle_m(&self, m: &Arc<M>) -> bool {
+        let mut idle = self.idle_ms.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(list) = idle.as_mut() else {
+            return false;
+        };
+        match list.iter().position(|idle_m| Arc::ptr_eq(idle_m, m)) {
+            Some(index) => {
+                list.remove(index);
+                true
+            }
+            None => false,
         }
     }
 

@@ -14,7 +14,7 @@ pub struct Stats {
     pub fast_exits: u64,
     /// Syscall exits that had lost their P.
     pub slow_exits: u64,
-    /// Ps the monitor retook from Ms blocked in syscalls.
+    /// Ps retaken from Ms blocked in syscalls, by the monitor or by a stand-by idle M.
     pub retakes: u64,
     /// Ps handed off at once by `entersyscall_block`.
     pub handoffs: u64,
