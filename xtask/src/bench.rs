@@ -484,7 +484,9 @@ fn handoff_section() -> Section {
         title: "Handoff latency on one processor".into(),
         about: "60 rounds with one processor: goroutine A starts goroutine B, which waits to \
                 run, then enters a blocking call; the latency runs from just before the call to \
-                B's first statement; `median` and `worst` are of the 60. `known`: A reads an \
+                B's first statement; `median` and `worst` are of the 60. One more round runs \
+                before them and is shown as `first`: it starts the threads that later rounds \
+                reuse (goro's monitor and a second M, Go's new M). `known`: A reads an \
                 empty pipe through `goro::blocking_known`, which hands the P off at once, and B \
                 writes the byte that ends the read. `retake`: A sleeps 20 ms through \
                 `goro::blocking`, so B runs once the monitor retakes the P. Go: A reads an \

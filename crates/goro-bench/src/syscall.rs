@@ -85,6 +85,9 @@ const RETAKE_SLEEP: Duration = Duration::from_millis(20);
 /// at once, and B writes the byte that ends the read; `-retake` sleeps through
 /// `goro::blocking`, so B runs only once the monitor retakes the P. The latency is from just
 /// before the call to `blocking_known` or `blocking` to the first instruction of B.
+///
+/// One more round runs first and is reported on its own as `first`: it starts the threads
+/// (the monitor, a second M) that later rounds reuse.
 pub fn run_handoff(implementation: &str, count: usize) -> bool {
     let known = if implementation.ends_with("-known") {
         true
@@ -97,7 +100,7 @@ pub fn run_handoff(implementation: &str, count: usize) -> bool {
         return false;
     };
     let mut latencies = block_on_goro(&runtime, move || {
-        (0..count)
+        (0..=count)
             .map(|_| {
                 if known {
                     handoff_pipe_round()
@@ -107,6 +110,7 @@ pub fn run_handoff(implementation: &str, count: usize) -> bool {
             })
             .collect::<Vec<u64>>()
     });
+    let first = latencies.remove(0);
     latencies.sort_unstable();
     crate::metric(
         "median",
@@ -118,6 +122,7 @@ pub fn run_handoff(implementation: &str, count: usize) -> bool {
         latencies[latencies.len() - 1] as f64 / 1000.0,
         "us",
     );
+    crate::metric("first", first as f64 / 1000.0, "us");
     true
 }
 
