@@ -75,6 +75,9 @@ pub(crate) struct Shared {
     allgs: [Mutex<std::collections::HashMap<u64, GRef>>; ALLGS_SHARDS],
 }
 
+/// The longest part of the grace period that a stand-by M polls instead of sleeping.
+const STANDBY_POLL: std::time::Duration = std::time::Duration::from_micros(100);
+
 /// The result of a stand-by M's attempt to retake a P.
 pub(crate) enum StandbyOutcome {
     /// The M retook the P, now in `Transit`, and runs it.
@@ -494,8 +497,14 @@ impl Shared {
     /// list before it, so that no `startm` hands it a second P.
     pub(crate) fn retake_on_standby(&self, m: &Arc<M>, standby: Standby) -> StandbyOutcome {
         let grace = self.monitor_config.grace;
-        // The M was woken at the syscall's entry, so this waits at most the grace period (20
-        // us by default), usually less: the wakeup itself takes about as long here.
+        // The M was woken at the syscall's entry, so what is left of the grace period (20 us
+        // by default) is short: the wakeup itself takes about as long here. It is polled
+        // rather than slept, since a sleep would add a timer wakeup. A longer grace period set
+        // with `Builder::syscall_grace` is slept, all but its last `STANDBY_POLL`.
+        let left = grace.saturating_sub(standby.since.elapsed());
+        if left > STANDBY_POLL {
+            std::thread::sleep(left - STANDBY_POLL);
+        }
         while standby.since.elapsed() < grace {
             std::hint::spin_loop();
         }
