@@ -75,7 +75,7 @@ pub(crate) struct Shared {
     allgs: [Mutex<std::collections::HashMap<u64, GRef>>; ALLGS_SHARDS],
 }
 
-/// The longest part of the grace period that a stand-by M polls instead of sleeping.
+/// The maximum part of the grace period that a stand-by M polls instead of sleeping.
 const STANDBY_POLL: std::time::Duration = std::time::Duration::from_micros(100);
 
 /// The result of a stand-by M's attempt to retake a P.
