@@ -26,7 +26,7 @@ Builds crates/goro-bench (its own workspace, target dir target/bench), its Go pr
 `go build` and goro-demo in release mode, runs every workload against its peers and writes
 docs/benchmarks.md and docs/benchmarks.svg. Each figure is the median of 5 runs, each run a
 process of its own, with min and max; ratios divide goro's median by the peer's. Takes about
-15 minutes on 2 cores. Needs wrk and Go (`cargo xtask setup --bench`); without them, the
+5 minutes on 2 cores once the builds are cached. Needs wrk and Go (`cargo xtask setup --bench`); without them, the
 page lists those workloads as not run.
 
 Options:
