@@ -102,8 +102,9 @@ pub(crate) struct Standby {
 
 /// The reason an idle M woke up.
 enum NoteWake {
-    /// A P to run, and whether the M starts as a spinning M.
-    P(PId, bool),
+    /// A P to run, whether the M starts as a spinning M, and whether an order to stand by
+    /// came before the P and is dropped.
+    P(PId, bool, bool),
     /// The runtime is shutting down: the M exits.
     Exit,
     /// A syscall may soon have to give up its P.
@@ -136,8 +137,9 @@ impl Note {
         loop {
             if slot.woken {
                 slot.woken = false;
+                let dropped_standby = slot.standby.take().is_some();
                 return match slot.p.take() {
-                    Some(p) => NoteWake::P(p, slot.spinning),
+                    Some(p) => NoteWake::P(p, slot.spinning, dropped_standby),
                     None => NoteWake::Exit,
                 };
             }
@@ -479,7 +481,13 @@ fn stopm(m: &Arc<M>) -> Option<PId> {
     }
     let (p, spinning) = loop {
         match m.note.wait() {
-            NoteWake::P(p, spinning) => break (p, spinning),
+            NoteWake::P(p, spinning, dropped_standby) => {
+                if dropped_standby {
+                    // The syscall is left to the monitor.
+                    m.shared.monitor.standby_finished(false);
+                }
+                break (p, spinning);
+            }
             NoteWake::Exit => return None,
             NoteWake::Standby(standby) => match m.shared.retake_on_standby(m, standby) {
                 StandbyOutcome::Retook(p) => break (p, false),
