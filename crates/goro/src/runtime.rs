@@ -400,12 +400,16 @@ impl Shared {
     fn looks_deadlocked(&self) -> bool {
         // SeqCst loads, after the SeqCst fence in `go_idle`: each counter is updated with a
         // SeqCst operation before the state it describes can change again.
+        // The timers come first: a timer being fired counts as pending until its wakeup has
+        // lowered the waiting count, which is read after it.
+        if !self.timers.is_empty() {
+            return false;
+        }
         let live = self.live_goroutines.load(Ordering::SeqCst);
         live != 0
             && self.npidle.load(Ordering::SeqCst) == self.ps.len()
             && !self.any_m_in_syscall()
             && self.nwaiting.load(Ordering::SeqCst) == live
-            && self.timers.is_empty()
             && !self.has_work()
     }
 

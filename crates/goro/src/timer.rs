@@ -45,6 +45,9 @@ pub(crate) struct Timers {
     heap: Mutex<(BinaryHeap<Reverse<Entry>>, u64)>,
     /// Number of pending timers, readable without the lock (deadlock detection).
     pending: AtomicUsize,
+    /// Number of timers taken off the heap by `fire` whose waiters are not woken yet. Until
+    /// their wakeups have readied the goroutines, those count as pending too.
+    firing: AtomicUsize,
 }
 
 impl Timers {
@@ -81,13 +84,20 @@ impl Timers {
                 let Reverse(entry) = entries.pop().expect("peeked entry");
                 due.push(entry.waiter);
             }
+            // SeqCst, before `pending` drops: a deadlock check that sees the lower `pending`
+            // then sees these timers in `firing` (see `is_empty`).
+            self.firing.fetch_add(due.len(), Ordering::SeqCst);
             self.pending.store(entries.len(), Ordering::SeqCst);
             entries.peek().map(|Reverse(first)| first.deadline)
         };
         // Wake outside the lock: a wakeup readies a goroutine through its scheduler.
+        let fired = due.len();
         for waiter in due {
             waiter.wake();
         }
+        // SeqCst: after the wakeups' own SeqCst updates of the waiting count, so that a check
+        // that sees this decrement also sees the goroutines as no longer waiting.
+        self.firing.fetch_sub(fired, Ordering::SeqCst);
         next
     }
 
@@ -97,9 +107,11 @@ impl Timers {
         heap.0.peek().map(|Reverse(first)| first.deadline)
     }
 
-    /// Returns whether any timer is pending.
+    /// Returns whether no timer is pending, counting the ones being fired. Deadlock detection
+    /// calls it before it reads the waiting count.
     pub(crate) fn is_empty(&self) -> bool {
-        self.pending.load(Ordering::SeqCst) == 0
+        // SeqCst, in this order: see `fire`.
+        self.pending.load(Ordering::SeqCst) == 0 && self.firing.load(Ordering::SeqCst) == 0
     }
 }
 
