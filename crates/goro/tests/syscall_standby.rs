@@ -275,7 +275,7 @@ fn call_that_never_returns_leaves_p_to_others() {
                         let release = release.clone();
                         goro::spawn(move || goro::blocking(|| wait_for(&release))).unwrap()
                     };
-                    // The stuck goroutine holds the only P until it is retaken.
+                    // The stuck goroutine keeps the only P until it is retaken.
                     let others: Vec<_> = (0..100u64)
                         .map(|i| {
                             goro::spawn(move || {
@@ -331,8 +331,8 @@ fn drop_while_an_m_stands_by() {
     }
 }
 
-/// Deadlock detection must not fire while a call blocks with an M standing by, and must fire
-/// once every goroutine is parked for good.
+/// Deadlock detection must not fire while a call blocks with an M standing by and every other
+/// goroutine is parked.
 #[test]
 fn no_deadlock_report_while_call_blocks() {
     let rt = Runtime::builder().procs(1).build().unwrap();
@@ -381,7 +381,7 @@ unsafe impl Scheduler for CountingHooks {
         self.enters.fetch_add(1, Ordering::SeqCst);
     }
     fn on_exitsyscall(&self, _g: GRef, _p: PId) -> SyscallExit {
-        if self.exits.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+        if self.exits.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
             SyscallExit::Requeue
         } else {
             SyscallExit::Continue
@@ -434,4 +434,68 @@ fn default_syscall_hooks_are_both_called() {
         exits.div_ceil(2) + (400 - exits),
         "exits seen by the hook: {exits}"
     );
+}
+
+/// An M that stands by for one P's syscall can be popped by a `startm` for another P. It must
+/// run that P at once instead of after the stand-by's grace period.
+///
+/// NOTE: the bug shows only as a delay, so this test compares one time with the grace period:
+/// the queued goroutine must run before the blocked call has lasted 1 s, the longest grace
+/// period allowed, while a thread wakeup takes microseconds (milliseconds under QEMU).
+#[test]
+fn standby_m_runs_handed_p_at_once() {
+    const GRACE: Duration = Duration::from_secs(1);
+    for round in 0..5 {
+        let rt = Runtime::builder()
+            .procs(2)
+            .syscall_grace(GRACE)
+            .build()
+            .unwrap();
+        let waited = watchdog(LIMIT, move || {
+            rt.block_on(move || {
+                // An extra M goes idle after the handed-off P's work is done: the M that
+                // stands by below, and the next one that `startm` pops.
+                let first = goro::spawn(|| ()).unwrap();
+                goro::blocking_known(|| std::thread::sleep(Duration::from_millis(20)));
+                first.join().unwrap();
+
+                let hand_off = Arc::new(AtomicBool::new(false));
+                let queued_ran = Arc::new(AtomicBool::new(false));
+                // Keeps the second P until `hand_off` is set, then hands it off to run the queued goroutine.
+                let handing_off = {
+                    let hand_off = hand_off.clone();
+                    let queued_ran = queued_ran.clone();
+                    goro::spawn(move || {
+                        while !hand_off.load(Ordering::SeqCst) {
+                            std::thread::sleep(Duration::from_micros(100));
+                        }
+                        goro::blocking_known(|| wait_for(&queued_ran))
+                    })
+                    .unwrap()
+                };
+                let_monitor_back_off();
+                let queued = {
+                    let queued_ran = queued_ran.clone();
+                    goro::spawn(move || queued_ran.store(true, Ordering::SeqCst)).unwrap()
+                };
+                // Both Ps are busy, so this call wakes the idle M to stand by for this P.
+                let start = Instant::now();
+                let ran = goro::blocking(|| {
+                    hand_off.store(true, Ordering::SeqCst);
+                    wait_for(&queued_ran)
+                });
+                let waited = start.elapsed();
+                assert!(ran, "round {round}: the queued goroutine never ran");
+                queued.join().unwrap();
+                assert!(handing_off.join().unwrap());
+                waited
+            })
+            .unwrap()
+        });
+        assert!(
+            waited < GRACE,
+            "round {round}: the queued goroutine ran only after {waited:?}, when the grace \
+             period of the other P's call had passed"
+        );
+    }
 }
