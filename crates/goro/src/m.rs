@@ -131,6 +131,17 @@ impl Note {
         true
     }
 
+    /// Waits until the M is woken or `timeout` has passed, leaving the wakeup for `wait`.
+    /// Returns whether the M was woken.
+    fn woken_within(&self, timeout: std::time::Duration) -> bool {
+        let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        let (slot, _) = self
+            .wakeup
+            .wait_timeout_while(slot, timeout, |slot| !slot.woken)
+            .unwrap_or_else(|e| e.into_inner());
+        slot.woken
+    }
+
     /// Waits until the M is woken.
     fn wait(&self) -> NoteWake {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
@@ -244,6 +255,12 @@ impl M {
     /// `Shared::retake_on_standby`. Returns `false` when the M was already woken.
     pub(crate) fn stand_by(&self, standby: Standby) -> bool {
         self.note.stand_by(standby)
+    }
+
+    /// Sleeps for up to `timeout` while this M stands by, and returns early with `true` when
+    /// a `startm` or a shutdown wakes it meanwhile.
+    pub(crate) fn standby_sleep_interrupted(&self, timeout: std::time::Duration) -> bool {
+        self.note.woken_within(timeout)
     }
 
     /// Runs `f` with this M's stack cache.

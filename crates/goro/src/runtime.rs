@@ -82,7 +82,8 @@ const STANDBY_POLL: std::time::Duration = std::time::Duration::from_micros(100);
 pub(crate) enum StandbyOutcome {
     /// The M retook the P, now in `Transit`, and runs it.
     Retook(PId),
-    /// The M is idle again: on the idle list, or about to be woken by the M that took it off.
+    /// The M is idle again: on the idle list, or taken off it by an M that has woken it or is
+    /// about to.
     Idle,
     /// The runtime is shutting down: the M exits.
     Shutdown,
@@ -504,10 +505,13 @@ impl Shared {
         // The M was woken at the syscall's entry, so what is left of the grace period (20 us
         // by default) is short: the wakeup itself takes about as long here. It is polled
         // rather than slept, since a sleep would add a timer wakeup. A longer grace period set
-        // with `Builder::syscall_grace` is slept, all but its last `STANDBY_POLL`.
+        // with `Builder::syscall_grace` is slept, all but its last `STANDBY_POLL`. The sleep
+        // ends early when a `startm` hands the M a P (or the runtime shuts down): that P must
+        // not wait out the grace period of another P's syscall.
         let left = grace.saturating_sub(standby.since.elapsed());
-        if left > STANDBY_POLL {
-            std::thread::sleep(left - STANDBY_POLL);
+        if left > STANDBY_POLL && m.standby_sleep_interrupted(left - STANDBY_POLL) {
+            self.monitor.standby_finished(false);
+            return StandbyOutcome::Idle;
         }
         while standby.since.elapsed() < grace {
             std::hint::spin_loop();
