@@ -160,6 +160,36 @@ pub(crate) fn unregister(record: &Record) {
     node.prev.store(ptr::null_mut(), Ordering::Relaxed);
 }
 
+/// Calls `f` with every registered g of the runtime `shared`, while holding the lock of the
+/// g's shard: [`unregister`] takes that lock before the g drops its own reference, so `f` may
+/// take a reference that keeps the g alive after the lock is released. `f` must not spawn or
+/// finish gs.
+///
+/// The walk visits the gs of every runtime of the process and skips the others' gs. It serves
+/// dumps, deadlock reports and shutdown, which are rare, so that spawn and exit pay for one
+/// registry instead of two.
+pub(crate) fn for_each_registered(shared: &Shared, mut f: impl FnMut(GRef)) {
+    for (lock, head) in SHARD_LOCKS.iter().zip(&GORO_ALLGS.heads) {
+        let _lock = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut node = head.load(Ordering::Relaxed);
+        while !node.is_null() {
+            // SAFETY: a linked node belongs to a live record, and unlinking it takes the lock
+            // held here.
+            let current = unsafe { &*node };
+            let header = current.g.load(Ordering::Relaxed);
+            // SAFETY: `register` stored the node's g, a live header, before linking the node.
+            let g = unsafe { GRef::from_raw(ptr::NonNull::new_unchecked(header)) };
+            // SAFETY: every registered g was spawned by a runtime and has a record, alive
+            // while the node is linked.
+            let owner = unsafe { Record::of(g).as_ref() }.shared();
+            if ptr::eq(Arc::as_ptr(owner), shared) {
+                f(g);
+            }
+            node = current.next.load(Ordering::Relaxed);
+        }
+    }
+}
+
 /// Reads the kernel's tick time, in nanoseconds of `CLOCK_MONOTONIC_COARSE`.
 #[inline]
 fn coarse_now_ns() -> u64 {
@@ -345,8 +375,8 @@ pub(crate) fn collect(
     let ms = shared.all_ms();
     let mut records = Vec::new();
     shared.for_each_goroutine(|g| {
-        // SAFETY: `for_each_goroutine` runs this under the lock of the g's shard, and `finish`
-        // removes a g from its shard before it drops the g's own reference. So the record is
+        // SAFETY: `for_each_goroutine` runs this under the lock of the g's registry shard, and
+        // `finish` unregisters a g before it drops the g's own reference. So the record is
         // alive here, and the reference taken here keeps it alive after the lock is released.
         let record = unsafe { Record::of(g) };
         // SAFETY: as above.

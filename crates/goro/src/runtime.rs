@@ -71,12 +71,7 @@ pub(crate) struct Shared {
     last_deadlock_report: Mutex<Vec<u64>>,
     /// Threads that run no goroutine and wait in `join`, woken at a deadlock or shutdown.
     external_waiters: Mutex<Vec<std::thread::Thread>>,
-    /// Every live goroutine, sharded by goid to keep spawn and exit from contending.
-    allgs: [Mutex<std::collections::HashMap<u64, GRef>>; ALLGS_SHARDS],
 }
-
-/// Shards of `Shared::allgs`.
-const ALLGS_SHARDS: usize = 16;
 
 impl Shared {
     #[inline]
@@ -261,23 +256,16 @@ impl Shared {
         self.check_deadlock();
     }
 
-    fn allgs_shard(&self, goid: u64) -> &Mutex<std::collections::HashMap<u64, GRef>> {
-        &self.allgs[goid as usize % ALLGS_SHARDS]
-    }
-
     /// Returns a handle to every live goroutine, sorted by goid, for dumps, deadlock reports
     /// and shutdown. Each handle keeps its g's block alive; the gs may change status meanwhile.
     pub(crate) fn all_goroutines(&self) -> Vec<crate::park::Goroutine> {
         let mut all = Vec::new();
-        for shard in &self.allgs {
-            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            // Retained under the shard lock: `finish` removes a g from its shard before it
-            // drops the g's own reference, so every g listed here is still alive.
-            all.extend(shard.values().map(|&g| {
-                // SAFETY: every g in allgs was spawned by this runtime and has a record.
-                crate::park::Goroutine::from_record(unsafe { Record::of(g) })
-            }));
-        }
+        // Retained inside the walk, which holds the g's shard lock (see `for_each_goroutine`).
+        self.for_each_goroutine(|g| {
+            // SAFETY: every g the walk visits was spawned by this runtime and has a record.
+            let record = unsafe { Record::of(g) };
+            all.push(crate::park::Goroutine::from_record(record));
+        });
         all.sort_by_key(crate::park::Goroutine::goid);
         all
     }
@@ -339,8 +327,8 @@ impl Shared {
             return;
         }
         let goroutines = self.all_goroutines();
-        // A spawn from a thread that runs no goroutine inserts its g into `allgs` before it
-        // counts it as live, so the list may hold a g that neither check saw. Every g of a
+        // A spawn from a thread that runs no goroutine registers its g before it counts it
+        // as live, so the list may hold a g that neither check saw. Every g of a
         // real deadlock is parked, and any other g means that work arrived. Its spawner's
         // `note_progress` may already have run, so the flag is cleared here.
         if goroutines
@@ -562,10 +550,6 @@ impl Shared {
             *header.sched_sp_ptr() = sp;
             *rec.stack.get() = Some(stack);
         }
-        self.allgs_shard(header.goid())
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(header.goid(), g);
         crate::dump::register(rec);
         trace::emit(|| Event::GoCreate {
             goid: header.goid(),
@@ -594,11 +578,8 @@ impl Shared {
             // SAFETY: `finish` runs on the g0 of `m`, on its own thread.
             unsafe { m.with_stack_cache(|cache| cache.put(stack)) };
         }
-        let goid = g.header().goid();
-        self.allgs_shard(goid)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&goid);
+        // Unregistered before the g's own reference is dropped below: registry walks retain
+        // the gs they find under the shard lock that `unregister` takes.
         crate::dump::unregister(rec);
         self.live_goroutines.fetch_sub(1, Ordering::SeqCst);
         let waiter = {
@@ -642,14 +623,11 @@ impl Shared {
             .clone()
     }
 
-    /// Calls `f` with every live goroutine, while holding the lock of its shard of `allgs`:
-    /// `finish` removes a g under that lock before it drops the g's own reference, so `f` may
-    /// take a reference to keep the g alive after it returns. `f` must not spawn or finish gs.
-    pub(crate) fn for_each_goroutine(&self, mut f: impl FnMut(GRef)) {
-        for shard in &self.allgs {
-            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            shard.values().copied().for_each(&mut f);
-        }
+    /// Calls `f` with every live goroutine of this runtime, while holding the lock of its
+    /// registry shard, so `f` may take a reference that keeps the g alive after it returns
+    /// (see [`crate::dump::for_each_registered`]). `f` must not spawn or finish gs.
+    pub(crate) fn for_each_goroutine(&self, f: impl FnMut(GRef)) {
+        crate::dump::for_each_registered(self, f);
     }
 
     /// The numbers of idle Ps, spinning Ms and idle Ms, for schedtrace. Relaxed: a snapshot.
@@ -745,7 +723,6 @@ impl Runtime {
             deadlock_reported: AtomicBool::new(false),
             last_deadlock_report: Mutex::new(Vec::new()),
             external_waiters: Mutex::new(Vec::new()),
-            allgs: std::array::from_fn(|_| Mutex::new(std::collections::HashMap::new())),
         });
         // One M from the start, so that a runtime that cannot start a thread fails here and
         // not at its first spawn.
