@@ -11,7 +11,7 @@ use goro_stack::{PoolConfig, StackError, StackPool};
 use goro_syscall::{MId, MonitorConfig, PState};
 
 use crate::builder::{BuildError, Builder};
-use crate::join::{JoinError, JoinHandle};
+use crate::join::{JoinCell, JoinError, JoinHandle};
 use crate::m::{self, M, current_m};
 use crate::stats::Stats;
 use crate::task::{DefaultG, Record};
@@ -532,24 +532,25 @@ impl Shared {
             None => self.pool.get(),
         }
         .map_err(SpawnError::Stack)?;
-        let record = Record::allocate(g, body, self.clone());
+        let goid = NEXT_GOID.fetch_add(1, Ordering::Relaxed);
+        let (record, join) = Record::allocate(g, body, self.clone(), stack, goid);
         // SAFETY: the record was just allocated and is not shared yet.
         let rec = unsafe { record.as_ref() };
         let g = rec.g();
         let header = g.header();
-        header.set_goid(NEXT_GOID.fetch_add(1, Ordering::Relaxed));
         header.set_sched(scheduler.link());
-        header.set_stack(stack.lo(), stack.hi(), stack.lo());
-        // SAFETY: the stack is ours and unused; g_entry is the runtime's entry trampoline and
-        // gets the record, alive until the g exits.
+        // SAFETY: the stack below the block is ours and unused; g_entry is the runtime's entry
+        // trampoline and gets the record, alive until the g exits.
         let sp = unsafe {
-            goro_context::init_stack(stack.lo(), stack.hi(), m::g_entry, record.as_ptr() as usize)
+            goro_context::init_stack(
+                header.stack_lo(),
+                header.stack_hi(),
+                m::g_entry,
+                record.as_ptr() as usize,
+            )
         };
-        // SAFETY: nobody else sees the g or its stack yet.
-        unsafe {
-            *header.sched_sp_ptr() = sp;
-            *rec.stack.get() = Some(stack);
-        }
+        // SAFETY: nobody else sees the g yet.
+        unsafe { *header.sched_sp_ptr() = sp };
         crate::dump::register(rec);
         trace::emit(|| Event::GoCreate {
             goid: header.goid(),
@@ -562,36 +563,33 @@ impl Shared {
         // A spawn is progress: a deadlock reported earlier no longer holds.
         self.note_progress();
         self.wakep();
-        Ok(JoinHandle::new(record))
+        Ok(JoinHandle::new(join))
     }
 
-    /// Finishes a g that exited, on the g0 of the M that ran it: frees its stack, completes
-    /// its join and drops the g's own reference.
+    /// Finishes a g that exited, on the g0 of the M that ran it: completes its join, and drops
+    /// the g's own reference, which frees its block and stack unless a handle keeps them.
     pub(crate) fn finish(&self, m: &M, g: GRef) {
         // SAFETY: the g was spawned by this runtime and holds its own reference until the end
         // of this function.
         let record = unsafe { Record::of(g) };
         // SAFETY: as above.
         let rec = unsafe { record.as_ref() };
-        // SAFETY: the g is dead and its M has left its stack; only this thread touches it.
-        if let Some(stack) = unsafe { (*rec.stack.get()).take() } {
-            // SAFETY: `finish` runs on the g0 of `m`, on its own thread.
-            unsafe { m.with_stack_cache(|cache| cache.put(stack)) };
-        }
         // Unregistered before the g's own reference is dropped below: registry walks retain
         // the gs they find under the shard lock that `unregister` takes.
         crate::dump::unregister(rec);
         self.live_goroutines.fetch_sub(1, Ordering::SeqCst);
-        let waiter = {
-            let mut join = rec.join.lock().unwrap_or_else(|e| e.into_inner());
-            join.complete = true;
-            join.waiter.take()
-        };
+        // SAFETY: the g is not finished yet, so its reference keeps the cell alive.
+        let join = unsafe { rec.join_cell() };
+        // SAFETY: as above.
+        let waiter = unsafe { join.as_ref() }.complete();
         if let Some(waiter) = waiter {
             waiter.wake();
         }
-        // SAFETY: this is the g's own reference, used no more.
-        unsafe { Record::release(record) };
+        // SAFETY: this is the g's reference to its cell, used no more.
+        unsafe { JoinCell::release(join) };
+        // SAFETY: this is the g's own reference, used no more; `finish` runs on the g0 of
+        // `m`, outside its `with_stack_cache`.
+        unsafe { Record::release_at_exit(record, m) };
     }
 
     pub(crate) fn stats(&self) -> Stats {
