@@ -30,6 +30,8 @@ use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
+
 use goro_abi::{GHeader, GRef, GStatus, WaitReason};
 use goro_syscall::POwner;
 
@@ -116,8 +118,11 @@ pub static GORO_ALLGS: AllGs = AllGs {
     heads: [const { AtomicPtr::new(ptr::null_mut()) }; SHARDS],
 };
 
-/// One lock per shard of [`GORO_ALLGS`], held while a node is linked or unlinked.
-static SHARD_LOCKS: [Mutex<()>; SHARDS] = [const { Mutex::new(()) }; SHARDS];
+/// One lock per shard of [`GORO_ALLGS`], held while a node is linked or unlinked. Each lock
+/// has its own cache line, because a spawner and the Ms that run its goroutines' exits take
+/// the locks of different shards at the same time.
+static SHARD_LOCKS: [CachePadded<Mutex<()>>; SHARDS] =
+    [const { CachePadded::new(Mutex::new(())) }; SHARDS];
 
 /// Adds the g of `record` to [`GORO_ALLGS`]. Called once by spawn, before the g is ready.
 pub(crate) fn register(record: &Record) {
@@ -161,7 +166,7 @@ pub(crate) fn unregister(record: &Record) {
 }
 
 /// Calls `f` with every registered g of the runtime `shared`, while holding the lock of the
-/// g's shard: [`unregister`] takes that lock before the g drops its own reference, so `f` may
+/// g's shard. [`unregister`] takes that lock before the g drops its own reference, so `f` may
 /// take a reference that keeps the g alive after the lock is released. `f` must not spawn or
 /// finish gs.
 ///
