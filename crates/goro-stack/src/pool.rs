@@ -64,18 +64,14 @@ pub struct PoolConfig {
 impl PoolConfig {
     /// Default of [`PoolConfig::max_cached`]: stacks kept in the global cache. A burst of exits
     /// (goroutines spawned faster than they ran) lands here, and every stack beyond the bound
-    /// costs an `munmap` now and an `mmap` and `mprotect` at a later spawn. A spawner that runs
-    /// ahead of its Ms has a few thousand goroutines in flight. With 1,024 cached stacks, about
-    /// two thirds of the samples of `goro-bench spawn goro-fifo` went to that churn, on a
-    /// 2-vCPU x86_64 VM where another job kept one vCPU busy. The cached stacks take two entries each of the
-    /// kernel's mapping table, 8,192 in all, and hold at most what the stacks in use held
-    /// before: a cache only keeps stacks that goroutines have released.
-    pub const DEFAULT_MAX_CACHED: usize = 4096;
+    /// costs an `munmap` now and an `mmap` and `mprotect` at a later spawn. The cached stacks
+    /// take two entries each of the kernel's mapping table, 2,048 in all.
+    pub const DEFAULT_MAX_CACHED: usize = 1024;
     /// Default of [`PoolConfig::max_resident_cached`]: stacks of the global cache that keep
     /// their memory. Up to `128 * stack size` bytes (32 MiB with 256 KiB stacks) if every
     /// goroutine used its whole stack, a few pages per stack for typical ones. The other
     /// `DEFAULT_MAX_CACHED - 128` stacks keep [`PoolConfig::DEFAULT_KEEP_RESIDENT`] bytes each
-    /// at most, 62 MiB in all.
+    /// at most, 14 MiB in all.
     pub const DEFAULT_MAX_RESIDENT_CACHED: usize = 128;
     /// Default of [`PoolConfig::local_capacity`]: stacks kept per [`LocalCache`]. A refill or
     /// spill moves half of it under one lock.
