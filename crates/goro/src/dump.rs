@@ -30,6 +30,8 @@ use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
+
 use goro_abi::{GHeader, GRef, GStatus, WaitReason};
 use goro_syscall::POwner;
 
@@ -116,8 +118,11 @@ pub static GORO_ALLGS: AllGs = AllGs {
     heads: [const { AtomicPtr::new(ptr::null_mut()) }; SHARDS],
 };
 
-/// One lock per shard of [`GORO_ALLGS`], held while a node is linked or unlinked.
-static SHARD_LOCKS: [Mutex<()>; SHARDS] = [const { Mutex::new(()) }; SHARDS];
+/// One lock per shard of [`GORO_ALLGS`], held while a node is linked or unlinked. Each lock
+/// has its own cache line, because a spawner and the Ms that run its goroutines' exits take
+/// the locks of different shards at the same time.
+static SHARD_LOCKS: [CachePadded<Mutex<()>>; SHARDS] =
+    [const { CachePadded::new(Mutex::new(())) }; SHARDS];
 
 /// Adds the g of `record` to [`GORO_ALLGS`]. Called once by spawn, before the g is ready.
 pub(crate) fn register(record: &Record) {
@@ -158,6 +163,36 @@ pub(crate) fn unregister(record: &Record) {
     }
     node.next.store(ptr::null_mut(), Ordering::Relaxed);
     node.prev.store(ptr::null_mut(), Ordering::Relaxed);
+}
+
+/// Calls `f` with every registered g of the runtime `shared`, while holding the lock of the
+/// g's shard. [`unregister`] takes that lock before the g drops its own reference, so `f` may
+/// take a reference that keeps the g alive after the lock is released. `f` must not spawn or
+/// finish gs.
+///
+/// The walk visits the gs of every runtime of the process and skips the others' gs. It serves
+/// dumps, deadlock reports and shutdown, which are rare, so that spawn and exit pay for one
+/// registry instead of two.
+pub(crate) fn for_each_registered(shared: &Shared, mut f: impl FnMut(GRef)) {
+    for (lock, head) in SHARD_LOCKS.iter().zip(&GORO_ALLGS.heads) {
+        let _lock = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut node = head.load(Ordering::Relaxed);
+        while !node.is_null() {
+            // SAFETY: a linked node belongs to a live record, and unlinking it takes the lock
+            // held here.
+            let current = unsafe { &*node };
+            let header = current.g.load(Ordering::Relaxed);
+            // SAFETY: `register` stored the node's g, a live header, before linking the node.
+            let g = unsafe { GRef::from_raw(ptr::NonNull::new_unchecked(header)) };
+            // SAFETY: every registered g was spawned by a runtime and has a record, alive
+            // while the node is linked.
+            let owner = unsafe { Record::of(g).as_ref() }.shared();
+            if ptr::eq(Arc::as_ptr(owner), shared) {
+                f(g);
+            }
+            node = current.next.load(Ordering::Relaxed);
+        }
+    }
 }
 
 /// Reads the kernel's tick time, in nanoseconds of `CLOCK_MONOTONIC_COARSE`.
@@ -345,8 +380,8 @@ pub(crate) fn collect(
     let ms = shared.all_ms();
     let mut records = Vec::new();
     shared.for_each_goroutine(|g| {
-        // SAFETY: `for_each_goroutine` runs this under the lock of the g's shard, and `finish`
-        // removes a g from its shard before it drops the g's own reference. So the record is
+        // SAFETY: `for_each_goroutine` runs this under the lock of the g's registry shard, and
+        // `finish` unregisters a g before it drops the g's own reference. So the record is
         // alive here, and the reference taken here keeps it alive after the lock is released.
         let record = unsafe { Record::of(g) };
         // SAFETY: as above.

@@ -1,9 +1,12 @@
 //! Waiting for a goroutine's result.
 
 use std::any::Any;
+use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use goro_abi::WaitReason;
 
@@ -11,45 +14,139 @@ use crate::runtime::SpawnError;
 use crate::task::{Panic, Record};
 use crate::waiter::{Waiter, wait_until};
 
+/// The state a [`JoinHandle`] waits on: the completion of a g, the party waiting for it, and
+/// the g's output. It is allocated apart from the g's block, which the g's exit frees, so a
+/// handle held for long keeps only this cell. References are counted: one for the g until
+/// `Shared::finish` completes the cell, one for the join handle.
+#[repr(C)]
+pub(crate) struct JoinCell {
+    refs: AtomicUsize,
+    goid: u64,
+    state: Mutex<JoinState>,
+    /// Frees the whole `JoinCellOf<T>`.
+    dealloc: unsafe fn(NonNull<JoinCell>),
+}
+
+/// The cell with the output of a g whose body returns `T`.
+#[repr(C)]
+struct JoinCellOf<T> {
+    cell: JoinCell,
+    /// Written by the g before it exits, taken by `join` after the completion.
+    output: UnsafeCell<Option<Result<T, Panic>>>,
+}
+
+/// Join state of a g, under the cell's lock.
+struct JoinState {
+    complete: bool,
+    waiter: Option<Waiter>,
+    /// The g's record until the g completes; a thread that joins reaches the g's runtime
+    /// through it.
+    record: Option<NonNull<Record>>,
+}
+
+impl JoinCell {
+    /// Allocates the cell of the g `goid` with the record `record`, with two references: the
+    /// g's and the join handle's.
+    pub(crate) fn allocate<T>(goid: u64, record: NonNull<Record>) -> NonNull<JoinCell> {
+        unsafe fn dealloc<T>(cell: NonNull<JoinCell>) {
+            // SAFETY: `allocate::<T>` leaked this box; the caller holds the last reference.
+            drop(unsafe { Box::from_raw(cell.as_ptr() as *mut JoinCellOf<T>) });
+        }
+        let cell = Box::new(JoinCellOf::<T> {
+            cell: JoinCell {
+                refs: AtomicUsize::new(2),
+                goid,
+                state: Mutex::new(JoinState {
+                    complete: false,
+                    waiter: None,
+                    record: Some(record),
+                }),
+                dealloc: dealloc::<T>,
+            },
+            output: UnsafeCell::new(None),
+        });
+        NonNull::from(Box::leak(cell)).cast()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, JoinState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores the g's outcome.
+    ///
+    /// # Safety
+    ///
+    /// `cell` was allocated for this `T` and is alive; only its g calls this, once, before
+    /// [`JoinCell::complete`].
+    pub(crate) unsafe fn store_output<T>(cell: NonNull<JoinCell>, result: Result<T, Panic>) {
+        let cell = cell.as_ptr() as *mut JoinCellOf<T>;
+        // SAFETY: the caller's contract: nobody reads the output before the completion.
+        unsafe { *(*cell).output.get() = Some(result) };
+    }
+
+    /// Marks the g complete and returns the waiter to wake. Called by `Shared::finish`, after
+    /// the g stored its output; the lock publishes the output to the joiner.
+    pub(crate) fn complete(&self) -> Option<Waiter> {
+        let mut state = self.lock();
+        state.complete = true;
+        state.record = None;
+        state.waiter.take()
+    }
+
+    /// Drops a reference and frees the cell with the last one.
+    ///
+    /// # Safety
+    ///
+    /// The caller must own one reference, and use neither it nor `cell` afterwards.
+    pub(crate) unsafe fn release(cell: NonNull<JoinCell>) {
+        // SAFETY: the caller owns a reference, so the cell is alive.
+        let this = unsafe { cell.as_ref() };
+        // Release: every use of the cell by this owner happens before the free; the last
+        // owner's Acquire fence below pairs with it (the argument of `Arc::drop`).
+        if this.refs.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        std::sync::atomic::fence(Ordering::Acquire);
+        // SAFETY: that was the last reference.
+        unsafe { (this.dealloc)(cell) }
+    }
+}
+
 /// An owned permission to wait for a goroutine and take its result. Dropping it detaches the
 /// goroutine, which keeps running.
 pub struct JoinHandle<T> {
-    record: NonNull<Record>,
+    cell: NonNull<JoinCell>,
     _output: PhantomData<T>,
 }
 
-// SAFETY: the handle only moves the output `T` (which is Send) out of the shared block, under
-// the record's join lock; the record is reference-counted with atomics.
+// SAFETY: the handle only moves the output `T` (which is Send) out of the shared cell, after
+// the completion that the cell's lock publishes. The cell is reference-counted with atomics.
 unsafe impl<T: Send> Send for JoinHandle<T> {}
-// SAFETY: `&JoinHandle` only reads the goid.
+// SAFETY: `&JoinHandle` only reads the goid and the completion flag.
 unsafe impl<T: Send> Sync for JoinHandle<T> {}
 
 impl<T> JoinHandle<T> {
-    /// Wraps the join handle's reference to a new task's record.
-    pub(crate) fn new(record: NonNull<Record>) -> JoinHandle<T> {
+    /// Wraps the join handle's reference to a new g's join cell.
+    pub(crate) fn new(cell: NonNull<JoinCell>) -> JoinHandle<T> {
         JoinHandle {
-            record,
+            cell,
             _output: PhantomData,
         }
     }
 
-    fn record(&self) -> &Record {
-        // SAFETY: the handle owns a reference to the record.
-        unsafe { self.record.as_ref() }
+    fn cell(&self) -> &JoinCell {
+        // SAFETY: the handle owns a reference to the cell.
+        unsafe { self.cell.as_ref() }
     }
 
     /// The goroutine's id.
     pub fn goid(&self) -> u64 {
-        self.record().g().header().goid()
+        self.cell().goid
     }
 
     /// Returns whether the goroutine has finished.
     pub fn is_finished(&self) -> bool {
-        self.record()
-            .join
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .complete
+        self.cell().lock().complete
     }
 
     /// Waits for the goroutine to finish and returns its value, or its panic as an error.
@@ -58,51 +155,62 @@ impl<T> JoinHandle<T> {
     /// thread.
     pub fn join(self) -> Result<T, JoinError> {
         let goid = self.goid();
-        let record = self.record();
-        let shared = record.shared().clone();
+        let cell = self.cell();
         let on_thread = crate::m::current_record().is_none();
-        if on_thread {
-            // Registered before the first check, so a deadlock report or a shutdown after it
-            // wakes this thread.
-            shared.add_external_waiter();
-        }
-        {
-            let mut join = record.join.lock().unwrap_or_else(|e| e.into_inner());
-            if !join.complete {
-                join.waiter = Some(Waiter::current());
+        // A thread waits for a shutdown or a deadlock report too, and reaches the runtime
+        // through the g's record, kept alive by this handle until the wait ends. A goroutine
+        // needs no runtime: the runtime unwinds it on shutdown.
+        let (pending, target) = {
+            let mut state = cell.lock();
+            if state.complete {
+                (false, None)
+            } else {
+                state.waiter = Some(Waiter::current());
+                let target = if on_thread {
+                    state.record.map(crate::park::Goroutine::from_record)
+                } else {
+                    None
+                };
+                (true, target)
+            }
+        };
+        let mut failure = None;
+        if pending {
+            let shared = target.as_ref().map(crate::park::Goroutine::shared);
+            if let Some(shared) = shared {
+                // Registered before the next check, so a deadlock report or a shutdown after
+                // it wakes this thread.
+                shared.add_external_waiter();
+            }
+            wait_until(
+                || {
+                    if cell.lock().complete {
+                        return true;
+                    }
+                    if let Some(shared) = shared {
+                        if shared.is_shutdown() {
+                            failure = Some(JoinError::Shutdown { goid });
+                        } else if shared.is_deadlocked() {
+                            failure = Some(JoinError::Deadlock { goid });
+                        }
+                    }
+                    failure.is_some()
+                },
+                WaitReason::Join,
+                None,
+            );
+            if let Some(shared) = shared {
+                shared.remove_external_waiter();
             }
         }
-        let mut failure = None;
-        wait_until(
-            || {
-                if record
-                    .join
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .complete
-                {
-                    return true;
-                }
-                if on_thread && shared.is_shutdown() {
-                    failure = Some(JoinError::Shutdown { goid });
-                } else if on_thread && shared.is_deadlocked() {
-                    failure = Some(JoinError::Deadlock { goid });
-                }
-                failure.is_some()
-            },
-            WaitReason::Join,
-            None,
-        );
-        if on_thread {
-            shared.remove_external_waiter();
-        }
+        drop(target);
         if let Some(error) = failure {
             return Err(error);
         }
-        let mut output: Option<Result<T, Panic>> = None;
-        // SAFETY: the task is complete, `output` has the task's output type, and this handle
-        // is consumed, so the output is taken once.
-        unsafe { Record::take_output(self.record, &mut output as *mut _ as *mut ()) };
+        let cell = self.cell.as_ptr() as *mut JoinCellOf<T>;
+        // SAFETY: the g is complete, so it no longer touches the output, whose type is this
+        // handle's `T`. The handle is consumed, so the output is taken once.
+        let output = unsafe { (*(*cell).output.get()).take() };
         match output {
             Some(Ok(value)) => Ok(value),
             Some(Err(payload)) if payload.is::<crate::park::Cancelled>() => {
@@ -117,7 +225,7 @@ impl<T> JoinHandle<T> {
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
         // SAFETY: the handle owns one reference and gives it up here.
-        unsafe { Record::release(self.record) }
+        unsafe { JoinCell::release(self.cell) }
     }
 }
 

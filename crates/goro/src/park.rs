@@ -143,6 +143,11 @@ impl Goroutine {
         self.record().g().header().goid()
     }
 
+    /// Returns the runtime of the goroutine.
+    pub(crate) fn shared(&self) -> &crate::runtime::Shared {
+        self.record().shared()
+    }
+
     pub(crate) fn gref(&self) -> GRef {
         self.record().g()
     }

@@ -11,7 +11,7 @@ use goro_stack::{PoolConfig, StackError, StackPool};
 use goro_syscall::{MId, MonitorConfig, POwner, PState};
 
 use crate::builder::{BuildError, Builder};
-use crate::join::{JoinError, JoinHandle};
+use crate::join::{JoinCell, JoinError, JoinHandle};
 use crate::m::{self, M, Standby, current_m};
 use crate::stats::Stats;
 use crate::task::{DefaultG, Record};
@@ -71,8 +71,6 @@ pub(crate) struct Shared {
     last_deadlock_report: Mutex<Vec<u64>>,
     /// Threads that run no goroutine and wait in `join`, woken at a deadlock or shutdown.
     external_waiters: Mutex<Vec<std::thread::Thread>>,
-    /// Every live goroutine, sharded by goid to keep spawn and exit from contending.
-    allgs: [Mutex<std::collections::HashMap<u64, GRef>>; ALLGS_SHARDS],
 }
 
 /// The maximum part of the grace period that a stand-by M polls instead of sleeping.
@@ -88,9 +86,6 @@ pub(crate) enum StandbyOutcome {
     /// The runtime is shutting down: the M exits.
     Shutdown,
 }
-
-/// Shards of `Shared::allgs`.
-const ALLGS_SHARDS: usize = 16;
 
 impl Shared {
     #[inline]
@@ -275,23 +270,16 @@ impl Shared {
         self.check_deadlock();
     }
 
-    fn allgs_shard(&self, goid: u64) -> &Mutex<std::collections::HashMap<u64, GRef>> {
-        &self.allgs[goid as usize % ALLGS_SHARDS]
-    }
-
     /// Returns a handle to every live goroutine, sorted by goid, for dumps, deadlock reports
     /// and shutdown. Each handle keeps its g's block alive; the gs may change status meanwhile.
     pub(crate) fn all_goroutines(&self) -> Vec<crate::park::Goroutine> {
         let mut all = Vec::new();
-        for shard in &self.allgs {
-            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            // Retained under the shard lock: `finish` removes a g from its shard before it
-            // drops the g's own reference, so every g listed here is still alive.
-            all.extend(shard.values().map(|&g| {
-                // SAFETY: every g in allgs was spawned by this runtime and has a record.
-                crate::park::Goroutine::from_record(unsafe { Record::of(g) })
-            }));
-        }
+        // Retained inside the walk, which holds the g's shard lock (see `for_each_goroutine`).
+        self.for_each_goroutine(|g| {
+            // SAFETY: every g the walk visits was spawned by this runtime and has a record.
+            let record = unsafe { Record::of(g) };
+            all.push(crate::park::Goroutine::from_record(record));
+        });
         all.sort_by_key(crate::park::Goroutine::goid);
         all
     }
@@ -353,8 +341,8 @@ impl Shared {
             return;
         }
         let goroutines = self.all_goroutines();
-        // A spawn from a thread that runs no goroutine inserts its g into `allgs` before it
-        // counts it as live, so the list may hold a g that neither check saw. Every g of a
+        // A spawn from a thread that runs no goroutine registers its g before it counts it
+        // as live, so the list may hold a g that neither check saw. Every g of a
         // real deadlock is parked, and any other g means that work arrived. Its spawner's
         // `note_progress` may already have run, so the flag is cleared here.
         if goroutines
@@ -649,28 +637,25 @@ impl Shared {
             None => self.pool.get(),
         }
         .map_err(SpawnError::Stack)?;
-        let record = Record::allocate(g, body, self.clone());
+        let goid = NEXT_GOID.fetch_add(1, Ordering::Relaxed);
+        let (record, join) = Record::allocate(g, body, self.clone(), stack, goid);
         // SAFETY: the record was just allocated and is not shared yet.
         let rec = unsafe { record.as_ref() };
         let g = rec.g();
         let header = g.header();
-        header.set_goid(NEXT_GOID.fetch_add(1, Ordering::Relaxed));
         header.set_sched(scheduler.link());
-        header.set_stack(stack.lo(), stack.hi(), stack.lo());
-        // SAFETY: the stack is ours and unused; g_entry is the runtime's entry trampoline and
-        // gets the record, alive until the g exits.
+        // SAFETY: the stack below the block is ours and unused; g_entry is the runtime's entry
+        // trampoline and gets the record, alive until the g exits.
         let sp = unsafe {
-            goro_context::init_stack(stack.lo(), stack.hi(), m::g_entry, record.as_ptr() as usize)
+            goro_context::init_stack(
+                header.stack_lo(),
+                header.stack_hi(),
+                m::g_entry,
+                record.as_ptr() as usize,
+            )
         };
-        // SAFETY: nobody else sees the g or its stack yet.
-        unsafe {
-            *header.sched_sp_ptr() = sp;
-            *rec.stack.get() = Some(stack);
-        }
-        self.allgs_shard(header.goid())
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(header.goid(), g);
+        // SAFETY: nobody else sees the g yet.
+        unsafe { *header.sched_sp_ptr() = sp };
         crate::dump::register(rec);
         trace::emit(|| Event::GoCreate {
             goid: header.goid(),
@@ -683,39 +668,33 @@ impl Shared {
         // A spawn is progress: a deadlock reported earlier no longer holds.
         self.note_progress();
         self.wakep();
-        Ok(JoinHandle::new(record))
+        Ok(JoinHandle::new(join))
     }
 
-    /// Finishes a g that exited, on the g0 of the M that ran it: frees its stack, completes
-    /// its join and drops the g's own reference.
+    /// Finishes a g that exited, on the g0 of the M that ran it: completes its join, and drops
+    /// the g's own reference, which frees its block and stack unless a handle keeps them.
     pub(crate) fn finish(&self, m: &M, g: GRef) {
         // SAFETY: the g was spawned by this runtime and holds its own reference until the end
         // of this function.
         let record = unsafe { Record::of(g) };
         // SAFETY: as above.
         let rec = unsafe { record.as_ref() };
-        // SAFETY: the g is dead and its M has left its stack; only this thread touches it.
-        if let Some(stack) = unsafe { (*rec.stack.get()).take() } {
-            // SAFETY: `finish` runs on the g0 of `m`, on its own thread.
-            unsafe { m.with_stack_cache(|cache| cache.put(stack)) };
-        }
-        let goid = g.header().goid();
-        self.allgs_shard(goid)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&goid);
+        // Unregistered before the g's own reference is dropped below: registry walks retain
+        // the gs they find under the shard lock that `unregister` takes.
         crate::dump::unregister(rec);
         self.live_goroutines.fetch_sub(1, Ordering::SeqCst);
-        let waiter = {
-            let mut join = rec.join.lock().unwrap_or_else(|e| e.into_inner());
-            join.complete = true;
-            join.waiter.take()
-        };
+        // SAFETY: the g is not finished yet, so its reference keeps the cell alive.
+        let join = unsafe { rec.join_cell() };
+        // SAFETY: as above.
+        let waiter = unsafe { join.as_ref() }.complete();
         if let Some(waiter) = waiter {
             waiter.wake();
         }
-        // SAFETY: this is the g's own reference, used no more.
-        unsafe { Record::release(record) };
+        // SAFETY: this is the g's reference to its cell, used no more.
+        unsafe { JoinCell::release(join) };
+        // SAFETY: this is the g's own reference, used no more; `finish` runs on the g0 of
+        // `m`, outside its `with_stack_cache`.
+        unsafe { Record::release_at_exit(record, m) };
     }
 
     pub(crate) fn stats(&self) -> Stats {
@@ -747,14 +726,11 @@ impl Shared {
             .clone()
     }
 
-    /// Calls `f` with every live goroutine, while holding the lock of its shard of `allgs`:
-    /// `finish` removes a g under that lock before it drops the g's own reference, so `f` may
-    /// take a reference to keep the g alive after it returns. `f` must not spawn or finish gs.
-    pub(crate) fn for_each_goroutine(&self, mut f: impl FnMut(GRef)) {
-        for shard in &self.allgs {
-            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            shard.values().copied().for_each(&mut f);
-        }
+    /// Calls `f` with every live goroutine of this runtime, while holding the lock of its
+    /// registry shard, so `f` may take a reference that keeps the g alive after it returns
+    /// (see [`crate::dump::for_each_registered`]). `f` must not spawn or finish gs.
+    pub(crate) fn for_each_goroutine(&self, f: impl FnMut(GRef)) {
+        crate::dump::for_each_registered(self, f);
     }
 
     /// The numbers of idle Ps, spinning Ms and idle Ms, for schedtrace. Relaxed: a snapshot.
@@ -850,7 +826,6 @@ impl Runtime {
             deadlock_reported: AtomicBool::new(false),
             last_deadlock_report: Mutex::new(Vec::new()),
             external_waiters: Mutex::new(Vec::new()),
-            allgs: std::array::from_fn(|_| Mutex::new(std::collections::HashMap::new())),
         });
         // One M from the start, so that a runtime that cannot start a thread fails here and
         // not at its first spawn.

@@ -1,34 +1,42 @@
 //! The block of a spawned goroutine: the user's g, the runtime's record and the body.
 //!
 //! ```text
-//!  Task<G, F, T> (one allocation, #[repr(C)])
-//!  ┌──────────────────────────┐ ◀── GHeader* == Task* (the g's header is at offset 0)
-//!  │ g: G   (GHeader first)   │     header.runtime ──┐
-//!  ├──────────────────────────┤                      │
-//!  │ record: Record           │ ◀────────────────────┘ refcount, stack, permits, join state
-//!  ├──────────────────────────┤
-//!  │ body: Pending(F) | Done(Result<T>) | Taken
-//!  └──────────────────────────┘
+//!  the g's stack (higher addresses up)
+//!  ┌──────────────────────────┐ ◀── Stack::hi
+//!  │ body: Option<F>          │
+//!  │ record: Record           │ ◀── header.runtime: refcount, stack, permits, join cell
+//!  │ g: G   (GHeader first)   │ ◀── GHeader* == Task* (Task<G, F, T> is #[repr(C)])
+//!  ├──────────────────────────┤ ◀── header.stack_hi: the g's frames start below its block
+//!  │ frames ...               │
+//!  │           ...            │
+//!  └──────────────────────────┘ ◀── Stack::lo, above the guard
 //! ```
 //!
+//! The block sits at the top of the g's own stack, so a spawn allocates no heap memory for it,
+//! and its memory is recycled with the stack through the pool's caches. A block too large for
+//! that (a custom g of more than an eighth of the stack) is allocated on the heap instead. The
+//! value that a [`JoinHandle`](crate::JoinHandle) waits for lives in a separate, small
+//! [`JoinCell`], so that a handle kept after the g exits keeps neither the block nor the stack.
+//!
 //! The record is the same type for every task; what depends on `G`, `F` and `T` is reached
-//! through its `TaskVTable`. References are counted: one for the goroutine until it exits, one
-//! for its [`JoinHandle`](crate::JoinHandle), and one for each [`Goroutine`](crate::Goroutine)
-//! handle.
+//! through its `TaskVTable`. References are counted: one for the goroutine until it exits, and
+//! one for each [`Goroutine`](crate::Goroutine) handle. The last reference returns the stack
+//! to the pool.
 
 use std::any::Any;
 use std::cell::UnsafeCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use goro_abi::{CustomG, GHeader, GRef, custom_g};
 use goro_stack::Stack;
 
+use crate::join::JoinCell;
+use crate::m::M;
 use crate::park::Permit;
 use crate::runtime::Shared;
-use crate::waiter::Waiter;
 
 custom_g! {
     /// The g type of goroutines spawned without a custom g: the header alone.
@@ -58,19 +66,12 @@ pub(crate) type Panic = Box<dyn Any + Send + 'static>;
 
 /// The operations on a task that depend on its concrete types.
 pub(crate) struct TaskVTable {
-    /// Runs the body on the g's own stack, catching a panic, and stores the outcome.
+    /// Runs the body on the g's own stack, catching a panic, and stores the outcome in the
+    /// join cell.
     run: unsafe fn(NonNull<Record>),
-    /// Moves the outcome into `out`, a `*mut Option<Result<T, Panic>>`.
-    take_output: unsafe fn(NonNull<Record>, out: *mut ()),
-    /// Frees the whole block.
-    dealloc: unsafe fn(NonNull<Record>),
-}
-
-/// Join state of a task, under the record's lock.
-#[derive(Default)]
-pub(crate) struct JoinState {
-    pub(crate) complete: bool,
-    pub(crate) waiter: Option<Waiter>,
+    /// Drops the block in place, and frees its memory when it is on the heap. The stack must
+    /// have been taken out of the record before.
+    drop_block: unsafe fn(NonNull<Record>),
 }
 
 /// The runtime's part of a goroutine's block, the same for every g type.
@@ -78,7 +79,9 @@ pub(crate) struct Record {
     vtable: &'static TaskVTable,
     header: NonNull<GHeader>,
     refs: AtomicUsize,
-    /// The stack; taken back by the M that runs the g's exit, on its g0.
+    /// Whether the block lives at the top of `stack` rather than on the heap.
+    on_stack: bool,
+    /// The stack; taken out by the last reference, which returns it to the pool.
     pub(crate) stack: UnsafeCell<Option<Stack>>,
     /// The runtime that runs the g.
     shared: Arc<Shared>,
@@ -87,28 +90,39 @@ pub(crate) struct Record {
     /// The runtime's own permit, for its blocking waits (join), so that they never consume a
     /// user's wakeup.
     pub(crate) internal_permit: Permit,
-    pub(crate) join: Mutex<JoinState>,
+    /// The join cell of the g's [`JoinHandle`](crate::JoinHandle). The g holds one reference
+    /// to it until `Shared::finish` completes it.
+    join: NonNull<JoinCell>,
     /// Registry links and status times for dumps and debuggers.
     pub(crate) debug: crate::dump::GDebug,
 }
 
 #[repr(C)]
-struct Task<G, F, T> {
+struct Task<G, F> {
     g: G,
     record: Record,
-    body: UnsafeCell<Body<F, T>>,
+    body: UnsafeCell<Option<F>>,
 }
 
-enum Body<F, T> {
-    Pending(F),
-    Done(Result<T, Panic>),
-    Taken,
+/// Returns whether a block of `size` bytes aligned to `align` goes at the top of a stack of
+/// `stack_size` usable bytes. It does when it takes at most an eighth of the stack, so at
+/// least 14 KiB of the smallest stack (`goro_stack::MIN_STACK_SIZE`) stay for the g's frames.
+fn fits_on_stack(size: usize, align: usize, stack_size: usize) -> bool {
+    size <= stack_size / 8 && align <= 4096
 }
 
 impl Record {
-    /// Allocates the block of a new goroutine and returns its record, with two references:
-    /// the goroutine's and the join handle's.
-    pub(crate) fn allocate<G, F, T>(g: G, body: F, shared: Arc<Shared>) -> NonNull<Record>
+    /// Allocates the block of a new goroutine on `stack`, or on the heap when it does not fit
+    /// there, with its join cell. Sets the g's goid and stack bounds, which exclude the block.
+    /// Returns the record, with the goroutine's reference, and the join cell, with the
+    /// goroutine's and the join handle's references.
+    pub(crate) fn allocate<G, F, T>(
+        g: G,
+        body: F,
+        shared: Arc<Shared>,
+        stack: Stack,
+        goid: u64,
+    ) -> (NonNull<Record>, NonNull<JoinCell>)
     where
         G: CustomG,
         F: FnOnce() -> T + Send + 'static,
@@ -118,35 +132,56 @@ impl Record {
         impl<G: CustomG, F: FnOnce() -> T + Send + 'static, T: Send + 'static> VTableOf<G, F, T> {
             const VTABLE: TaskVTable = TaskVTable {
                 run: run::<G, F, T>,
-                take_output: take_output::<G, F, T>,
-                dealloc: dealloc::<G, F, T>,
+                drop_block: drop_block::<G, F>,
             };
         }
 
-        let task = Box::new(Task {
+        let layout = std::alloc::Layout::new::<Task<G, F>>();
+        let on_stack = fits_on_stack(layout.size(), layout.align(), stack.size());
+        let (lo, stack_top) = (stack.lo(), stack.hi());
+        let task = Task {
             g,
             record: Record {
                 vtable: &VTableOf::<G, F, T>::VTABLE,
                 header: NonNull::dangling(),
-                refs: AtomicUsize::new(2),
-                stack: UnsafeCell::new(None),
+                refs: AtomicUsize::new(1),
+                on_stack,
+                stack: UnsafeCell::new(Some(stack)),
                 shared,
                 permit: Permit::new(),
                 internal_permit: Permit::new(),
-                join: Mutex::new(JoinState::default()),
+                join: NonNull::dangling(),
                 debug: crate::dump::GDebug::new(),
             },
-            body: UnsafeCell::new(Body::<F, T>::Pending(body)),
-        });
-        let task = NonNull::from(Box::leak(task));
-        // SAFETY: `task` was just leaked from a Box; nobody else sees it yet.
+            body: UnsafeCell::new(Some(body)),
+        };
+        let (task, frames_hi) = if on_stack {
+            // Aligned to at least 16 bytes, the stack alignment of every supported ABI.
+            let address = (stack_top - layout.size()) & !(layout.align().max(16) - 1);
+            let slot = address as *mut Task<G, F>;
+            // SAFETY: [address, address + size) lies in the top eighth of the stack, which is
+            // mapped, writable and used by nobody before the g starts; `address` is aligned.
+            unsafe { slot.write(task) };
+            // SAFETY: just written; not null.
+            (unsafe { NonNull::new_unchecked(slot) }, address)
+        } else {
+            (NonNull::from(Box::leak(Box::new(task))), stack_top)
+        };
+        // SAFETY: the block was just placed; nobody else sees it yet.
         let task_ref = unsafe { task.as_ref() };
-        let header = NonNull::from(task_ref.g.header());
+        let header = task_ref.g.header();
         let record = NonNull::from(&task_ref.record);
-        // SAFETY: as above; the record is written once here, before the g is published.
-        unsafe { (*task.as_ptr()).record.header = header };
-        header_of_new(task_ref.g.header(), G::gtype(), record);
-        record
+        let join = JoinCell::allocate::<T>(goid, record);
+        // SAFETY: as above; these fields are written once here, before the g is published.
+        unsafe {
+            (*task.as_ptr()).record.header = NonNull::from(header);
+            (*task.as_ptr()).record.join = join;
+        }
+        header.set_gtype(G::gtype());
+        header.set_runtime(record.as_ptr().cast());
+        header.set_goid(goid);
+        header.set_stack(lo, frames_hi, lo);
+        (record, join)
     }
 
     /// The record of a g spawned by this runtime.
@@ -178,6 +213,15 @@ impl Record {
         unsafe { GRef::from_raw(self.header) }
     }
 
+    /// The g's join cell.
+    ///
+    /// # Safety
+    ///
+    /// The g must not have been finished yet: its reference keeps the cell alive until then.
+    pub(crate) unsafe fn join_cell(&self) -> NonNull<JoinCell> {
+        self.join
+    }
+
     /// Runs the body; called once, on the g's own stack, by the entry trampoline.
     ///
     /// # Safety
@@ -188,16 +232,6 @@ impl Record {
         unsafe { (record.as_ref().vtable.run)(record) }
     }
 
-    /// Moves the outcome into `out`, a `*mut Option<Result<T, Panic>>` for the task's `T`.
-    ///
-    /// # Safety
-    ///
-    /// `record` must be alive, complete, and `out` of the task's output type.
-    pub(crate) unsafe fn take_output(record: NonNull<Record>, out: *mut ()) {
-        // SAFETY: the caller's contract.
-        unsafe { (record.as_ref().vtable.take_output)(record, out) }
-    }
-
     /// Adds a reference.
     pub(crate) fn retain(&self) {
         // Relaxed: a new reference is made from an existing one, which keeps the block alive
@@ -205,77 +239,121 @@ impl Record {
         self.refs.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Drops a reference and frees the block with the last one.
+    /// Drops a reference; the last one drops the block and returns its stack to the pool.
     ///
     /// # Safety
     ///
     /// The caller must own one reference, and use neither it nor `record` afterwards.
     pub(crate) unsafe fn release(record: NonNull<Record>) {
+        // SAFETY: the caller's contract.
+        if unsafe { Record::drop_reference(record) } {
+            let m = crate::m::current_m();
+            // SAFETY: that was the last reference; `m` is the calling thread's M, if any.
+            unsafe { Record::free(record, m) };
+        }
+    }
+
+    /// Drops the reference of a g that exited, on the g0 of `m`, the M that ran it. The last
+    /// reference puts the stack into `m`'s own cache.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Record::release`]; the caller is `m`'s thread.
+    pub(crate) unsafe fn release_at_exit(record: NonNull<Record>, m: &M) {
+        // SAFETY: the caller's contract.
+        if unsafe { Record::drop_reference(record) } {
+            // SAFETY: that was the last reference, and the caller runs on `m`'s thread.
+            unsafe { Record::free(record, Some(m)) };
+        }
+    }
+
+    /// Drops one reference; returns `true` for the last one.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Record::release`].
+    unsafe fn drop_reference(record: NonNull<Record>) -> bool {
         // SAFETY: the caller owns a reference, so the record is alive.
         let this = unsafe { record.as_ref() };
         // Release: every use of the block by this owner happens before the free; the last
         // owner's Acquire fence below pairs with it (the argument of `Arc::drop`).
         if this.refs.fetch_sub(1, Ordering::Release) != 1 {
-            return;
+            return false;
         }
         std::sync::atomic::fence(Ordering::Acquire);
-        // SAFETY: that was the last reference.
-        unsafe { (this.vtable.dealloc)(record) }
+        true
     }
-}
 
-fn header_of_new(header: &GHeader, gtype: &'static goro_abi::GType, record: NonNull<Record>) {
-    header.set_gtype(gtype);
-    header.set_runtime(record.as_ptr().cast());
+    /// Drops the block, then returns its stack to the pool: into the local cache of `m` when
+    /// `m` is an M of the g's runtime, else into the pool's global cache.
+    ///
+    /// # Safety
+    ///
+    /// The last reference to `record` is gone. `m` is the calling thread's M, and the call
+    /// does not come from inside its `with_stack_cache`.
+    unsafe fn free(record: NonNull<Record>, m: Option<&M>) {
+        // SAFETY: no reference is left, so only this thread touches the block.
+        let this = unsafe { record.as_ref() };
+        // SAFETY: as above.
+        let stack = unsafe { (*this.stack.get()).take() };
+        let m = m.filter(|m| Arc::ptr_eq(&m.shared, &this.shared));
+        // The runtime must outlive the block's drop when its pool takes the stack afterwards.
+        let shared = match (&stack, m) {
+            (Some(_), None) => Some(Arc::clone(&this.shared)),
+            _ => None,
+        };
+        // SAFETY: the stack was taken out above, as `drop_block` requires; `this` is used no
+        // more. A block on the stack stays valid memory until the stack is put back below.
+        unsafe { (this.vtable.drop_block)(record) };
+        match (stack, m, shared) {
+            // SAFETY: the caller runs on `m`'s thread and not inside its `with_stack_cache`.
+            (Some(stack), Some(m), _) => unsafe { m.with_stack_cache(|cache| cache.put(stack)) },
+            (Some(stack), None, Some(shared)) => shared.pool.put(stack),
+            _ => {}
+        }
+    }
 }
 
 /// # Safety
 ///
-/// `record` is the record of a live `Task<G, F, T>`.
-unsafe fn task<'a, G, F, T>(record: NonNull<Record>) -> &'a Task<G, F, T> {
+/// `record` is the record of a live `Task<G, F>`.
+unsafe fn task<'a, G, F>(record: NonNull<Record>) -> &'a Task<G, F> {
     // SAFETY: the record field sits at a fixed offset in the repr(C) task; walk back to the
     // block's start through the header, which is at offset 0.
-    unsafe { &*(record.as_ref().header.as_ptr() as *const Task<G, F, T>) }
+    unsafe { &*(record.as_ref().header.as_ptr() as *const Task<G, F>) }
 }
 
 unsafe fn run<G: CustomG, F: FnOnce() -> T + Send + 'static, T: Send + 'static>(
     record: NonNull<Record>,
 ) {
     // SAFETY: the vtable is only reached through a record of this task type.
-    let task = unsafe { task::<G, F, T>(record) };
-    // SAFETY: only the goroutine itself touches the body while it runs; joiners wait for
-    // completion, which is published after this function returns.
+    let task = unsafe { task::<G, F>(record) };
+    // SAFETY: only the goroutine itself touches the body, and it runs once.
     let body = unsafe { &mut *task.body.get() };
-    let Body::Pending(f) = std::mem::replace(body, Body::Taken) else {
+    let Some(f) = body.take() else {
         panic!(
             "Record::run: goroutine g{} started twice",
             task.g.header().goid()
         );
     };
-    *body = Body::Done(catch_unwind(AssertUnwindSafe(f)));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    // SAFETY: the g holds its reference to the join cell until `finish`, after this function
+    // returns. The cell was allocated for this task's `T`, and only the g writes the output
+    // before `finish` publishes the completion.
+    unsafe { JoinCell::store_output::<T>(task.record.join, result) };
 }
 
-unsafe fn take_output<G: CustomG, F: FnOnce() -> T + Send + 'static, T: Send + 'static>(
-    record: NonNull<Record>,
-    out: *mut (),
-) {
-    // SAFETY: the vtable is only reached through a record of this task type.
-    let task = unsafe { task::<G, F, T>(record) };
-    // SAFETY: the task is complete, so the goroutine no longer touches the body, and only the
-    // one join handle takes the output.
-    let body = unsafe { &mut *task.body.get() };
-    let out = out as *mut Option<Result<T, Panic>>;
-    if let Body::Done(result) = std::mem::replace(body, Body::Taken) {
-        // SAFETY: the caller passes an output slot of this task's type.
-        unsafe { *out = Some(result) };
+unsafe fn drop_block<G: CustomG, F>(record: NonNull<Record>) {
+    // SAFETY: the vtable is only reached through a record of this task type, and the caller
+    // holds the last reference.
+    let (header, on_stack) = unsafe { (record.as_ref().header, record.as_ref().on_stack) };
+    let task = header.as_ptr() as *mut Task<G, F>;
+    if on_stack {
+        // SAFETY: `allocate` wrote the block there and nothing uses it any more. Its memory
+        // belongs to the stack, which the caller returns to the pool afterwards.
+        unsafe { std::ptr::drop_in_place(task) };
+    } else {
+        // SAFETY: the block came from `Box::leak` in `allocate`.
+        drop(unsafe { Box::from_raw(task) });
     }
-}
-
-unsafe fn dealloc<G: CustomG, F: FnOnce() -> T + Send + 'static, T: Send + 'static>(
-    record: NonNull<Record>,
-) {
-    // SAFETY: the block came from `Box::leak` in `allocate` and this is its last reference.
-    let header = unsafe { record.as_ref() }.header;
-    // SAFETY: as above.
-    drop(unsafe { Box::from_raw(header.as_ptr() as *mut Task<G, F, T>) });
 }
