@@ -136,6 +136,13 @@ impl Monitor {
         };
     }
 
+    /// Returns whether the monitor already times syscall number `syscalltick` of P `p`: it saw
+    /// it at an earlier scan, or a kick named it.
+    pub fn is_timing(&self, p: usize, syscalltick: u32) -> bool {
+        let seen = &self.seen[p];
+        seen.valid && seen.tick == syscalltick
+    }
+
     /// Returns how long until the first syscall seen in progress reaches the grace period,
     /// or `None` when no syscall is being timed. A monitor with work waiting sleeps no longer
     /// than this, so that it scans again just as a retake becomes due instead of up to one

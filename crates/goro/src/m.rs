@@ -96,6 +96,8 @@ struct NoteSlot {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Standby {
     pub(crate) p: PId,
+    /// The M in the syscall.
+    pub(crate) m: MId,
     pub(crate) syscalltick: u32,
     pub(crate) since: Instant,
 }
@@ -500,7 +502,8 @@ fn stopm(m: &Arc<M>) -> Option<PId> {
         match m.note.wait() {
             NoteWake::P(p, spinning, dropped_standby) => {
                 if dropped_standby {
-                    // The syscall is left to the monitor.
+                    // The P comes from the monitor's retake of that syscall, or it runs the
+                    // work that waited: either way no kick is needed.
                     m.shared.monitor.standby_finished(false);
                 }
                 break (p, spinning);

@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use goro_abi::PId;
-use goro_syscall::{Monitor, PObservation, POwner, RetakeDecision, WorkWaiting};
+use goro_syscall::{MId, Monitor, PObservation, POwner, RetakeDecision, WorkWaiting};
 
 use crate::m::Standby;
 use crate::runtime::Shared;
@@ -91,7 +91,7 @@ impl MonitorHandle {
     /// syscall loses its P about when the grace period ends. Costs three relaxed loads unless
     /// the monitor is backed off while work may be waiting.
     #[inline]
-    pub(crate) fn note_entersyscall(&self, shared: &Shared, p: PId, syscalltick: u32) {
+    pub(crate) fn note_entersyscall(&self, shared: &Shared, m: MId, p: PId, syscalltick: u32) {
         self.ensure_started(shared);
         // Relaxed: `backed_off` is a hint; a stale value costs at most one needless
         // `has_work` or one wakeup that comes at the monitor's next scan instead.
@@ -99,7 +99,7 @@ impl MonitorHandle {
         // syscall) is not woken, so the P waits for up to the long period. Closing that race
         // would take a SeqCst fence on every syscall entry.
         if self.backed_off.load(Ordering::Relaxed) && self.work_waiting.is_set() {
-            self.nudge(shared, p, syscalltick);
+            self.nudge(shared, m, p, syscalltick);
         }
     }
 
@@ -112,24 +112,21 @@ impl MonitorHandle {
     /// the P at its first scan after the grace period.
     #[cold]
     #[inline(never)]
-    fn nudge(&self, shared: &Shared, p: PId, syscalltick: u32) {
+    fn nudge(&self, shared: &Shared, m: MId, p: PId, syscalltick: u32) {
         if !shared.has_work() {
             return;
         }
         let since = Instant::now();
-        // Relaxed, here and for `kick_pending`: both flags only limit how many wakeups a burst
-        // of syscalls sends; the wakeups themselves synchronize through their locks.
-        if !self.standby_pending.swap(true, Ordering::Relaxed) {
-            let standby = Standby {
-                p,
-                syscalltick,
-                since,
-            };
-            if shared.stand_by_idle_m(standby) {
-                return;
-            }
-            self.standby_pending.store(false, Ordering::Relaxed);
+        let standby = Standby {
+            p,
+            m,
+            syscalltick,
+            since,
+        };
+        if self.stand_by(shared, standby) {
+            return;
         }
+        // Relaxed: as in `stand_by`.
         if self.kick_pending.swap(true, Ordering::Relaxed) {
             return;
         }
@@ -139,16 +136,33 @@ impl MonitorHandle {
         self.wakeup.notify_all();
     }
 
+    /// Wakes an idle M to stand by for `standby`, unless one already does or no M is idle.
+    /// Returns whether it woke one.
+    fn stand_by(&self, shared: &Shared, standby: Standby) -> bool {
+        // Relaxed, here and for `kick_pending`: both flags only limit how many wakeups a burst
+        // of syscalls sends; the wakeups themselves synchronize through their locks.
+        if self.standby_pending.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        if shared.stand_by_idle_m(standby) {
+            return true;
+        }
+        self.standby_pending.store(false, Ordering::Relaxed);
+        false
+    }
+
     /// Called by an idle M that stood by for a syscall's P, once it has decided whether to
     /// retake it. After a retake, the next blocking call may get a stand-by M of its own.
-    /// Otherwise the syscalls are short or nothing waits, and the M kicks the monitor (unless
-    /// a kick is pending), which then scans at its short period, so that further syscalls
-    /// stop nudging until it backs off again. The kick costs the M a thread wakeup (about 25
-    /// us here), which is why a retake does not wait for one.
-    pub(crate) fn standby_finished(&self, retook: bool) {
+    /// When the syscall returned first (`syscalls_go_on`), the syscalls are short, and the M
+    /// kicks the monitor (unless a kick is pending), which then scans at its short period, so
+    /// that further syscalls stop nudging until it backs off again. A P that the monitor
+    /// retook, or a stand-by dropped for a P handed to the M, needs no kick. The kick costs
+    /// the M a thread wakeup (about 25 us here), so it is kept off the paths where the M goes
+    /// on to run a P.
+    pub(crate) fn standby_finished(&self, syscalls_go_on: bool) {
         // The kick is claimed before the stand-by is released, so that a syscall in between
         // finds one of the two flags set and sends no wakeup of its own.
-        let kick = !retook && !self.kick_pending.swap(true, Ordering::Relaxed);
+        let kick = syscalls_go_on && !self.kick_pending.swap(true, Ordering::Relaxed);
         self.standby_pending.store(false, Ordering::Relaxed);
         if kick {
             self.kick();
@@ -224,6 +238,22 @@ fn run(shared: &Arc<Shared>) {
                 owner,
                 syscalltick: p.syscalltick.load(Ordering::Relaxed),
             };
+            // A syscall seen for the first time while work waits gets a stand-by M, as at a
+            // nudge: the M wakes while the grace period runs, instead of after the retake.
+            if work_waiting
+                && let POwner::Syscall(m) = owner
+                && !monitor.is_timing(index, observation.syscalltick)
+            {
+                handle.stand_by(
+                    shared,
+                    Standby {
+                        p: PId(index as u32),
+                        m,
+                        syscalltick: observation.syscalltick,
+                        since: Instant::now(),
+                    },
+                );
+            }
             if let RetakeDecision::Retake(m) =
                 monitor.observe(index, observation, now, work_waiting)
                 && p.state.retake(m)

@@ -480,8 +480,8 @@ impl Shared {
             .is_some_and(|m| m.stand_by(standby))
     }
 
-    /// Runs on idle M `m`, woken at the entry of a syscall made while goroutines wait for a
-    /// P. Once the grace period has passed since `standby.since`, the M retakes the P if the
+    /// Runs on idle M `m`, woken for a syscall made while goroutines wait for a P (at its
+    /// entry, or when the monitor first sees it). Once the grace period has passed since `standby.since`, the M retakes the P if the
     /// same syscall still owns it and work still waits, as the monitor would. The M's wakeup
     /// then overlaps the grace period instead of following the retake.
     ///
@@ -498,47 +498,57 @@ impl Shared {
         // not wait out the grace period of another P's syscall.
         let left = grace.saturating_sub(standby.since.elapsed());
         if left > STANDBY_POLL && m.standby_sleep_interrupted(left - STANDBY_POLL) {
+            // Handed a P, which runs the work that waited: no kick is needed.
             self.monitor.standby_finished(false);
             return StandbyOutcome::Idle;
         }
         while standby.since.elapsed() < grace {
             std::hint::spin_loop();
         }
-        let outcome = self.try_retake_on_standby(m, standby);
-        self.monitor
-            .standby_finished(matches!(outcome, StandbyOutcome::Retook(_)));
+        let (outcome, syscalls_go_on) = self.try_retake_on_standby(m, standby);
+        self.monitor.standby_finished(syscalls_go_on);
         outcome
     }
 
-    /// Runs the part of `retake_on_standby` after the grace period.
-    fn try_retake_on_standby(&self, m: &Arc<M>, standby: Standby) -> StandbyOutcome {
+    /// Runs the part of `retake_on_standby` after the grace period. Also returns whether the
+    /// monitor should watch the P's syscalls: the one stood by for returned, or another has
+    /// begun.
+    fn try_retake_on_standby(&self, m: &Arc<M>, standby: Standby) -> (StandbyOutcome, bool) {
         let ps = &self.ps[standby.p.index()];
-        let POwner::Syscall(in_syscall) = ps.state.owner() else {
-            return StandbyOutcome::Idle;
+        let in_syscall = match ps.state.owner() {
+            POwner::Syscall(in_syscall) => in_syscall,
+            // The syscall returned, and its M runs the P again.
+            POwner::Running(owner) if owner == standby.m => return (StandbyOutcome::Idle, true),
+            // The monitor retook the P, or it moved on since.
+            _ => return (StandbyOutcome::Idle, false),
         };
         // Relaxed, as the monitor reads it: a stale tick at worst retakes a P from the next
         // syscall of the same M, which the CAS below still makes safe.
-        if ps.syscalltick.load(Ordering::Relaxed) != standby.syscalltick || !self.has_work() {
-            return StandbyOutcome::Idle;
+        if ps.syscalltick.load(Ordering::Relaxed) != standby.syscalltick {
+            return (StandbyOutcome::Idle, true);
+        }
+        if !self.has_work() {
+            return (StandbyOutcome::Idle, false);
         }
         if !self.remove_idle_m(m) {
             // A `startm` took the M off the list and is handing it a P, or the runtime is
             // shutting down and will wake it to exit.
-            return StandbyOutcome::Idle;
+            return (StandbyOutcome::Idle, false);
         }
         if !ps.state.retake(in_syscall) {
             // The syscall returned first.
-            return if self.push_idle_m(m) {
+            let outcome = if self.push_idle_m(m) {
                 StandbyOutcome::Idle
             } else {
                 StandbyOutcome::Shutdown
             };
+            return (outcome, true);
         }
         trace::emit(|| Event::PStop { p: standby.p.0 });
         self.retakes.fetch_add(1, Ordering::Relaxed);
         // As in `handoffp`: work kept privately for the P becomes visible to every M.
         self.release_p_hooks(standby.p);
-        StandbyOutcome::Retook(standby.p)
+        (StandbyOutcome::Retook(standby.p), false)
     }
 
     /// Takes M `m` off the idle list. Returns `false` when it is not on it.

@@ -97,7 +97,9 @@ fn enter_keeping_p(current: Current) {
     let syscalltick = ps.syscalltick.load(Ordering::Relaxed).wrapping_add(1);
     ps.syscalltick.store(syscalltick, Ordering::Relaxed);
     ps.state.entersyscall(m.id);
-    shared.monitor.note_entersyscall(shared, p, syscalltick);
+    shared
+        .monitor
+        .note_entersyscall(shared, m.id, p, syscalltick);
 }
 
 /// Enters a syscall as [`entersyscall_block`] does: the P leaves the M at once.
