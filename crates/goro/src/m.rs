@@ -150,6 +150,8 @@ impl Note {
         loop {
             if slot.woken {
                 slot.woken = false;
+                // NOTE: the exit order (no P) drops a stand-by order without releasing the
+                // monitor's stand-by flag; only `Runtime::drop` sends it, so nothing is lost.
                 let dropped_standby = slot.standby.take().is_some();
                 return match slot.p.take() {
                     Some(p) => NoteWake::P(p, slot.spinning, dropped_standby),

@@ -502,6 +502,8 @@ impl Shared {
             self.monitor.standby_finished(false);
             return StandbyOutcome::Idle;
         }
+        // NOTE: this poll does not watch the M's note, so a P that a `startm` hands the M
+        // during it waits up to `STANDBY_POLL`.
         while standby.since.elapsed() < grace {
             std::hint::spin_loop();
         }
