@@ -142,11 +142,25 @@ impl World {
         }
     }
 
-    fn check_end(&self) {
+    /// Builds a world whose P M1 holds in a syscall, with goroutine 2 queued for a P when
+    /// `waiting`.
+    fn in_syscall(waiting: bool) -> Arc<World> {
+        let world = Arc::new(World::new());
+        world.p.acquire(M1).unwrap();
+        world.p.entersyscall(M1);
+        if waiting {
+            world.runq.lock().unwrap().push(2);
+        }
+        world
+    }
+
+    /// Checks the end state: the goroutines ran `runs` times in all, none is left queued, and
+    /// the P is idle and on the idle list.
+    fn check_end(&self, runs: usize) {
         assert_eq!(
             self.g_runs.load(Ordering::SeqCst),
-            1,
-            "the goroutine ran zero or two times"
+            runs,
+            "a goroutine ran zero or two times"
         );
         assert!(
             self.runq.lock().unwrap().is_empty(),
@@ -158,76 +172,48 @@ impl World {
     }
 }
 
+/// Runs `party` (the monitor or a stand-by M) on a loom thread of its own.
+fn spawn(world: &Arc<World>, party: fn(&World)) -> thread::JoinHandle<()> {
+    let world = world.clone();
+    thread::spawn(move || party(&world))
+}
+
 #[test]
 fn exitsyscall_races_retake() {
     loom::model(|| {
-        let world = Arc::new(World::new());
-        world.p.acquire(M1).unwrap();
-        world.p.entersyscall(M1);
-        let monitor = {
-            let world = world.clone();
-            thread::spawn(move || world.monitor())
-        };
+        let world = World::in_syscall(false);
+        let monitor = spawn(&world, World::monitor);
         world.exitsyscall();
         monitor.join().unwrap();
-        world.check_end();
+        world.check_end(1);
     });
 }
 
 #[test]
 fn retake_with_waiting_work_hands_the_p_to_another_m() {
     loom::model(|| {
-        let world = Arc::new(World::new());
-        world.p.acquire(M1).unwrap();
-        world.p.entersyscall(M1);
         // Another goroutine (2) waits for a P while M1 blocks.
-        world.runq.lock().unwrap().push(2);
-        let monitor = {
-            let world = world.clone();
-            thread::spawn(move || world.monitor())
-        };
+        let world = World::in_syscall(true);
+        let monitor = spawn(&world, World::monitor);
         world.exitsyscall();
         monitor.join().unwrap();
         // Goroutine 1 ran once and goroutine 2 once.
-        assert_eq!(world.g_runs.load(Ordering::SeqCst), 2);
-        assert!(
-            world.runq.lock().unwrap().is_empty(),
-            "a goroutine was left queued"
-        );
-        assert_eq!(world.p.owner(), POwner::Idle);
+        world.check_end(2);
     });
 }
 
 #[test]
 fn standby_m_and_monitor_race_exitsyscall() {
     loom::model(|| {
-        let world = Arc::new(World::new());
-        world.p.acquire(M1).unwrap();
-        world.p.entersyscall(M1);
-        world.runq.lock().unwrap().push(2);
-        let monitor = {
-            let world = world.clone();
-            thread::spawn(move || world.monitor())
-        };
-        let standby = {
-            let world = world.clone();
-            thread::spawn(move || world.standby())
-        };
+        let world = World::in_syscall(true);
+        let monitor = spawn(&world, World::monitor);
+        let standby = spawn(&world, World::standby);
         world.exitsyscall();
         monitor.join().unwrap();
         standby.join().unwrap();
-        // Whichever party got the P, goroutine 1 and goroutine 2 each ran once, with one user of the P
+        // Whichever party got the P, goroutines 1 and 2 each ran once, with one user of the P
         // at a time, and the P ended on the idle list.
-        assert_eq!(world.g_runs.load(Ordering::SeqCst), 2);
-        assert!(
-            world.runq.lock().unwrap().is_empty(),
-            "a goroutine was left queued"
-        );
-        assert_eq!(world.p.owner(), POwner::Idle);
-        assert!(
-            *world.idle.lock().unwrap(),
-            "the idle P is missing from the idle list"
-        );
+        world.check_end(2);
     });
 }
 

@@ -288,20 +288,28 @@ mod tests {
 
     use crate::m::current_m;
 
-    /// Marks the monitor of the running goroutine's runtime as started and backed off, with
-    /// no thread behind it, so that only syscall entries and stand-by Ms act. Returns the
-    /// runtime's shared state.
-    fn fake_backed_off_monitor() -> std::sync::Arc<crate::runtime::Shared> {
-        let shared = current_m()
-            .expect("a goroutine runs on an M")
-            .shared
-            .clone();
-        assert!(
-            !shared.monitor.started.swap(true, Ordering::Relaxed),
-            "the monitor started before the first syscall"
-        );
-        shared.monitor.backed_off.store(true, Ordering::Relaxed);
-        shared
+    /// Runs `body` in the main goroutine of a new one-P runtime whose monitor is marked as
+    /// started and backed off, with no thread behind it, so that only syscall entries and
+    /// stand-by Ms act. `body` gets the runtime's shared state.
+    fn with_fake_backed_off_monitor(body: impl FnOnce(&crate::runtime::Shared) + Send + 'static) {
+        let _serial = crate::trace::SESSION_TEST_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let runtime = crate::Runtime::builder().procs(1).build().unwrap();
+        runtime
+            .block_on(|| {
+                let shared = current_m()
+                    .expect("a goroutine runs on an M")
+                    .shared
+                    .clone();
+                assert!(
+                    !shared.monitor.started.swap(true, Ordering::Relaxed),
+                    "the monitor started before the first syscall"
+                );
+                shared.monitor.backed_off.store(true, Ordering::Relaxed);
+                body(&shared);
+            })
+            .unwrap();
     }
 
     /// Waits up to 5 s for `condition`.
@@ -320,38 +328,31 @@ mod tests {
     /// backed-off monitor. A nudge kicks the monitor or wakes an idle M to stand by.
     #[test]
     fn backed_off_monitor_is_nudged_only_when_work_waits() {
-        let _serial = crate::trace::SESSION_TEST_LOCK
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let runtime = crate::Runtime::builder().procs(1).build().unwrap();
-        runtime
-            .block_on(|| {
-                let shared = fake_backed_off_monitor();
-                let monitor = &shared.monitor;
-                let nudges = || monitor.nudges.load(Ordering::Relaxed);
+        with_fake_backed_off_monitor(|shared| {
+            let monitor = &shared.monitor;
+            let nudges = || monitor.nudges.load(Ordering::Relaxed);
 
-                // A scan with nothing queued clears the hint (raised, maybe, by the M that
-                // started this goroutine).
-                assert!(!monitor.work_waiting.refresh(|| shared.has_work()));
-                crate::blocking(|| ());
-                assert_eq!(nudges(), 0, "a syscall nudged with nothing waiting");
-                assert!(!monitor.control.lock().unwrap().kicked);
+            // A scan with nothing queued clears the hint (raised, maybe, by the M that
+            // started this goroutine).
+            assert!(!monitor.work_waiting.refresh(|| shared.has_work()));
+            crate::blocking(|| ());
+            assert_eq!(nudges(), 0, "a syscall nudged with nothing waiting");
+            assert!(!monitor.control.lock().unwrap().kicked);
 
-                // The only P is this goroutine's: the new one waits in the run queue.
-                let waiting = crate::spawn(|| 7).unwrap();
-                assert!(
-                    monitor.work_waiting.is_set(),
-                    "wakep did not raise the hint"
-                );
-                crate::blocking(|| ());
-                assert_eq!(nudges(), 1, "a syscall with work waiting did not nudge");
-                let kicked_by = monitor.control.lock().unwrap().kicked_by_syscall;
-                if let Some((p, _, _)) = kicked_by {
-                    assert_eq!(p, goro_abi::PId(0));
-                }
-                assert_eq!(waiting.join().unwrap(), 7);
-            })
-            .unwrap();
+            // The only P is this goroutine's: the new one waits in the run queue.
+            let waiting = crate::spawn(|| 7).unwrap();
+            assert!(
+                monitor.work_waiting.is_set(),
+                "wakep did not raise the hint"
+            );
+            crate::blocking(|| ());
+            assert_eq!(nudges(), 1, "a syscall with work waiting did not nudge");
+            let kicked_by = monitor.control.lock().unwrap().kicked_by_syscall;
+            if let Some((p, _, _)) = kicked_by {
+                assert_eq!(p, goro_abi::PId(0));
+            }
+            assert_eq!(waiting.join().unwrap(), 7);
+        });
     }
 
     /// With no monitor thread at all, an idle M woken at the syscall's entry must retake the
@@ -361,35 +362,28 @@ mod tests {
         use std::sync::Arc;
         use std::sync::atomic::AtomicBool;
 
-        let _serial = crate::trace::SESSION_TEST_LOCK
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let runtime = crate::Runtime::builder().procs(1).build().unwrap();
-        runtime
-            .block_on(|| {
-                let shared = fake_backed_off_monitor();
-                // A call known to block hands the P to a second M, which runs the waiting
-                // goroutine and then goes idle: the stand-by M below.
-                let first = crate::spawn(|| ()).unwrap();
-                crate::blocking_known(|| std::thread::sleep(std::time::Duration::from_millis(50)));
-                first.join().unwrap();
-                assert!(eventually(|| shared.idle_counts().2 > 0), "no M went idle");
+        with_fake_backed_off_monitor(|shared| {
+            // A call known to block hands the P to a second M, which runs the waiting
+            // goroutine and then goes idle: the stand-by M below.
+            let first = crate::spawn(|| ()).unwrap();
+            crate::blocking_known(|| std::thread::sleep(std::time::Duration::from_millis(50)));
+            first.join().unwrap();
+            assert!(eventually(|| shared.idle_counts().2 > 0), "no M went idle");
 
-                let retakes = shared.retakes.load(Ordering::Relaxed);
-                let ran = Arc::new(AtomicBool::new(false));
-                let waiting = {
-                    let ran = ran.clone();
-                    crate::spawn(move || ran.store(true, Ordering::SeqCst)).unwrap()
-                };
-                // Blocks until the waiting goroutine has run, which needs this P.
-                let ran_during_call = crate::blocking(|| eventually(|| ran.load(Ordering::SeqCst)));
-                assert!(
-                    ran_during_call,
-                    "the waiting goroutine did not run while the syscall blocked"
-                );
-                assert_eq!(shared.retakes.load(Ordering::Relaxed), retakes + 1);
-                waiting.join().unwrap();
-            })
-            .unwrap();
+            let retakes = shared.retakes.load(Ordering::Relaxed);
+            let ran = Arc::new(AtomicBool::new(false));
+            let waiting = {
+                let ran = ran.clone();
+                crate::spawn(move || ran.store(true, Ordering::SeqCst)).unwrap()
+            };
+            // Blocks until the waiting goroutine has run, which needs this P.
+            let ran_during_call = crate::blocking(|| eventually(|| ran.load(Ordering::SeqCst)));
+            assert!(
+                ran_during_call,
+                "the waiting goroutine did not run while the syscall blocked"
+            );
+            assert_eq!(shared.retakes.load(Ordering::Relaxed), retakes + 1);
+            waiting.join().unwrap();
+        });
     }
 }
