@@ -101,8 +101,8 @@ impl JoinCell {
     pub(crate) unsafe fn release(cell: NonNull<JoinCell>) {
         // SAFETY: the caller owns a reference, so the cell is alive.
         let this = unsafe { cell.as_ref() };
-        // Release: every use of the cell by this owner happens before the free; the last
-        // owner's Acquire fence below pairs with it (the argument of `Arc::drop`).
+        // Release: every use of the cell by this owner happens before the free. The last
+        // owner's Acquire fence below pairs with it, as in `Arc::drop`.
         if this.refs.fetch_sub(1, Ordering::Release) != 1 {
             return;
         }

@@ -524,6 +524,7 @@ impl Shared {
             // The monitor retook the P, or it moved on since.
             _ => return (StandbyOutcome::Idle, false),
         };
+
         // Relaxed, as the monitor reads it: a stale tick at worst retakes a P from the next
         // syscall of the same M, which the CAS below still makes safe.
         if ps.syscalltick.load(Ordering::Relaxed) != standby.syscalltick {
@@ -532,6 +533,7 @@ impl Shared {
         if !self.has_work() {
             return (StandbyOutcome::Idle, false);
         }
+
         if !self.remove_idle_m(m) {
             // A `startm` took the M off the list and is handing it a P, or the runtime is
             // shutting down and will wake it to exit.
@@ -546,6 +548,7 @@ impl Shared {
             };
             return (outcome, true);
         }
+
         trace::emit(|| Event::PStop { p: standby.p.0 });
         self.retakes.fetch_add(1, Ordering::Relaxed);
         // As in `handoffp`: work kept privately for the P becomes visible to every M.
