@@ -89,9 +89,9 @@ pub struct GHeader {
     reserved: AtomicU64,
 }
 
-// SAFETY: every field but `sched_sp` is atomic; `sched_sp` is written only by the context switch
-// while no other thread may resume the g, and read only by the M that resumes it after taking the
-// g from a queue, which orders the accesses (see `sched_sp_ptr`).
+// SAFETY: every field but `sched_sp` is atomic. `sched_sp` is written by the context switch with
+// a release store and by the M that owns the g, and the M that resumes the g reads it with
+// acquire loads (see `sched_sp_ptr`).
 unsafe impl Sync for GHeader {}
 // SAFETY: the header holds no thread-bound state.
 unsafe impl Send for GHeader {}
@@ -146,9 +146,11 @@ impl GHeader {
 
     /// Pointer to the saved stack pointer, for the context switch.
     ///
-    /// The switch that suspends the g stores its stack pointer here; the switch that resumes it
-    /// loads it. Between the two, the g travels through a scheduler queue whose release/acquire
-    /// pair orders the store before the load.
+    /// The switch that suspends the g stores its stack pointer here with a release store. The
+    /// M that resumes the g loads it with acquire loads, waiting while it is 0, and sets it to 0
+    /// before the switch: a yielding g goes back to its scheduler before its switch has saved
+    /// it, so the slot, not the queue, tells when the frame is complete. Access it through
+    /// `AtomicUsize::from_ptr` when another thread may write it.
     #[inline]
     pub fn sched_sp_ptr(&self) -> *mut usize {
         self.sched_sp.get()

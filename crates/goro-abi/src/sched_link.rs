@@ -70,7 +70,8 @@ pub struct SchedVTable {
     pub next: unsafe fn(data: *const (), p: PId) -> Option<GRef>,
     /// Returns whether any g is queued, for idle Ms rechecking before they sleep.
     pub has_work: unsafe fn(data: *const ()) -> bool,
-    /// The running g yielded; it has left its stack. Usually requeues it.
+    /// The running g yielded and is stopped, though its switch may not have saved it yet.
+    /// Usually requeues it.
     pub on_yield: unsafe fn(data: *const (), g: GRef, p: PId),
     /// The running g parked; it has left its stack.
     pub on_park: unsafe fn(data: *const (), g: GRef, p: PId),
@@ -88,6 +89,9 @@ pub struct SchedVTable {
     /// The number of gs queued for P `p` alone, or `None` when the scheduler keeps no per-P
     /// queues. For diagnostics (schedtrace); never on a scheduling path.
     pub local_len: unsafe fn(data: *const (), p: PId) -> Option<usize>,
+    /// `on_yield` followed by `next` for the same P, in one call: requeue the yielded g and
+    /// return the next g for P `p`, which may be the yielded g itself.
+    pub on_yield_next: unsafe fn(data: *const (), g: GRef, p: PId) -> Option<GRef>,
 }
 
 /// A g's scheduler: the data pointer and the vtable that operates on it.
@@ -197,6 +201,17 @@ impl SchedLink {
     pub unsafe fn on_yield(&self, g: GRef, p: PId) {
         // SAFETY: as in `start`.
         unsafe { (self.vtable().on_yield)(self.data, g, p) }
+    }
+
+    /// Calls `on_yield_next`.
+    ///
+    /// # Safety
+    ///
+    /// See the impl block: the scheduler must be alive.
+    #[inline]
+    pub unsafe fn on_yield_next(&self, g: GRef, p: PId) -> Option<GRef> {
+        // SAFETY: as in `start`.
+        unsafe { (self.vtable().on_yield_next)(self.data, g, p) }
     }
 
     /// Calls `on_park`.

@@ -79,6 +79,25 @@ unsafe impl Scheduler for Fifo {
         })
     }
 
+    /// Puts `g` at the back and takes the front in one critical section. With nothing else
+    /// queued, `g` runs on without touching the queue.
+    fn on_yield_next(&self, g: GRef, _p: PId) -> Option<GRef> {
+        if self.is_empty() {
+            return Some(g);
+        }
+        let mut queue = self.queue.lock();
+        queue.with(|queue| {
+            let Some(front) = queue.pop_front() else {
+                return Some(g);
+            };
+            queue.push_back(g);
+            // Relaxed: as in `ready`. The length is unchanged, but another thread may have
+            // changed it between the check above and the lock.
+            self.len.store(queue.len(), Ordering::Relaxed);
+            Some(front)
+        })
+    }
+
     fn has_work(&self) -> bool {
         !self.is_empty()
     }
@@ -137,5 +156,24 @@ mod tests {
             .map(|g| g.header().goid())
             .collect();
         assert_eq!(order, [2, 3, 1]);
+    }
+
+    #[test]
+    fn yield_next_runs_the_front_and_queues_the_yielder_last() {
+        let headers = gs(3);
+        let fifo = Fifo::new();
+        for g in &headers[1..] {
+            fifo.ready(gref(g), ReadyCause::Spawn, None);
+        }
+        let next = fifo.on_yield_next(gref(&headers[0]), PId(0)).unwrap();
+        assert_eq!(next.header().goid(), 2);
+        let order: Vec<u64> = std::iter::from_fn(|| fifo.next(PId(0)))
+            .map(|g| g.header().goid())
+            .collect();
+        assert_eq!(order, [3, 1]);
+        // Alone, the yielder gets itself back and the queue stays empty.
+        let again = fifo.on_yield_next(gref(&headers[0]), PId(0)).unwrap();
+        assert_eq!(again.header().goid(), 1);
+        assert!(!fifo.has_work());
     }
 }

@@ -11,12 +11,15 @@ use goro_abi::{ABI_VERSION, GRef, PId, ReadyCause, SchedVTable, SyscallExit};
 ///   spawns or wakes another, on an M's g0 when a g yields or leaves a syscall without a P, and
 ///   on threads that run no g at all (a `block_on` caller, a timer). `p` is the caller's P when
 ///   it holds one, a hint for schedulers with per-P queues.
-/// * [`next`](Scheduler::next) and [`has_work`](Scheduler::has_work) run on the g0 of the M that
-///   holds P `p`, between goroutines.
-/// * [`on_yield`](Scheduler::on_yield), [`on_park`](Scheduler::on_park) and
-///   [`on_exit`](Scheduler::on_exit) run on the g0 of the M that ran the g, after the g has left
-///   its stack: another M may resume the g as soon as it is published, so publishing it earlier
-///   would let two Ms run on one stack.
+/// * [`next`](Scheduler::next) and [`has_work`](Scheduler::has_work) run on the M that holds
+///   P `p`, between goroutines: on its g0, or on the stack of a g that yields.
+/// * [`on_yield`](Scheduler::on_yield) and [`on_yield_next`](Scheduler::on_yield_next) run on
+///   the yielding g's own stack, on the M that holds P `p`, or on that M's g0. The g is
+///   stopped (`Runnable`) but its switch may not have saved it yet. The runtime makes any M
+///   that takes it from the scheduler wait until the switch has saved it, so the scheduler may
+///   publish it at once.
+/// * [`on_park`](Scheduler::on_park) and [`on_exit`](Scheduler::on_exit) run on the g0 of the
+///   M that ran the g, after the g has left its stack.
 /// * [`on_entersyscall`](Scheduler::on_entersyscall) and
 ///   [`on_exitsyscall`](Scheduler::on_exitsyscall) run on the g's own stack, on the fast path of
 ///   every syscall wrapper: keep them cheap.
@@ -24,7 +27,8 @@ use goro_abi::{ABI_VERSION, GRef, PId, ReadyCause, SchedVTable, SyscallExit};
 ///   list or to another M), before it does.
 ///
 /// No hook may switch goroutines, park or block the thread on something a goroutine must do:
-/// they run inside the runtime's own protocol. Short critical sections on a lock are fine.
+/// they run inside the runtime's own protocol. Short critical sections on a lock are fine. A
+/// panic in a hook that runs on g0 or for a yield aborts the process.
 /// Hooks that run on g0 must also leave the FP control state (MXCSR and the x87 control word,
 /// FPCR, `frm`) as they found it. g0 runs with the defaults, and the switch into a g does not
 /// read them back (see `goro_context::switch_from_g0`).
@@ -65,6 +69,17 @@ pub unsafe trait Scheduler: Send + Sync + 'static {
     /// The running g yielded on P `p`. The default requeues it at the back.
     fn on_yield(&self, g: GRef, p: PId) {
         self.ready(g, ReadyCause::Yield, Some(p));
+    }
+
+    /// The running g yielded on P `p`: requeue it as [`on_yield`](Scheduler::on_yield) does
+    /// and return the next g for P `p` as [`next`](Scheduler::next) does. The result may be
+    /// `g` itself, which then keeps running without a switch.
+    ///
+    /// The runtime calls this instead of the pair when the g's scheduler is the runtime's only
+    /// one. The default is the pair, and a scheduler overrides it to do both under one lock.
+    fn on_yield_next(&self, g: GRef, p: PId) -> Option<GRef> {
+        self.on_yield(g, p);
+        self.next(p)
     }
 
     /// The running g parked on P `p`; a later wakeup will pass it to `ready`.
@@ -134,6 +149,7 @@ impl<S: Scheduler> VTableOf<S> {
         on_release_p: on_release_p::<S>,
         on_exit: on_exit::<S>,
         local_len: local_len::<S>,
+        on_yield_next: on_yield_next::<S>,
     };
 }
 
@@ -177,6 +193,10 @@ unsafe fn has_work<S: Scheduler>(data: *const ()) -> bool {
 unsafe fn on_yield<S: Scheduler>(data: *const (), g: GRef, p: PId) {
     // SAFETY: see the comment above the shims.
     unsafe { this::<S>(data) }.on_yield(g, p)
+}
+unsafe fn on_yield_next<S: Scheduler>(data: *const (), g: GRef, p: PId) -> Option<GRef> {
+    // SAFETY: see the comment above the shims.
+    unsafe { this::<S>(data) }.on_yield_next(g, p)
 }
 unsafe fn on_park<S: Scheduler>(data: *const (), g: GRef, p: PId) {
     // SAFETY: see the comment above the shims.

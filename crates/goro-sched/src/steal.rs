@@ -291,6 +291,27 @@ impl WorkStealing {
         Some(first)
     }
 
+    /// The body of `next`, for the owner of P `p`: searches in the order that the type's
+    /// documentation lists.
+    fn next_owned(&self, p: PId, owner: &OwnerGuard<'_>) -> Option<GRef> {
+        let proc = owner.proc;
+        let ps = self.ps.get().expect("`proc` checked that start ran");
+        let tick = proc.tick.load(Ordering::Relaxed).wrapping_add(1);
+        proc.tick.store(tick, Ordering::Relaxed);
+        if tick.is_multiple_of(Self::INJECTOR_CHECK_INTERVAL)
+            && let Some(g) = self.injector.pop()
+        {
+            return Some(g);
+        }
+        if let Some(g) = self.next_local(proc) {
+            return Some(g);
+        }
+        if let Some(g) = self.next_from_injector(proc, ps.len()) {
+            return Some(g);
+        }
+        self.steal(p, proc, ps)
+    }
+
     /// Steals for P `p`: half of another P's run queue, or as a last resort a runnext g.
     fn steal(&self, p: PId, proc: &Proc, ps: &[CachePadded<Proc>]) -> Option<GRef> {
         if ps.len() < 2 {
@@ -409,23 +430,22 @@ unsafe impl Scheduler for WorkStealing {
     /// `p` at the same time.
     fn next(&self, p: PId) -> Option<GRef> {
         let proc = self.proc(p, "WorkStealing::next");
-        let _owner = proc.claim(p, "WorkStealing::next");
-        let ps = self.ps.get().expect("`proc` checked that start ran");
+        let owner = proc.claim(p, "WorkStealing::next");
+        self.next_owned(p, &owner)
+    }
 
-        let tick = proc.tick.load(Ordering::Relaxed).wrapping_add(1);
-        proc.tick.store(tick, Ordering::Relaxed);
-        if tick.is_multiple_of(Self::INJECTOR_CHECK_INTERVAL)
-            && let Some(g) = self.injector.pop()
-        {
-            return Some(g);
-        }
-        if let Some(g) = self.next_local(proc) {
-            return Some(g);
-        }
-        if let Some(g) = self.next_from_injector(proc, ps.len()) {
-            return Some(g);
-        }
-        self.steal(p, proc, ps)
+    /// Queues `g` at the tail of P `p`'s run queue, as `ready` does for a yield, and returns
+    /// the next g for P `p`, with one claim of the P for both.
+    ///
+    /// # Panics
+    ///
+    /// As `next`.
+    fn on_yield_next(&self, g: GRef, p: PId) -> Option<GRef> {
+        let proc = self.proc(p, "WorkStealing::on_yield_next");
+        let owner = proc.claim(p, "WorkStealing::on_yield_next");
+        // SAFETY: `owner` makes this thread the P's only owner.
+        unsafe { proc.queue.push_back(g, &self.injector) };
+        self.next_owned(p, &owner)
     }
 
     fn local_len(&self, p: PId) -> Option<usize> {

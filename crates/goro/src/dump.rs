@@ -219,17 +219,22 @@ fn node_of(g: GRef) -> Option<&'static GDebug> {
     (!record.is_null()).then(|| unsafe { &(*record).debug })
 }
 
-/// Notes that `g` starts running: bumps its run count and stamps the time.
+/// Notes that `g` starts running: bumps its run count and, if `timed`, stamps the time.
+///
+/// A yield that switches straight to the next g passes `timed = false`: the clock read would
+/// be a tenth of the yield's cost, for a time that dumps show to the kernel's tick only.
 #[inline]
-pub(crate) fn note_running(g: GRef) {
+pub(crate) fn note_running(g: GRef, timed: bool) {
     if let Some(node) = node_of(g) {
         // Only the M that starts the g writes the count; Relaxed, see `GDebug::runs`.
         node.runs
             .store(node.runs.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        node.since.store(
-            pack_since(coarse_now_ns(), GStatus::Running),
-            Ordering::Relaxed,
-        );
+        let since = if timed {
+            pack_since(coarse_now_ns(), GStatus::Running)
+        } else {
+            0
+        };
+        node.since.store(since, Ordering::Relaxed);
     }
 }
 
@@ -315,7 +320,8 @@ pub struct GoroutineDump {
     /// The name of its scheduler.
     pub scheduler: &'static str,
     /// The time it has been in `status`, to the kernel's tick (1 to 10 ms). `None` when the
-    /// runtime did not record it, which is the case after a yield and in a syscall.
+    /// runtime did not record it: for a g that yielded, a g that a yield switched to, and a g
+    /// in a syscall.
     pub in_status: Option<Duration>,
     /// The M that runs it.
     pub m: Option<u32>,

@@ -9,7 +9,7 @@
 
 use std::cell::UnsafeCell;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -34,6 +34,9 @@ pub(crate) enum Request {
     SyscallRequeue = 4,
     /// The g's scheduler chose to requeue it after a syscall although it got its P back.
     RequeueRunning = 5,
+    /// The g yielded and is back with its scheduler, which had nothing else for the P (see
+    /// [`gosched`]): g0 only looks for the next g. Another M may already run the g.
+    Switched = 6,
 }
 
 impl Request {
@@ -44,6 +47,7 @@ impl Request {
             3 => Request::Exit,
             4 => Request::SyscallRequeue,
             5 => Request::RequeueRunning,
+            6 => Request::Switched,
             other => panic!("M::handle: invalid request {other} from a g"),
         }
     }
@@ -327,12 +331,155 @@ pub(crate) fn mcall(request: Request) {
         !ptr::eq(g, &m.g0),
         "mcall: called on g0; only a goroutine can switch to g0"
     );
-    // SAFETY: `g` is the running g (it is not g0) and `m` its M. Its g0 is suspended in
-    // `execute`, with its stack pointer saved in its header by the switch_from_g0 that started
-    // `g`, as switch_to_g0 requires.
+    // SAFETY: `g` is the running g (it is not g0) and `m` its M.
+    unsafe { switch_to_g0(m, g, request) };
+}
+
+/// Saves the running g `g` in its header and resumes `m`'s g0 with `request`. Returns when
+/// something resumes `g`.
+///
+/// # Safety
+///
+/// `g` must be the g running on this thread and `m` the M of this thread.
+unsafe fn switch_to_g0(m: &M, g: *mut GHeader, request: Request) {
+    // SAFETY: g0 is suspended in `execute`, with its stack pointer saved in its header by the
+    // switch_from_g0 that started the first g of this run (a g that a direct switch started
+    // runs on the same thread, so on the same M), as switch_to_g0 requires. Nothing resumes g0
+    // but this M's own gs.
     unsafe {
         let g0_sp = *m.g0.sched_sp_ptr();
         goro_context::switch_to_g0((*g).sched_sp_ptr(), g0_sp, request as usize);
+    }
+}
+
+/// Takes the saved stack pointer of `g`, which the caller is about to resume, and marks the
+/// slot empty until `g` is saved again.
+///
+/// A yielding g goes back to its scheduler before its switch has saved it (see [`gosched`]),
+/// so the M that takes it from a queue may find the slot still empty. It then waits: the
+/// switch is a few instructions away on the yielding M.
+#[inline]
+fn take_saved_sp(g: GRef) -> usize {
+    let slot = g.header().sched_sp_ptr();
+    // SAFETY: the slot is a live, aligned usize, and only atomics and the context switch
+    // touch it while the g can be resumed.
+    let slot = unsafe { AtomicUsize::from_ptr(slot) };
+    // Acquire: pairs with the release store of the stack pointer in the switch that saved
+    // the g (the switch asm publishes it with release semantics), so the saved frame below it
+    // is visible to this thread before it resumes the g.
+    let mut sp = slot.load(Ordering::Acquire);
+    if sp == 0 {
+        sp = wait_until_saved(slot);
+    }
+    // Relaxed: the caller owns the g now. The store reaches the next M to take the g
+    // through the queue that publishes the g, whose release follows this store.
+    slot.store(0, Ordering::Relaxed);
+    sp
+}
+
+/// Waits for the switch that saves a g whose slot `slot` is still empty.
+#[cold]
+fn wait_until_saved(slot: &AtomicUsize) -> usize {
+    let mut spins = 0u32;
+    loop {
+        // Acquire: as in `take_saved_sp`.
+        let sp = slot.load(Ordering::Acquire);
+        if sp != 0 {
+            return sp;
+        }
+        // The yielding M is a few instructions from its switch, unless the OS preempted its
+        // thread there. Then give the CPU away rather than burn it.
+        if spins < 128 {
+            spins += 1;
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Yields the running goroutine: hands it back to its scheduler and switches straight to
+/// the next g that the schedulers give its P, without a pass through g0.
+///
+/// The scheduler gets the g before the switch has saved it, on the g's own stack, so another
+/// M may take it from a queue at once. That M waits in [`take_saved_sp`] until the switch
+/// has saved the g. After the g is back with its scheduler, this function touches only its
+/// own stack frame, its M and the next g: the g's header belongs to whoever took it.
+///
+/// Falls back to the path through g0 when the M holds no P or the runtime shuts down, and
+/// switches to g0 when the schedulers have no g for the P (g0 then spins or idles the P).
+///
+/// # Safety
+///
+/// `this` must be the running g of this thread, spawned by a runtime (so not a g0).
+pub(crate) unsafe fn gosched(this: GRef) {
+    let g = this.as_ptr();
+    let header = this.header();
+    // SAFETY: the M that runs a g stores itself in the g's header before the switch, and
+    // outlives every g it runs.
+    let m = unsafe { &*(header.m() as *const M) };
+    let shared = &*m.shared;
+    let Some(p) = m.p().filter(|_| !shared.is_shutdown()) else {
+        mcall(Request::Yield);
+        return;
+    };
+    trace::emit(|| Event::GoStop {
+        goid: header.goid(),
+        reason: StopReason::Yield,
+    });
+    if shared.slab_stacks {
+        check_canary(this);
+    }
+    let _ = header.stop_running();
+    crate::dump::note_status(this, goro_abi::GStatus::Runnable, false);
+    header.set_m(ptr::null_mut());
+    // A panic from here to the switch would unwind the stack of a g that another M may be
+    // about to resume. A scheduler hook that panics is fatal anyway (it would be on g0).
+    let abort = AbortOnUnwind;
+    let next = if shared.schedulers.len() == 1 {
+        // SAFETY: the runtime keeps every linked scheduler alive. The g's scheduler is the
+        // only one, so `next` of the pair would ask it too.
+        unsafe { header.sched().on_yield_next(this, p) }
+    } else {
+        // SAFETY: as above.
+        unsafe { header.sched().on_yield(this, p) };
+        poll_schedulers(m, p)
+    };
+    std::mem::forget(abort);
+    match next {
+        Some(next) if next == this => {
+            // The scheduler gave the g straight back: no switch.
+            header.set_m(m as *const M as *mut ());
+            let _ = header.start_running();
+            crate::dump::note_running(this, false);
+            trace::emit(|| Event::GoStart {
+                goid: header.goid(),
+            });
+        }
+        Some(next) => {
+            // SAFETY: `next` came from its scheduler, which hands each g out once, and this
+            // is still `g`'s thread. The saved stack pointer of `g` is written by this switch.
+            unsafe {
+                let resume_sp = start_g(m, next, false);
+                // Saving `g` publishes its stack pointer to the M that waits for it.
+                goro_context::switch(header.sched_sp_ptr(), resume_sp, 0);
+            }
+        }
+        // SAFETY: this is still `g`'s thread, and the g register still names `g`.
+        None => unsafe { switch_to_g0(m, g, Request::Switched) },
+    }
+}
+
+/// A guard that aborts the process when an unwind drops it. The normal path forgets it.
+struct AbortOnUnwind;
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        eprintln!(
+            "fatal error: goro: a scheduler hook panicked while a goroutine was yielding; \
+             a hook must not panic"
+        );
+        std::process::abort();
     }
 }
 
@@ -529,31 +676,50 @@ fn stopm(m: &Arc<M>) -> Option<PId> {
 fn execute(m: &M, g: GRef) {
     let mut next = Some(g);
     while let Some(g) = next.take() {
-        let header = g.header();
-        let _ = header.start_running();
-        crate::dump::note_running(g);
-        header.set_m(m as *const M as *mut ());
-        MCounters::bump(&m.counters.context_switches);
-        trace::emit(|| Event::GoStart {
-            goid: header.goid(),
-        });
-        // SAFETY: `g` came from its scheduler, which hands each g out once: no other M runs
-        // it. Its header and stack are alive (the record holds them until exit), and its saved
-        // stack pointer was stored by the switch that suspended it (or by spawn) before the
-        // scheduler's queue published it to us. g0 runs only runtime code, which keeps the
-        // default FP control state that switch_from_g0 requires.
-        let request = unsafe {
-            setg(g.as_ptr());
-            let request =
-                goro_context::switch_from_g0(m.g0.sched_sp_ptr(), *header.sched_sp_ptr(), 0);
+        // SAFETY: g0 runs only runtime code, which keeps the default FP control state that
+        // switch_from_g0 requires. `g` came from its scheduler (see `start_g`).
+        let (request, current) = unsafe {
+            let resume_sp = start_g(m, g, true);
+            let request = goro_context::switch_from_g0(m.g0.sched_sp_ptr(), resume_sp, 0);
+            // `g` may have switched straight to other gs (see `gosched`): the g that
+            // switched back here is the one in the g register.
+            let current = GRef::from_raw(NonNull::new_unchecked(getg()));
             setg(&m.g0 as *const GHeader as *mut GHeader);
-            request
+            (Request::from_usize(request), current)
         };
-        if m.shared.slab_stacks {
-            check_canary(g);
+        if request == Request::Switched {
+            // The g is back with its scheduler and checked its canary itself.
+            next = next_in_place(m);
+            continue;
         }
-        next = handle(m, g, Request::from_usize(request));
+        if m.shared.slab_stacks {
+            check_canary(current);
+        }
+        next = handle(m, current, request);
     }
+}
+
+/// Makes `g` the running g of `m` and returns its saved stack pointer, for the caller to
+/// switch to at once. `timed` says whether dumps get the time at which `g` started.
+///
+/// # Safety
+///
+/// `g` must come from its scheduler, which hands each g out once, so that no other M runs
+/// it. Its header and stack are alive (the record holds them until exit). The caller must
+/// be on `m`'s thread and switch to the returned stack pointer before anything else runs.
+#[inline]
+unsafe fn start_g(m: &M, g: GRef, timed: bool) -> usize {
+    let header = g.header();
+    let _ = header.start_running();
+    crate::dump::note_running(g, timed);
+    header.set_m(m as *const M as *mut ());
+    MCounters::bump(&m.counters.context_switches);
+    // SAFETY: `g` runs on this thread from now on (the caller's contract).
+    unsafe { setg(g.as_ptr()) };
+    trace::emit(|| Event::GoStart {
+        goid: header.goid(),
+    });
+    take_saved_sp(g)
 }
 
 /// Checks the canary at the bottom of a slab stack after its g switched away, and aborts with
@@ -585,6 +751,7 @@ fn handle(m: &M, g: GRef, request: Request) -> Option<GRef> {
             Request::Exit => StopReason::Exit,
             Request::SyscallRequeue => StopReason::SyscallNoP,
             Request::RequeueRunning => StopReason::Requeue,
+            Request::Switched => unreachable!("M::handle: `execute` acts on Switched itself"),
         },
     });
     let p = || {
@@ -596,6 +763,7 @@ fn handle(m: &M, g: GRef, request: Request) -> Option<GRef> {
         })
     };
     match request {
+        Request::Switched => {}
         Request::Yield => {
             let _ = header.stop_running();
             crate::dump::note_status(g, goro_abi::GStatus::Runnable, false);

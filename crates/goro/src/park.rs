@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use goro_abi::{GRef, ReadyCause, WaitReason};
 
-use crate::m::{self, Request, current_record};
+use crate::m::{self, current_record};
 use crate::task::Record;
 
 const EMPTY: u32 = 0;
@@ -238,9 +238,11 @@ pub fn yield_now() {
     let Some(record) = current_record() else {
         panic!("goro::yield_now called from a thread that runs no goroutine");
     };
-    // SAFETY: the running goroutine's record is alive while it runs.
-    unwind_if_runtime_cancelling(unsafe { record.as_ref() });
-    m::mcall(Request::Yield);
-    // The g may resume on another M: `unwind_if_cancelled` reads the g register again.
-    unwind_if_cancelled();
+    // SAFETY: the running goroutine's record is alive while it runs, and it runs again after
+    // the yield (the record is the g's, whichever M resumes it).
+    let record = unsafe { record.as_ref() };
+    unwind_if_runtime_cancelling(record);
+    // SAFETY: the record's g is the running g (`current_record` read the g register).
+    unsafe { m::gosched(record.g()) };
+    unwind_if_runtime_cancelling(record);
 }

@@ -117,6 +117,7 @@ struct G0Observer {
     queue: Mutex<GQueue>,
     nexts: AtomicUsize,
     nexts_without_defaults: AtomicUsize,
+    yield_nexts: AtomicUsize,
 }
 
 // SAFETY: `next` pops what `ready` pushed.
@@ -134,6 +135,15 @@ unsafe impl Scheduler for G0Observer {
             self.nexts_without_defaults.fetch_add(1, Ordering::Relaxed);
         }
         self.queue.lock().unwrap().pop_front()
+    }
+    /// A yield asks for the next g on the yielding g's own stack, which runs with the g's
+    /// state, so only `next` calls from g0 are checked.
+    fn on_yield_next(&self, g: GRef, _p: PId) -> Option<GRef> {
+        // Relaxed: as in `next`.
+        self.yield_nexts.fetch_add(1, Ordering::Relaxed);
+        let mut queue = self.queue.lock().unwrap();
+        queue.push_back(g);
+        queue.pop_front()
     }
     fn has_work(&self) -> bool {
         !self.queue.lock().unwrap().is_empty()
@@ -243,8 +253,15 @@ fn goroutine_keeps_fp_control_and_g0_gets_defaults() {
         "another goroutine ran with the probe's state: {spinner_states:?}"
     );
     // Relaxed: the runtime's threads are done, and block_on's return ordered their writes.
+    // g0 picks the next g after each start of a fresh g, park and exit; the yields switch
+    // straight from g to g.
     let nexts = observer.nexts.load(Ordering::Relaxed);
-    assert!(nexts > 20, "g0 scheduled only {nexts} times");
+    assert!(nexts > 5, "g0 scheduled only {nexts} times");
+    let yield_nexts = observer.yield_nexts.load(Ordering::Relaxed);
+    assert!(
+        yield_nexts >= 20,
+        "only {yield_nexts} yields reached on_yield_next"
+    );
     assert_eq!(
         observer.nexts_without_defaults.load(Ordering::Relaxed),
         0,

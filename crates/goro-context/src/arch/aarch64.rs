@@ -148,10 +148,11 @@ macro_rules! define_switch {
                 $($fp,)*
                 // Publish the saved stack pointer, then move onto the resumed side's stack.
                 // Its frame has the same layout as ours, so the CFI above stays correct across
-                // the move.
+                // the move. `stlr` is a release store: a thread that loads the pointer with
+                // acquire sees the frame stored above (see `crate::switch`).
                 "2:",
                 "mov x9, sp",
-                "str x9, [x0]",
+                "stlr x9, [x0]",
                 "mov sp, x1",
                 // Restore the resumed side's registers and return to its x30 with `arg` in x0:
                 // the result of its own switch call, or the first argument for the trampoline.

@@ -161,8 +161,10 @@ macro_rules! define_switch {
                 $($fp,)*
                 // Publish the saved stack pointer, then move onto the resumed side's stack. Its
                 // frame has the same layout as ours, so the CFI above stays correct across the
-                // move.
+                // move. The fence makes the store a release store: a thread that loads the
+                // pointer with acquire sees the frame stored above (see `crate::switch`).
                 "2:",
+                "fence rw, w",
                 "sd sp, 0(a0)",
                 "mv sp, a1",
                 // Restore the resumed side's registers and return to its ra with `arg` in a0: the

@@ -160,7 +160,8 @@ macro_rules! define_switch {
                 ".cfi_adjust_cfa_offset 8",
                 // Publish the saved stack pointer, then move onto the resumed side's stack. Its
                 // frame has the same layout as ours, so the CFI above stays correct across the
-                // move.
+                // move. Every x86 store is a release store, so a thread that loads the pointer
+                // with acquire sees the frame pushed above (see `crate::switch`).
                 "mov [rdi], rsp",
                 "mov rsp, rsi",
                 $($load,)*

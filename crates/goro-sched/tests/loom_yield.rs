@@ -1,0 +1,157 @@
+//! loom models of a yield's direct switch: the yielding M hands its g to the scheduler
+//! (`on_yield_next`) before its switch has saved the g, and another P may take the g at once.
+//!
+//! The runtime's protocol (`take_saved_sp` in `goro/src/m.rs`, and the switch asm, whose store
+//! of the saved stack pointer is a release store) is modelled here with loom types: the saved
+//! frame is an `UnsafeCell` and the saved stack pointer an atomic that is 0 while the g runs.
+//! A g taken by another P must be resumed from the frame its yield saved, with no data race on
+//! the frame, and every g must come out of the scheduler once.
+//!
+//! Run with `RUSTFLAGS="--cfg loom" cargo test --release -p goro-sched --test loom_yield`.
+
+#![cfg(loom)]
+
+use std::ptr::NonNull;
+
+use loom::cell::UnsafeCell;
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::thread;
+
+use goro_abi::{GHeader, GRef, PId, ReadyCause};
+use goro_sched::{Fifo, Scheduler, WorkStealing};
+
+/// The saved state of one g: what the switch writes when it suspends the g.
+struct Saved {
+    /// The saved stack pointer; 0 while the g runs or is being switched out.
+    sp: AtomicUsize,
+    /// Stands for the registers that the switch pushes on the g's stack.
+    frame: UnsafeCell<usize>,
+}
+
+/// Two gs with goids 1 and 2, and their saved states: g 2 is suspended with frame 20, g 1
+/// runs (its slot is empty).
+struct World {
+    headers: Vec<GHeader>,
+    saved: Vec<Saved>,
+}
+
+impl World {
+    fn new() -> World {
+        let headers: Vec<GHeader> = (1..=2)
+            .map(|goid| {
+                let header = GHeader::new();
+                header.set_goid(goid);
+                header
+            })
+            .collect();
+        let saved = vec![
+            Saved {
+                sp: AtomicUsize::new(0),
+                frame: UnsafeCell::new(0),
+            },
+            Saved {
+                sp: AtomicUsize::new(0x2000),
+                frame: UnsafeCell::new(20),
+            },
+        ];
+        World { headers, saved }
+    }
+
+    fn g(&self, goid: u64) -> GRef {
+        // SAFETY: the world outlives every thread of the model.
+        unsafe { GRef::from_raw(NonNull::from(&self.headers[goid as usize - 1])) }
+    }
+
+    fn saved(&self, g: GRef) -> &Saved {
+        &self.saved[g.header().goid() as usize - 1]
+    }
+
+    /// The switch that suspends `g`: stores its frame, then publishes the stack pointer with
+    /// a release store, as the asm does.
+    fn save(&self, g: GRef, frame: usize) {
+        let saved = self.saved(g);
+        saved.frame.with_mut(|slot| {
+            // SAFETY: the g's M is the only writer while the slot is empty, and no reader
+            // looks at the frame before the release store below.
+            unsafe { *slot = frame }
+        });
+        saved
+            .sp
+            .store(0x1000 * g.header().goid() as usize, Ordering::Release);
+    }
+
+    /// The resuming side: `take_saved_sp` waits for the stack pointer with acquire loads and
+    /// empties the slot, then the switch reads the frame. Returns the frame.
+    fn resume(&self, g: GRef) -> usize {
+        let saved = self.saved(g);
+        while saved.sp.load(Ordering::Acquire) == 0 {
+            thread::yield_now();
+        }
+        saved.sp.store(0, Ordering::Relaxed);
+        saved.frame.with(|slot| {
+            // SAFETY: the acquire load above saw the release store that followed the write.
+            unsafe { *slot }
+        })
+    }
+}
+
+/// Runs the model with `scheduler`: M 1 runs g 1 on P 0 with g 2 queued, and yields; a thread
+/// for P 1 asks the scheduler for work at the same time. Returns nothing; panics on a wrong
+/// frame, a lost g or a g that came out twice.
+fn yield_races_other_p<S: Scheduler>(scheduler: S) {
+    let world = Arc::new(World::new());
+    let scheduler = Arc::new(scheduler);
+    scheduler.start(2);
+    scheduler.ready(world.g(2), ReadyCause::Spawn, Some(PId(0)));
+
+    let other_p = {
+        let (world, scheduler) = (Arc::clone(&world), Arc::clone(&scheduler));
+        thread::spawn(move || {
+            let g = scheduler.next(PId(1))?;
+            let frame = world.resume(g);
+            Some((g.header().goid(), frame))
+        })
+    };
+
+    // M 1: hand g 1 back, then save it and resume what the scheduler gave instead.
+    let mut resumed = Vec::new();
+    let next = scheduler.on_yield_next(world.g(1), PId(0));
+    match next {
+        Some(g) if g == world.g(1) => {
+            // g 1 runs on; nothing was switched, so g 1 stays unsaved and unqueued.
+        }
+        Some(g) => {
+            world.save(world.g(1), 11);
+            resumed.push((g.header().goid(), world.resume(g)));
+        }
+        None => world.save(world.g(1), 11),
+    }
+    let taken_by_other = other_p.join().unwrap();
+    resumed.extend(taken_by_other);
+    // Drain what is left, resuming each g as an M would.
+    while let Some(g) = scheduler.next(PId(0)) {
+        resumed.push((g.header().goid(), world.resume(g)));
+    }
+    if next == Some(world.g(1)) {
+        resumed.push((1, 11));
+    }
+    resumed.sort_unstable();
+    assert_eq!(
+        resumed,
+        [(1, 11), (2, 20)],
+        "a g was lost, resumed twice or resumed from a stale frame"
+    );
+}
+
+/// FIFO: P 1 may pop g 1 as soon as the yield has queued it.
+#[test]
+fn fifo_yield_races_other_p() {
+    loom::model(|| yield_races_other_p(Fifo::new()));
+}
+
+/// Work stealing: P 1 may steal g 1 from P 0's run queue as soon as the yield has queued it.
+#[test]
+fn steal_yield_races_other_p() {
+    loom::model(|| yield_races_other_p(WorkStealing::new()));
+}
