@@ -677,7 +677,11 @@ impl Shared {
         });
         // SeqCst: deadlock detection compares the live count with the waiting count.
         let live = self.live_goroutines.fetch_add(1, Ordering::SeqCst) + 1;
-        self.peak_live_goroutines.fetch_max(live, Ordering::Relaxed);
+        // Relaxed: a statistic. The load spares the read-modify-write below unless the peak
+        // grows.
+        if live > self.peak_live_goroutines.load(Ordering::Relaxed) {
+            self.peak_live_goroutines.fetch_max(live, Ordering::Relaxed);
+        }
         let _ = header.ready_new();
         scheduler.ready(g, ReadyCause::Spawn, m.and_then(M::p));
         // A spawn is progress: a deadlock reported earlier no longer holds.
@@ -969,9 +973,10 @@ where
     let Some(m) = current_m() else {
         panic!("goro::spawn called from a thread that runs no goroutine; use Runtime::spawn");
     };
-    let shared = m.shared.clone();
-    let scheduler = shared.schedulers[0].clone();
-    shared.spawn_g(DefaultG::new(), &scheduler, body)
+    // The M keeps its runtime alive, and the runtime its schedulers: no reference counts are
+    // touched here, since each is an atomic read-modify-write on a line that Ms share.
+    m.shared
+        .spawn_g(DefaultG::new(), &m.shared.schedulers[0], body)
 }
 
 /// Spawns a goroutine whose control block is the custom g `g`, scheduled by `scheduler`, on
@@ -989,7 +994,7 @@ where
     let Some(m) = current_m() else {
         panic!("goro::spawn_g called from a thread that runs no goroutine; use Runtime::spawn_g");
     };
-    m.shared.clone().spawn_g(g, scheduler, body)
+    m.shared.spawn_g(g, scheduler, body)
 }
 
 /// Why a goroutine could not be spawned.
