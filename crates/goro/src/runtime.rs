@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle as ThreadHandle;
 
+use crossbeam_utils::CachePadded;
 use goro_abi::{CustomG, GRef, PId, ReadyCause};
 use goro_sched::SchedHandle;
 use goro_stack::{PoolConfig, StackError, StackPool};
@@ -42,9 +43,13 @@ pub(crate) struct Shared {
     pub(crate) monitor_config: MonitorConfig,
     /// Idle Ps. `npidle` mirrors its length for lock-free checks.
     idle_ps: Mutex<Vec<PId>>,
-    npidle: AtomicUsize,
+    // The counters that several Ms write sit on cache lines of their own, so that their writes
+    // do not evict the read-mostly fields that every spawn and switch reads. Padding also
+    // aligns `Shared` to a line, which keeps the `Arc`'s reference count (changed at every
+    // spawn and exit) off the fields' lines.
+    npidle: CachePadded<AtomicUsize>,
     /// Ms looking for work while holding a P (Go's `nmspinning`).
-    nmspinning: AtomicUsize,
+    nmspinning: CachePadded<AtomicUsize>,
     /// Idle Ms, parked on their notes; `None` once the runtime has shut down.
     idle_ms: Mutex<Option<Vec<Arc<M>>>>,
     /// Every M ever started, for statistics.
@@ -53,15 +58,15 @@ pub(crate) struct Shared {
     next_mid: AtomicU32,
     shutdown: AtomicBool,
     pub(crate) monitor: crate::monitor::MonitorHandle,
-    live_goroutines: AtomicU64,
-    peak_live_goroutines: AtomicU64,
+    live_goroutines: CachePadded<AtomicU64>,
+    peak_live_goroutines: CachePadded<AtomicU64>,
     pub(crate) retakes: AtomicU64,
     pub(crate) handoffs: AtomicU64,
     thread_limit_reported: AtomicBool,
     /// Pending timers, fired by the monitor.
     pub(crate) timers: crate::timer::Timers,
     /// Goroutines parked (status Waiting), for deadlock detection.
-    pub(crate) nwaiting: AtomicU64,
+    pub(crate) nwaiting: CachePadded<AtomicU64>,
     deadlock_detection: bool,
     /// Set when the runtime starts dropping: goroutines that park or yield unwind.
     cancelling: AtomicBool,
@@ -825,21 +830,21 @@ impl Runtime {
             max_threads: builder.max_threads,
             monitor_config: builder.monitor,
             idle_ps: Mutex::new((0..builder.procs as u32).rev().map(PId).collect()),
-            npidle: AtomicUsize::new(builder.procs),
-            nmspinning: AtomicUsize::new(0),
+            npidle: CachePadded::new(AtomicUsize::new(builder.procs)),
+            nmspinning: CachePadded::new(AtomicUsize::new(0)),
             idle_ms: Mutex::new(Some(Vec::new())),
             all_ms: Mutex::new(Vec::new()),
             threads: Mutex::new(Vec::new()),
             next_mid: AtomicU32::new(1),
             shutdown: AtomicBool::new(false),
             monitor: crate::monitor::MonitorHandle::default(),
-            live_goroutines: AtomicU64::new(0),
-            peak_live_goroutines: AtomicU64::new(0),
+            live_goroutines: CachePadded::new(AtomicU64::new(0)),
+            peak_live_goroutines: CachePadded::new(AtomicU64::new(0)),
             retakes: AtomicU64::new(0),
             handoffs: AtomicU64::new(0),
             thread_limit_reported: AtomicBool::new(false),
             timers: crate::timer::Timers::default(),
-            nwaiting: AtomicU64::new(0),
+            nwaiting: CachePadded::new(AtomicU64::new(0)),
             deadlock_detection: builder.deadlock_detection,
             cancelling: AtomicBool::new(false),
             deadlock_reported: AtomicBool::new(false),
