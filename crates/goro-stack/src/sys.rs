@@ -168,7 +168,9 @@ fn read_max_map_count() -> Option<usize> {
 /// Counts the lines of `/proc/self/maps`: one per mapping table entry.
 pub(crate) fn count_own_mappings() -> Option<usize> {
     let mut file = File::open("/proc/self/maps").ok()?;
-    let mut buffer = [0u8; 64 * 1024];
+    // On the heap: this runs on a goroutine's stack when a spawn fails, and goroutine stacks
+    // may be as small as 16 KiB.
+    let mut buffer = vec![0u8; 64 * 1024];
     let mut lines = 0;
     loop {
         match file.read(&mut buffer) {
