@@ -650,13 +650,7 @@ impl Shared {
                 name: scheduler.name(),
             });
         }
-        let m = current_m().filter(|m| std::ptr::eq(&*m.shared, &**self));
-        let stack = match m {
-            // SAFETY: `m` runs this thread; spawning never happens inside the cache closure.
-            Some(m) => unsafe { m.with_stack_cache(|cache| cache.get()) },
-            None => self.pool.get(),
-        }
-        .map_err(SpawnError::Stack)?;
+        let (m, stack) = self.stack_for_spawn()?;
         let goid = NEXT_GOID.fetch_add(1, Ordering::Relaxed);
         let (record, join) = Record::allocate(g, body, self.clone(), stack, goid);
         // SAFETY: the record was just allocated and is not shared yet.
@@ -693,6 +687,47 @@ impl Shared {
         self.note_progress();
         self.wakep();
         Ok(JoinHandle::new(join))
+    }
+
+    /// Takes a stack for a new goroutine, and returns it with the calling M when the caller
+    /// is a goroutine of this runtime.
+    ///
+    /// A goroutine that spawns faster than the Ps run its children can fill the kernel's
+    /// mapping table (each guarded stack takes two entries of `vm.max_map_count`), most
+    /// likely when other processes take the CPUs. Failing that spawn would lose work that
+    /// would fit a moment later, so the spawning goroutine yields and tries again while
+    /// goroutines finish. It gives up, with the error, after `MAX_STALLS` yields in a row
+    /// during which no goroutine finished.
+    fn stack_for_spawn(&self) -> Result<(Option<&'static M>, goro_stack::Stack), SpawnError> {
+        const MAX_STALLS: u32 = 16;
+        let mut stalls = 0;
+        // Relaxed: a progress hint; a stale count only costs or saves a retry.
+        let mut live_before = self.live_goroutines.load(Ordering::Relaxed);
+        loop {
+            // Read again after each yield: the goroutine may resume on another M.
+            let m = current_m().filter(|m| std::ptr::eq(&*m.shared, self));
+            let stack = match m {
+                // SAFETY: `m` runs this thread; spawning never happens inside the cache
+                // closure.
+                Some(m) => unsafe { m.with_stack_cache(|cache| cache.get()) },
+                None => self.pool.get(),
+            };
+            match stack {
+                Ok(stack) => return Ok((m, stack)),
+                Err(error)
+                    if m.is_some()
+                        && stalls < MAX_STALLS
+                        && error.errno() == Some(libc::ENOMEM) =>
+                {
+                    // Relaxed: as above.
+                    let live = self.live_goroutines.load(Ordering::Relaxed);
+                    stalls = if live < live_before { 0 } else { stalls + 1 };
+                    live_before = live;
+                    crate::park::yield_now();
+                }
+                Err(error) => return Err(SpawnError::Stack(error)),
+            }
+        }
     }
 
     /// Finishes a g that exited, on the g0 of the M that ran it: completes its join, and drops

@@ -76,6 +76,24 @@ fn exhausting_mappings_is_a_typed_error() {
         .unwrap();
     let error = watchdog(LIMIT * 3, move || {
         let (sender, receiver) = goro::sync::channel::<()>(0);
+        // Spawned before the table fills up, and started once it has (see below).
+        let (start_burst, burst_started) = goro::sync::channel::<()>(0);
+        let spawner = rt
+            .spawn(move || {
+                burst_started.recv().unwrap();
+                // The error goes back to the test thread: a panic here would overflow the
+                // goroutine's 16 KiB stack while it formats its message.
+                let mut children = Vec::new();
+                for index in 0..2_000 {
+                    match goro::spawn(|| ()) {
+                        Ok(child) => children.push(child),
+                        Err(error) => return Err((index, error)),
+                    }
+                }
+                children.into_iter().for_each(|child| child.join().unwrap());
+                Ok(())
+            })
+            .unwrap();
         let mut handles = Vec::new();
         let error = loop {
             let receiver = receiver.clone();
@@ -91,6 +109,16 @@ fn exhausting_mappings_is_a_typed_error() {
                 handles.len()
             );
         };
+        // Let 16 goroutines finish, so that a few stacks are free again. Then a goroutine
+        // spawns far more children than fit without joining any: each spawn that finds the
+        // table full yields, the children run and free their stacks, and the spawn succeeds.
+        for _ in 0..16 {
+            sender.send(()).unwrap();
+        }
+        start_burst.send(()).unwrap();
+        if let Err((index, error)) = spawner.join().unwrap() {
+            panic!("spawn {index} of a burst failed instead of waiting: {error}");
+        }
         // Everything still works after the error: close the channel and join them all.
         drop(sender);
         for handle in handles {
