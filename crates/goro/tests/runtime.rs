@@ -285,7 +285,9 @@ fn stats_count_goroutines_and_switches() {
     });
     let stats = rt.stats();
     assert!(stats.goroutines_run >= 11, "{stats:?}");
-    assert!(stats.context_switches >= 21, "{stats:?}");
+    // Each goroutine is switched to at least once. A yield switches only when the scheduler
+    // has another goroutine for the P, so the ten yields add between 0 and 10.
+    assert!(stats.context_switches >= 11, "{stats:?}");
     assert!(stats.peak_live_goroutines >= 2, "{stats:?}");
     assert!(stats.ms_started >= 1, "{stats:?}");
 }
