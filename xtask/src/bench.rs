@@ -298,6 +298,7 @@ fn sections(plan: Plan) -> Vec<Section> {
     sections.push(spawn_section(100_000));
     if !plan.quick {
         sections.push(spawn_section(1_000_000));
+        sections.push(spawn_wait_group_section(1_000_000));
     }
     sections.push(chan_section(plan));
     sections.push(syscall_section(plan));
@@ -409,6 +410,39 @@ fn spawn_section(count: usize) -> Section {
             bench_row("goro (WorkStealing)", &format!("spawn goro-steal {count}")),
             bench_row("may (2 workers)", &format!("spawn may {count}")),
             bench_row("tokio (2 workers)", &format!("spawn tokio {count}")),
+            go_row(2, &format!("spawn {count}")),
+        ],
+    }
+}
+
+fn spawn_wait_group_section(count: usize) -> Section {
+    Section {
+        title: format!(
+            "Spawn {} empty goroutines and wait on a WaitGroup",
+            group_digits(count as f64)
+        ),
+        about: format!(
+            "The spawn benchmark as Go's is written: one goroutine spawns {} empty goroutines \
+             with 2 processors, drops each join handle and waits until all have called `done` \
+             on one `goro::sync::WaitGroup`; time per goroutine. Without handles, finished \
+             goroutines' join cells and stacks are reused at once, as Go reuses its gs, where \
+             the join-handle table above keeps every cell alive until its join. The Go row is \
+             the same program as above. may and tokio appear in the join-handle table only.",
+            group_digits(count as f64)
+        ),
+        primary: "spawn_join",
+        higher_is_better: false,
+        targets: vec![Target::AtMost {
+            metric: "spawn_join",
+            limit: 200.0,
+        }],
+        target_text: "at most 200 ns per goroutine",
+        rows: vec![
+            bench_row("goro (Fifo)", &format!("spawnwg goro-fifo {count}")),
+            bench_row(
+                "goro (WorkStealing)",
+                &format!("spawnwg goro-steal {count}"),
+            ),
             go_row(2, &format!("spawn {count}")),
         ],
     }

@@ -24,10 +24,13 @@ Workloads and their implementations:
            corosensei generator context
   yield    goro-fifo goro-steal may tokio threads
   spawn    goro-fifo goro-steal may tokio
+  spawnwg  goro-fifo goro-steal
   chan     goro-fifo goro-steal goro-fifo-cap1 may tokio
   syscall  goro-fifo goro-steal
   handoff  goro-fifo-known goro-steal-known goro-fifo-retake goro-steal-retake
   rss      goro-many goro-default may
+
+spawn joins each goroutine's handle; spawnwg drops the handles and waits on a WaitGroup.
 
 COUNT is the number of operations (switches, yields per goroutine, goroutines, round trips,
 calls, handoffs or parked goroutines).";
@@ -47,6 +50,7 @@ fn main() {
         "switch" => switch::run(implementation, count),
         "yield" => sched::run_yield(implementation, count),
         "spawn" => sched::run_spawn(implementation, count),
+        "spawnwg" => sched::run_spawn_wg(implementation, count),
         "chan" => sched::run_chan(implementation, count),
         "syscall" => syscall::run_pair(implementation, count),
         "handoff" => syscall::run_handoff(implementation, count),

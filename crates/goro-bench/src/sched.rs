@@ -113,6 +113,33 @@ fn pin_to_cpu(cpu: usize) {
 
 /// Spawns `count` empty goroutines or tasks with 2 processors and joins them all; reports
 /// time per goroutine.
+/// One goroutine spawns `count` empty goroutines with 2 Ps, drops their join handles and
+/// waits for them on a `goro::sync::WaitGroup`, as Go's spawn benchmark does; reports time
+/// per goroutine. Without handles, the goroutines' join cells and stacks are reused as they
+/// finish, as Go reuses its gs.
+pub fn run_spawn_wg(implementation: &str, count: usize) -> bool {
+    let Some(runtime) = crate::goro_runtime(implementation, 2) else {
+        return false;
+    };
+    let Ok(delta) = i32::try_from(count) else {
+        crate::fail_run(&format!("spawnwg: COUNT {count} is above i32::MAX"));
+    };
+    let elapsed = block_on_goro(&runtime, move || {
+        let start = Instant::now();
+        let group = std::sync::Arc::new(goro::sync::WaitGroup::new());
+        group.add(delta);
+        for _ in 0..count {
+            let group = group.clone();
+            drop(spawn_goro(move || group.done()));
+        }
+        group.wait();
+        start.elapsed()
+    });
+    // The metric has the name of Go's, whose spawn benchmark waits on a WaitGroup as well.
+    crate::nanos_per("spawn_join", elapsed, count);
+    true
+}
+
 pub fn run_spawn(implementation: &str, count: usize) -> bool {
     let elapsed = if let Some(runtime) = crate::goro_runtime(implementation, 2) {
         block_on_goro(&runtime, move || {
