@@ -710,6 +710,9 @@ fn execute(m: &M, g: GRef) {
 #[inline]
 unsafe fn start_g(m: &M, g: GRef, timed: bool) -> usize {
     let header = g.header();
+    // First wait until the switch that suspended `g` is done, so that nothing below (the
+    // g register in particular, which signal handlers read) names a g still running elsewhere.
+    let resume_sp = take_saved_sp(g);
     let _ = header.start_running();
     crate::dump::note_running(g, timed);
     header.set_m(m as *const M as *mut ());
@@ -719,7 +722,7 @@ unsafe fn start_g(m: &M, g: GRef, timed: bool) -> usize {
     trace::emit(|| Event::GoStart {
         goid: header.goid(),
     });
-    take_saved_sp(g)
+    resume_sp
 }
 
 /// Checks the canary at the bottom of a slab stack after its g switched away, and aborts with
