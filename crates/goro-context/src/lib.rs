@@ -123,9 +123,10 @@ pub type EntryFn = unsafe extern "C" fn(arg: usize, data: usize) -> !;
 ///
 /// - `save_sp` must be valid for a write of a `usize`. Nothing may resume the suspended
 ///   context before this call has written it. The write is a release store, made after the
-///   frame is saved and as the last access to the suspended stack: another thread may resume
-///   the context once it has loaded the new value with acquire ordering. (Or publish the
-///   context only after the switch, from the resumed side.)
+///   frame is saved and after this thread has moved onto the resumed side's stack, so that not
+///   even a signal handler touches the suspended stack once the value is visible: another
+///   thread may resume the context once it has loaded the new value with acquire ordering.
+///   (Or publish the context only after the switch, from the resumed side.)
 /// - `resume_sp` must be the saved stack pointer of a suspended context, from an earlier
 ///   `switch` or from [`init_stack`], and each saved stack pointer may be resumed only once.
 /// - The resumed context's stack must still be alive and not in use by anything else.

@@ -146,14 +146,16 @@ macro_rules! define_switch {
                 ".cfi_offset d8, -160",
                 ".cfi_offset d9, -152",
                 $($fp,)*
-                // Publish the saved stack pointer, then move onto the resumed side's stack.
-                // Its frame has the same layout as ours, so the CFI above stays correct across
-                // the move. `stlr` is a release store: a thread that loads the pointer with
+                // Move onto the resumed side's stack, then publish our saved stack pointer.
+                // From the moment it is visible another thread may resume us, so this thread,
+                // a signal handler included, must already be off our stack. The resumed side's
+                // frame has the same layout as ours, so the CFI above stays correct across the
+                // move. `stlr` is a release store: a thread that loads the pointer with
                 // acquire sees the frame stored above (see `crate::switch`).
                 "2:",
                 "mov x9, sp",
-                "stlr x9, [x0]",
                 "mov sp, x1",
+                "stlr x9, [x0]",
                 // Restore the resumed side's registers and return to its x30 with `arg` in x0:
                 // the result of its own switch call, or the first argument for the trampoline.
                 "ldp d8, d9, [sp, #16]",

@@ -159,14 +159,17 @@ macro_rules! define_switch {
                 "fsd fs11, 200(sp)",
                 ".cfi_offset fs11, -8",
                 $($fp,)*
-                // Publish the saved stack pointer, then move onto the resumed side's stack. Its
+                // Move onto the resumed side's stack, then publish our saved stack pointer.
+                // From the moment it is visible another thread may resume us, so this thread,
+                // a signal handler included, must already be off our stack. The resumed side's
                 // frame has the same layout as ours, so the CFI above stays correct across the
                 // move. The fence makes the store a release store: a thread that loads the
                 // pointer with acquire sees the frame stored above (see `crate::switch`).
                 "2:",
-                "fence rw, w",
-                "sd sp, 0(a0)",
+                "mv t2, sp",
                 "mv sp, a1",
+                "fence rw, w",
+                "sd t2, 0(a0)",
                 // Restore the resumed side's registers and return to its ra with `arg` in a0: the
                 // result of its own `switch` call, or the first argument for the trampoline.
                 "ld ra, 8(sp)",

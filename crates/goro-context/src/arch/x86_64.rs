@@ -158,12 +158,15 @@ macro_rules! define_switch {
                 // Push the FP control slot, the lowest word of the frame.
                 $($save,)*
                 ".cfi_adjust_cfa_offset 8",
-                // Publish the saved stack pointer, then move onto the resumed side's stack. Its
+                // Move onto the resumed side's stack, then publish our saved stack pointer.
+                // From the moment it is visible another thread may resume us, so this thread,
+                // a signal handler included, must already be off our stack. The resumed side's
                 // frame has the same layout as ours, so the CFI above stays correct across the
                 // move. Every x86 store is a release store, so a thread that loads the pointer
                 // with acquire sees the frame pushed above (see `crate::switch`).
-                "mov [rdi], rsp",
+                "mov rax, rsp",
                 "mov rsp, rsi",
+                "mov [rdi], rax",
                 $($load,)*
                 "add rsp, 8",
                 ".cfi_adjust_cfa_offset -8",
