@@ -88,11 +88,46 @@ impl World {
         while saved.sp.load(Ordering::Acquire) == 0 {
             thread::yield_now();
         }
+        self.take(g)
+    }
+
+    /// `try_take_saved_sp`: returns the frame of `g` if its switch has saved it, without
+    /// waiting.
+    fn try_resume(&self, g: GRef) -> Option<usize> {
+        (self.saved(g).sp.load(Ordering::Acquire) != 0).then(|| self.take(g))
+    }
+
+    fn take(&self, g: GRef) -> usize {
+        let saved = self.saved(g);
         saved.sp.store(0, Ordering::Relaxed);
         saved.frame.with(|slot| {
-            // SAFETY: the acquire load above saw the release store that followed the write.
+            // SAFETY: the caller's acquire load saw the release store that followed the write.
             unsafe { *slot }
         })
+    }
+
+    /// A yield of the running g `this` on an M, as `gosched` does it when the scheduler's
+    /// `on_yield` and `next` are separate calls: switch straight to the next g if it is
+    /// saved, and otherwise save `this` first (the switch to g0) and then wait for the next
+    /// g. Returns the goid and frame of the g it resumed, if it switched.
+    fn yield_g<S: Scheduler>(&self, scheduler: &S, this: GRef, p: PId) -> Option<(u64, usize)> {
+        let frame = 10 + this.header().goid() as usize;
+        scheduler.on_yield(this, p);
+        match scheduler.next(p) {
+            Some(next) if next == this => None,
+            Some(next) => {
+                if let Some(resumed) = self.try_resume(next) {
+                    self.save(this, frame);
+                    return Some((next.header().goid(), resumed));
+                }
+                self.save(this, frame);
+                Some((next.header().goid(), self.resume(next)))
+            }
+            None => {
+                self.save(this, frame);
+                None
+            }
+        }
     }
 }
 
@@ -142,6 +177,45 @@ fn yield_races_other_p<S: Scheduler>(scheduler: S) {
         [(1, 11), (2, 20)],
         "a g was lost, resumed twice or resumed from a stale frame"
     );
+}
+
+/// Two Ms yield their running gs at once through separate `on_yield` and `next` calls, so
+/// each may take the other's g before it is saved. Neither may wait for the other while its
+/// own g is unsaved: the model would never end. Every g runs again exactly once, from the
+/// frame its yield saved.
+#[test]
+fn two_yields_take_each_others_g() {
+    loom::model(|| {
+        let world = Arc::new(World::new());
+        world.saved[1].sp.store(0, Ordering::Relaxed);
+        let fifo = Arc::new(Fifo::new());
+        let other = {
+            let (world, fifo) = (Arc::clone(&world), Arc::clone(&fifo));
+            thread::spawn(move || world.yield_g(&*fifo, world.g(2), PId(1)))
+        };
+        let mine = world.yield_g(&*fifo, world.g(1), PId(0));
+        let theirs = other.join().unwrap();
+        let mut resumed: Vec<(u64, usize)> = mine.into_iter().chain(theirs).collect();
+        while let Some(g) = fifo.next(PId(0)) {
+            resumed.push((g.header().goid(), world.resume(g)));
+        }
+        resumed.sort_unstable();
+        // A yield that got its own g back keeps running it: that g was never saved or queued.
+        for (goid, frame) in &resumed {
+            assert_eq!(
+                *frame,
+                10 + *goid as usize,
+                "g {goid} resumed from a wrong frame"
+            );
+        }
+        let mut goids: Vec<u64> = resumed.iter().map(|(goid, _)| *goid).collect();
+        goids.dedup();
+        assert_eq!(
+            goids.len(),
+            resumed.len(),
+            "a g was resumed twice: {resumed:?}"
+        );
+    });
 }
 
 /// FIFO: P 1 may pop g 1 as soon as the yield has queued it.

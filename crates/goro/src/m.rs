@@ -184,6 +184,10 @@ pub(crate) struct M {
     pub(crate) syscall_p: AtomicU32,
     /// The commit function of a pending park, set by the g right before it switches to g0.
     park_commit: UnsafeCell<Option<(ParkCommit, *const ())>>,
+    /// A g that a yield took from its scheduler but could not switch to, because its switch
+    /// had not saved it yet: set by the yielding g right before it switches to g0, which runs
+    /// it (see `gosched`).
+    handover: UnsafeCell<Option<GRef>>,
     /// Whether the M is counted in `Shared::nmspinning`. Only the M's own thread reads or
     /// writes it.
     spinning: std::sync::atomic::AtomicBool,
@@ -203,8 +207,8 @@ pub(crate) struct M {
     pub(crate) thread_id: std::sync::atomic::AtomicI64,
 }
 
-// SAFETY: `park_commit` is only touched by the M's own thread (set by the g it runs, read by
-// its g0 right after); everything else is atomic or Sync.
+// SAFETY: `park_commit` and `handover` are only touched by the M's own thread (set by the g it
+// runs, read by its g0 right after); everything else is atomic or Sync.
 unsafe impl Sync for M {}
 // SAFETY: as above; the raw pointer in `park_commit` is only meaningful on the M's thread.
 unsafe impl Send for M {}
@@ -218,6 +222,7 @@ impl M {
             p: AtomicU32::new(NO_P),
             syscall_p: AtomicU32::new(NO_P),
             park_commit: UnsafeCell::new(None),
+            handover: UnsafeCell::new(None),
             schedtick: AtomicU32::new(0),
             spinning: std::sync::atomic::AtomicBool::new(false),
             note: Note::default(),
@@ -353,28 +358,53 @@ unsafe fn switch_to_g0(m: &M, g: *mut GHeader, request: Request) {
 }
 
 /// Takes the saved stack pointer of `g`, which the caller is about to resume, and marks the
-/// slot empty until `g` is saved again.
+/// slot empty until `g` is saved again. Returns `None`, leaving the slot alone, while the
+/// switch that suspends `g` has not saved it yet.
 ///
 /// A yielding g goes back to its scheduler before its switch has saved it (see [`gosched`]),
-/// so the M that takes it from a queue may find the slot still empty. It then waits: the
-/// switch is a few instructions away on the yielding M.
+/// so the M that takes it from a queue may find the slot still empty.
 #[inline]
-fn take_saved_sp(g: GRef) -> usize {
-    let slot = g.header().sched_sp_ptr();
-    // SAFETY: the slot is a live, aligned usize, and only atomics and the context switch
-    // touch it while the g can be resumed.
-    let slot = unsafe { AtomicUsize::from_ptr(slot) };
+fn try_take_saved_sp(g: GRef) -> Option<usize> {
+    let slot = saved_sp_slot(g);
     // Acquire: pairs with the release store of the stack pointer in the switch that saved
     // the g (the switch asm publishes it with release semantics), so the saved frame below it
     // is visible to this thread before it resumes the g.
-    let mut sp = slot.load(Ordering::Acquire);
+    let sp = slot.load(Ordering::Acquire);
     if sp == 0 {
-        sp = wait_until_saved(slot);
+        return None;
     }
     // Relaxed: the caller owns the g now. The store reaches the next M to take the g
     // through the queue that publishes the g, whose release follows this store.
     slot.store(0, Ordering::Relaxed);
-    sp
+    Some(sp)
+}
+
+/// Like [`try_take_saved_sp`], but waits while the slot is empty: the switch is a few
+/// instructions away on the M that suspends `g`.
+///
+/// Only g0 may wait. A yielding g that waited here while its own switch had not saved it
+/// could wait for an M that waits for it in turn (each took the other's g), so [`gosched`]
+/// hands a g that is not saved yet to g0 instead. g0 holds no unsaved g, so no M waits for
+/// it, and the waits cannot form a cycle.
+fn take_saved_sp(g: GRef) -> usize {
+    match try_take_saved_sp(g) {
+        Some(sp) => sp,
+        None => {
+            let sp = wait_until_saved(saved_sp_slot(g));
+            // Relaxed: as in `try_take_saved_sp`.
+            saved_sp_slot(g).store(0, Ordering::Relaxed);
+            sp
+        }
+    }
+}
+
+/// The saved stack pointer of `g`, as an atomic.
+#[inline]
+fn saved_sp_slot(g: GRef) -> &'static AtomicUsize {
+    // SAFETY: the slot is a live, aligned usize in the g's header, which outlives every
+    // resume of the g, and only atomics and the context switch touch it while the g can be
+    // resumed.
+    unsafe { AtomicUsize::from_ptr(g.header().sched_sp_ptr()) }
 }
 
 /// Waits for the switch that saves a g whose slot `slot` is still empty.
@@ -382,7 +412,7 @@ fn take_saved_sp(g: GRef) -> usize {
 fn wait_until_saved(slot: &AtomicUsize) -> usize {
     let mut spins = 0u32;
     loop {
-        // Acquire: as in `take_saved_sp`.
+        // Acquire: as in `try_take_saved_sp`.
         let sp = slot.load(Ordering::Acquire);
         if sp != 0 {
             return sp;
@@ -402,12 +432,13 @@ fn wait_until_saved(slot: &AtomicUsize) -> usize {
 /// the next g that the schedulers give its P, without a pass through g0.
 ///
 /// The scheduler gets the g before the switch has saved it, on the g's own stack, so another
-/// M may take it from a queue at once. That M waits in [`take_saved_sp`] until the switch
-/// has saved the g. After the g is back with its scheduler, this function touches only its
-/// own stack frame, its M and the next g: the g's header belongs to whoever took it.
+/// M may take it from a queue at once. That M's g0 waits in [`take_saved_sp`] until the
+/// switch has saved the g. After the g is back with its scheduler, this function touches only
+/// its own stack frame, its M and the next g: the g's header belongs to whoever took it.
 ///
-/// Falls back to the path through g0 when the M holds no P or the runtime shuts down, and
-/// switches to g0 when the schedulers have no g for the P (g0 then spins or idles the P).
+/// Falls back to the path through g0 when the M holds no P or the runtime shuts down. Switches
+/// to g0 when the schedulers have no g for the P (g0 then spins or idles the P), and when the
+/// next g is not saved yet (g0 then waits for it and runs it).
 ///
 /// # Safety
 ///
@@ -456,16 +487,25 @@ pub(crate) unsafe fn gosched(this: GRef) {
                 goid: header.goid(),
             });
         }
-        Some(next) => {
-            // SAFETY: `next` came from its scheduler, which hands each g out once, and this
-            // is still `g`'s thread. The saved stack pointer of `g` is written by this switch.
-            unsafe {
-                let resume_sp = start_g(m, next, false);
-                // Saving `g` publishes its stack pointer to the M that waits for it.
+        Some(next) => match try_take_saved_sp(next) {
+            // SAFETY: `next` came from its scheduler, which hands each g out once, and its
+            // switch has saved it. This is still `g`'s thread.
+            Some(resume_sp) => unsafe {
+                start_g(m, next, false);
+                // Saving `g` publishes its stack pointer to the M that may wait for it.
                 goro_context::switch(header.sched_sp_ptr(), resume_sp, 0);
-            }
-        }
-        // SAFETY: this is still `g`'s thread, and the g register still names `g`.
+            },
+            // `next`'s M is still switching it out, and it may be waiting for `g` (see
+            // `take_saved_sp`): save `g` first, and let g0 wait for `next` and run it.
+            None => unsafe {
+                // SAFETY: only this M's thread touches `handover`, and g0 reads it right
+                // after the switch.
+                *m.handover.get() = Some(next);
+                // SAFETY: this is still `g`'s thread, and the g register still names `g`.
+                switch_to_g0(m, g, Request::Switched);
+            },
+        },
+        // SAFETY: as above.
         None => unsafe { switch_to_g0(m, g, Request::Switched) },
     }
 }
@@ -679,7 +719,8 @@ fn execute(m: &M, g: GRef) {
         // SAFETY: g0 runs only runtime code, which keeps the default FP control state that
         // switch_from_g0 requires. `g` came from its scheduler (see `start_g`).
         let (request, current) = unsafe {
-            let resume_sp = start_g(m, g, true);
+            let resume_sp = take_saved_sp(g);
+            start_g(m, g, true);
             let request = goro_context::switch_from_g0(m.g0.sched_sp_ptr(), resume_sp, 0);
             // `g` may have switched straight to other gs (see `gosched`): the g that
             // switched back here is the one in the g register.
@@ -688,8 +729,10 @@ fn execute(m: &M, g: GRef) {
             (Request::from_usize(request), current)
         };
         if request == Request::Switched {
-            // The g is back with its scheduler and checked its canary itself.
-            next = next_in_place(m);
+            // The g is back with its scheduler and checked its canary itself. It may have
+            // taken the next g already.
+            // SAFETY: only this M's thread touches `handover`; the g set it before the switch.
+            next = unsafe { (*m.handover.get()).take() }.or_else(|| next_in_place(m));
             continue;
         }
         if m.shared.slab_stacks {
@@ -699,8 +742,8 @@ fn execute(m: &M, g: GRef) {
     }
 }
 
-/// Makes `g` the running g of `m` and returns its saved stack pointer, for the caller to
-/// switch to at once. `timed` says whether dumps get the time at which `g` started.
+/// Makes `g` the running g of `m`, for the caller to switch to at once, with the stack pointer
+/// it took from the g's slot. `timed` says whether dumps get the time at which `g` started.
 ///
 /// # Safety
 ///
@@ -708,11 +751,8 @@ fn execute(m: &M, g: GRef) {
 /// it. Its header and stack are alive (the record holds them until exit). The caller must
 /// be on `m`'s thread and switch to the returned stack pointer before anything else runs.
 #[inline]
-unsafe fn start_g(m: &M, g: GRef, timed: bool) -> usize {
+unsafe fn start_g(m: &M, g: GRef, timed: bool) {
     let header = g.header();
-    // First wait until the switch that suspended `g` is done, so that nothing below (the
-    // g register in particular, which signal handlers read) names a g still running elsewhere.
-    let resume_sp = take_saved_sp(g);
     let _ = header.start_running();
     crate::dump::note_running(g, timed);
     header.set_m(m as *const M as *mut ());
@@ -722,7 +762,6 @@ unsafe fn start_g(m: &M, g: GRef, timed: bool) -> usize {
     trace::emit(|| Event::GoStart {
         goid: header.goid(),
     });
-    resume_sp
 }
 
 /// Checks the canary at the bottom of a slab stack after its g switched away, and aborts with

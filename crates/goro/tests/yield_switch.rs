@@ -5,16 +5,19 @@
 //! Each goroutine keeps values on its stack and in callee-saved registers across its yields
 //! and checks them after every yield. A goroutine resumed from a half-saved frame, or resumed
 //! twice, would read a wrong value or corrupt another goroutine's stack.
+//!
+//! The pair tests at the end check that two Ms that each take the other's not yet saved g
+//! do not wait for each other (see `take_saved_sp`).
 
 mod common;
 
 use std::collections::HashSet;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use goro::{Fifo, Runtime};
-use goro_sched::WorkStealing;
+use goro::{Fifo, Runtime, SchedHandle, Scheduler};
+use goro_sched::{GQueue, GRef, PId, ReadyCause, WorkStealing};
 
 use common::{LIMIT, gettid, watchdog};
 
@@ -141,4 +144,143 @@ fn lone_yielder_keeps_running() {
         });
         assert!(!threads.is_empty(), "{scheduler}: the yielder never ran");
     }
+}
+
+/// Yields until both goroutines of a pair have started, then `YIELDS` more times.
+fn pair_yielder(started: Arc<AtomicUsize>) -> impl FnOnce() -> u64 + Send + 'static {
+    const YIELDS: u64 = 200_000;
+    move || {
+        // Relaxed: only the count matters.
+        started.fetch_add(1, Ordering::Relaxed);
+        while started.load(Ordering::Relaxed) < 2 {
+            goro::yield_now();
+        }
+        for _ in 0..YIELDS {
+            goro::yield_now();
+        }
+        YIELDS
+    }
+}
+
+/// Two goroutines of two schedulers yield in a loop on two Ps. Each M hands its g to the g's
+/// scheduler (`on_yield`) and then polls the schedulers, so it may take the other M's g before
+/// that g is saved while the other M takes its own g the same way.
+#[test]
+fn yields_of_two_schedulers_on_two_ps() {
+    let second = SchedHandle::new(Arc::new(Fifo::new()));
+    let rt = Runtime::builder()
+        .procs(2)
+        .add_scheduler(second.clone())
+        .build()
+        .unwrap();
+    let total = watchdog(LIMIT, move || {
+        rt.block_on(move || {
+            let started = Arc::new(AtomicUsize::new(0));
+            let first = goro::spawn(pair_yielder(started.clone())).unwrap();
+            let other =
+                goro::spawn_g(goro::DefaultG::new(), &second, pair_yielder(started)).unwrap();
+            first.join().unwrap() + other.join().unwrap()
+        })
+        .unwrap()
+    });
+    assert_eq!(total, 400_000);
+}
+
+/// A FIFO scheduler that keeps the trait's default `on_yield_next`: `on_yield` and `next`
+/// take the queue's lock one after the other.
+#[derive(Default)]
+struct PlainFifo {
+    queue: std::sync::Mutex<GQueue>,
+}
+
+// SAFETY: `next` pops what `ready` pushed.
+unsafe impl Scheduler for PlainFifo {
+    fn name(&self) -> &'static str {
+        "plain-fifo"
+    }
+    fn ready(&self, g: GRef, _cause: ReadyCause, _p: Option<PId>) {
+        self.queue.lock().unwrap().push_back(g);
+    }
+    fn next(&self, _p: PId) -> Option<GRef> {
+        self.queue.lock().unwrap().pop_front()
+    }
+    fn has_work(&self) -> bool {
+        !self.queue.lock().unwrap().is_empty()
+    }
+}
+
+/// Two goroutines yield in a loop on two Ps under a scheduler with the default
+/// `on_yield_next`. Between one M's `on_yield` and its `next`, the other M may queue its g
+/// and take this M's g, and this M then takes the other's.
+#[test]
+fn yields_with_default_yield_next_on_two_ps() {
+    let rt = Runtime::builder()
+        .procs(2)
+        .scheduler_handle(SchedHandle::new(Arc::new(PlainFifo::default())))
+        .build()
+        .unwrap();
+    let total = watchdog(LIMIT, move || {
+        rt.block_on(|| {
+            let started = Arc::new(AtomicUsize::new(0));
+            let first = goro::spawn(pair_yielder(started.clone())).unwrap();
+            let other = goro::spawn(pair_yielder(started)).unwrap();
+            first.join().unwrap() + other.join().unwrap()
+        })
+        .unwrap()
+    });
+    assert_eq!(total, 400_000);
+}
+
+/// Dumps taken while goroutines yield on two Ps read every Runnable goroutine's stack: a
+/// yielding goroutine is Runnable before its switch has saved it, and the dump waits for the
+/// switch instead of reporting the stack as unreadable.
+#[test]
+fn dumps_read_the_stacks_of_yielding_goroutines() {
+    use goro::debug::Backtrace;
+    use std::sync::atomic::AtomicBool;
+
+    let rt = Arc::new(runtime(2, "fifo"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let yielders: Vec<_> = (0..6)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            rt.spawn(move || {
+                // Acquire: pairs with the Release store below; only the flag matters.
+                while !stop.load(Ordering::Acquire) {
+                    goro::yield_now();
+                }
+            })
+            .unwrap()
+        })
+        .collect();
+    let dumper = Arc::clone(&rt);
+    let (runnable, unreadable) = watchdog(LIMIT, move || {
+        let (mut runnable, mut unreadable) = (0, Vec::new());
+        for _ in 0..300 {
+            for g in dumper.dump().goroutines {
+                if g.status != goro::GStatus::Runnable {
+                    continue;
+                }
+                runnable += 1;
+                if let Backtrace::Unavailable(reason) = g.backtrace
+                    && reason != "it ran while the dump read its stack"
+                {
+                    unreadable.push(reason);
+                }
+            }
+        }
+        (runnable, unreadable)
+    });
+    // Release: see the yielders' Acquire.
+    stop.store(true, Ordering::Release);
+    yielders.into_iter().for_each(|h| h.join().unwrap());
+    assert!(runnable > 0, "no dump caught a Runnable goroutine");
+    // A dump waits 20 ms for a switch, which an M that the OS preempts mid-switch can exceed
+    // on a loaded machine (QEMU in CI). Without the wait, 15% of them had no backtrace.
+    assert!(
+        unreadable.len() * 100 <= runnable,
+        "{} of {runnable} Runnable goroutines had no backtrace: {:?}",
+        unreadable.len(),
+        &unreadable[..unreadable.len().min(5)]
+    );
 }
