@@ -204,6 +204,13 @@ class BacktraceCommand(gdb.Command):
             )
         layout = arch_layout()
         saved_sp = read_u64(g + SCHED_SP)
+        if saved_sp == 0:
+            # A yielding goroutine is Runnable before its switch has saved it, and an M that
+            # resumes a goroutine empties the slot first.
+            raise gdb.GdbError(
+                "goroutine %d is %s but not saved: it was stopped in the middle of a switch, so "
+                "step its M's thread past the switch and try again" % (goid, status)
+            )
         values = [(name, read_u64(saved_sp + offset)) for name, offset in layout["registers"]]
         values.append((layout["sp"], saved_sp + layout["frame"]))
         values.append(("pc", read_u64(saved_sp + layout["pc"])))

@@ -519,6 +519,10 @@ fn goroutine(record: &Record, ms: &[Arc<M>], now: u64, backtraces: bool) -> Goro
     }
 }
 
+/// How long a dump waits for the switch of a g that is Runnable but not saved yet. The switch
+/// is a few instructions away unless the OS has preempted the M's thread in between.
+const SWITCH_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Reads the stack use and backtrace of a g that looked suspended.
 ///
 /// Another M may resume the g at any moment. So the saved stack pointer and the stack are
@@ -530,16 +534,31 @@ fn suspended(record: &Record, hi: usize) -> (Option<usize>, Backtrace) {
     let node = &record.debug;
     let runs_before = node.runs.load(Ordering::Relaxed);
     let status_before = header.status();
-    let mut sp_bytes = [0u8; 8];
-    if !unwind::read_memory(header.sched_sp_ptr() as usize, &mut sp_bytes) {
-        return (None, Backtrace::Unavailable("its header could not be read"));
+    let ran =
+        || node.runs.load(Ordering::Relaxed) != runs_before || header.status() != status_before;
+    // A yielding g is Runnable before its switch has saved it, with an empty slot (0) until
+    // then: wait a little for the switch.
+    let mut sp = 0;
+    let deadline = std::time::Instant::now() + SWITCH_WAIT;
+    while std::time::Instant::now() < deadline {
+        let mut sp_bytes = [0u8; 8];
+        if !unwind::read_memory(header.sched_sp_ptr() as usize, &mut sp_bytes) {
+            return (None, Backtrace::Unavailable("its header could not be read"));
+        }
+        sp = usize::from_ne_bytes(sp_bytes);
+        if sp != 0 || ran() {
+            break;
+        }
+        std::thread::yield_now();
     }
-    let sp = usize::from_ne_bytes(sp_bytes);
+    if sp == 0 && !ran() {
+        return (None, Backtrace::Unavailable("it was being switched out"));
+    }
     let copy = unwind::StackCopy::read(sp, hi);
     // SeqCst fence: orders the copy's reads before the rereads below, so that a g resumed
     // during the copy shows a new run count or status here (its M bumps them first).
     fence(Ordering::SeqCst);
-    if node.runs.load(Ordering::Relaxed) != runs_before || header.status() != status_before {
+    if ran() {
         return (
             None,
             Backtrace::Unavailable("it ran while the dump read its stack"),
