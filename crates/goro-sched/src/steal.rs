@@ -441,6 +441,10 @@ unsafe impl Scheduler for WorkStealing {
     ///
     /// As `next`.
     fn on_yield_next(&self, g: GRef, p: PId) -> Option<GRef> {
+        // NOTE: a yield costs about 26 ns with this scheduler against 19 ns with Fifo
+        // (`goro-bench yield`). The claim's exchange is about 2 ns of the difference, and the
+        // pop's CAS and the runnext and injector checks the rest. Skipping the claim would need
+        // hooks that only the runtime can call, since these are safe methods.
         let proc = self.proc(p, "WorkStealing::on_yield_next");
         let owner = proc.claim(p, "WorkStealing::on_yield_next");
         // SAFETY: `owner` makes this thread the P's only owner.

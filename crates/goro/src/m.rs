@@ -497,11 +497,10 @@ pub(crate) unsafe fn gosched(this: GRef) {
             },
             // `next`'s M is still switching it out, and it may be waiting for `g` (see
             // `take_saved_sp`): save `g` first, and let g0 wait for `next` and run it.
+            // SAFETY: only this M's thread touches `handover`, and g0 reads it right after the
+            // switch. This is still `g`'s thread, and the g register still names `g`.
             None => unsafe {
-                // SAFETY: only this M's thread touches `handover`, and g0 reads it right
-                // after the switch.
                 *m.handover.get() = Some(next);
-                // SAFETY: this is still `g`'s thread, and the g register still names `g`.
                 switch_to_g0(m, g, Request::Switched);
             },
         },
