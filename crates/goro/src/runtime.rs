@@ -714,8 +714,10 @@ impl Shared {
             };
             match stack {
                 Ok(stack) => return Ok((m, stack)),
+                // Only a goroutine that holds a P can yield: one inside a bare
+                // entersyscall/exitsyscall pair gets the error.
                 Err(error)
-                    if m.is_some()
+                    if m.is_some_and(|m| m.p().is_some())
                         && stalls < MAX_STALLS
                         && error.errno() == Some(libc::ENOMEM) =>
                 {
