@@ -84,7 +84,7 @@ fn exhausting_mappings_is_a_typed_error() {
                 // The error goes back to the test thread: a panic here would overflow the
                 // goroutine's 16 KiB stack while it formats its message.
                 let mut children = Vec::new();
-                for index in 0..2_000 {
+                for index in 0..200 {
                     match goro::spawn(|| ()) {
                         Ok(child) => children.push(child),
                         Err(error) => return Err((index, error)),
