@@ -433,7 +433,7 @@ impl Arena {
     /// Maps a new slab, lists it as available and returns its id.
     fn map_slab(&self, state: &mut ArenaState) -> Result<u32, StackError> {
         let usable = self.slab_len - self.guard_size;
-        let base = sys::map_guarded(self.guard_size, usable).map_err(|error| {
+        let base = sys::map_stack_memory(self.guard_size, usable).map_err(|error| {
             StackError::SlabMapFailed {
                 call: error.call,
                 slab_size: self.slab_len,
@@ -537,7 +537,7 @@ impl Arena {
             registry::unregister(slot);
         }
         // SAFETY: no stack of the slab is out, so nothing uses the mapping any more.
-        unsafe { sys::unmap(slab.base, self.slab_len) };
+        unsafe { sys::unmap_stack_memory(slab.base, self.slab_len) };
     }
 }
 

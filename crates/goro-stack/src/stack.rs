@@ -143,13 +143,14 @@ impl Stack {
 
     /// Maps a stack of already validated sizes.
     pub(crate) fn map(size: usize, guard_size: usize) -> Result<Stack, StackError> {
-        let base = sys::map_guarded(guard_size, size).map_err(|error| StackError::MapFailed {
-            call: error.call,
-            size,
-            guard_size,
-            errno: error.errno,
-            map_count: sys::map_count_near_limit().filter(|_| error.errno == libc::ENOMEM),
-        })?;
+        let base =
+            sys::map_stack_memory(guard_size, size).map_err(|error| StackError::MapFailed {
+                call: error.call,
+                size,
+                guard_size,
+                errno: error.errno,
+                map_count: sys::map_count_near_limit().filter(|_| error.errno == libc::ENOMEM),
+            })?;
         let lo = base + guard_size;
         let slot = registry::register(lo, guard_size);
         Ok(Stack {
@@ -298,7 +299,7 @@ impl Drop for Stack {
                 let base = self.lo - *guard_size;
                 // SAFETY: the mapping is this stack's own, and dropping the stack ends every
                 // use of it.
-                unsafe { sys::unmap(base, *guard_size + self.size) };
+                unsafe { sys::unmap_stack_memory(base, *guard_size + self.size) };
             }
             Memory::Slab { arena, slab, index } => arena.release(*slab, *index, self.lo),
         }

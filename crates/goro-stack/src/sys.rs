@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::ptr;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::MapCount;
@@ -87,6 +88,61 @@ pub(crate) fn map_guarded(guard_size: usize, usable_size: usize) -> Result<usize
         });
     }
     Ok(base as usize)
+}
+
+/// Mapping-table entries that goroutine stacks and slabs leave to the rest of the process.
+///
+/// A thread that starts when the table is nearly full can get its stack mapped and then fail
+/// to map std's signal stack, which aborts the process. Stopping stack mappings this far below
+/// `vm.max_map_count` leaves room for threads (about 4 entries each), malloc arenas and, under
+/// QEMU user mode, the emulator's own mappings, which `/proc/self/maps` does not list.
+const RESERVED_ENTRIES: usize = 1024;
+
+/// Mapping-table entries held by mappings of [`map_stack_memory`], 2 each.
+static STACK_ENTRIES: AtomicUsize = AtomicUsize::new(0);
+
+/// How many entries [`map_stack_memory`] may hold: what the process had free at the first
+/// call, minus [`RESERVED_ENTRIES`]. Unlimited when the counts cannot be read.
+fn stack_entry_budget() -> usize {
+    static BUDGET: OnceLock<usize> = OnceLock::new();
+    *BUDGET.get_or_init(|| match (read_max_map_count(), count_own_mappings()) {
+        (Some(max), Some(current)) => max.saturating_sub(current).saturating_sub(RESERVED_ENTRIES),
+        _ => usize::MAX,
+    })
+}
+
+/// [`map_guarded`] for goroutine stacks and slabs: fails with `ENOMEM` when the mapping
+/// would eat into the entries reserved for threads (see [`RESERVED_ENTRIES`]). Free the
+/// mapping with [`unmap_stack_memory`].
+pub(crate) fn map_stack_memory(guard_size: usize, usable_size: usize) -> Result<usize, SysError> {
+    // Relaxed: the count is its own synchronization. Taking the entries before the check
+    // means concurrent callers cannot pass the check together and overshoot the budget.
+    let held = STACK_ENTRIES.fetch_add(2, Ordering::Relaxed) + 2;
+    let mapped = if held > stack_entry_budget() {
+        Err(SysError {
+            call: "mmap",
+            errno: libc::ENOMEM,
+        })
+    } else {
+        map_guarded(guard_size, usable_size)
+    };
+    if mapped.is_err() {
+        // Relaxed: as above.
+        STACK_ENTRIES.fetch_sub(2, Ordering::Relaxed);
+    }
+    mapped
+}
+
+/// Unmaps a whole mapping of [`map_stack_memory`] and gives its entries back.
+///
+/// # Safety
+///
+/// As [`unmap`], and `base` and `len` cover the whole mapping.
+pub(crate) unsafe fn unmap_stack_memory(base: usize, len: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { unmap(base, len) };
+    // Relaxed: as in `map_stack_memory`.
+    STACK_ENTRIES.fetch_sub(2, Ordering::Relaxed);
 }
 
 /// Unmaps `len` bytes at `base`.
