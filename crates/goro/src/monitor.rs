@@ -15,6 +15,8 @@ use crate::runtime::Shared;
 #[derive(Default)]
 pub(crate) struct MonitorHandle {
     started: AtomicBool,
+    /// Set by the first failed start, so that later failures print no warning.
+    start_failed: AtomicBool,
     /// Whether the monitor sleeps longer than its minimum period, written by the monitor
     /// before each sleep and read (Relaxed: a hint) by `entersyscall`.
     backed_off: AtomicBool,
@@ -73,10 +75,21 @@ impl MonitorHandle {
             });
         match spawned {
             Ok(thread) => *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread),
-            Err(error) => eprintln!(
-                "goro: failed to start the monitor thread: {error}; Ps of goroutines blocked \
-                 in syscalls will not be retaken"
-            ),
+            Err(error) => {
+                // Release: pairs with the AcqRel swap of the next `start`, which tries again.
+                self.started.store(false, Ordering::Release);
+                // Relaxed: only limits the warning to one per runtime.
+                if !self.start_failed.swap(true, Ordering::Relaxed) {
+                    // NOTE: until a later timer or syscall starts the monitor, timers that
+                    // are already pending do not fire.
+                    eprintln!(
+                        "goro: failed to start the monitor thread: {error}; until it starts, \
+                         timers do not fire and Ps of goroutines blocked in syscalls are not \
+                         retaken. The next timer or syscall tries again; free memory or \
+                         mappings (vm.max_map_count) so that a thread can start"
+                    );
+                }
+            }
         }
     }
 

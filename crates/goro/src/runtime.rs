@@ -613,10 +613,21 @@ impl Shared {
             .push(m.clone());
         let thread = std::thread::Builder::new()
             .name(format!("goro-m{}", id.0))
-            .spawn(move || m::mstart(m, p, spinning))
-            .map_err(SpawnError::Thread)?;
-        threads.push(thread);
-        Ok(())
+            .spawn(move || m::mstart(m, p, spinning));
+        match thread {
+            Ok(thread) => {
+                threads.push(thread);
+                Ok(())
+            }
+            Err(error) => {
+                // The M never ran: forget it, or stats would count it as started.
+                self.all_ms
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|m| m.id != id);
+                Err(SpawnError::Thread(error))
+            }
+        }
     }
 
     /// Returns a new owning reference to this runtime's shared state.
@@ -996,6 +1007,13 @@ impl Drop for Runtime {
             // A panic on an M is a runtime bug; it was already printed by the panic hook.
             let _ = thread.join();
         }
+        // Each M holds the shared state, and `all_ms` holds each M: with every M thread
+        // joined, breaking that cycle lets both drop, and the stack pool unmap its stacks.
+        self.shared
+            .all_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         // NOTE: goroutines that were still blocked in a syscall, or that caught the
         // cancellation unwind and parked again, are not resumed: their blocks and stacks stay
         // allocated, and their joiners get `JoinError::Shutdown`.

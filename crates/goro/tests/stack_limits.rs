@@ -130,3 +130,158 @@ fn exhausting_mappings_is_a_typed_error() {
     let message = error.to_string();
     assert!(message.contains("vm.max_map_count"), "{message}");
 }
+
+#[test]
+fn dropped_runtimes_unmap_their_stacks() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cycle = || {
+        let rt = Runtime::builder().procs(2).build().unwrap();
+        rt.block_on(|| {
+            let hs: Vec<_> = (0..50)
+                .map(|_| goro::spawn(goro::yield_now).unwrap())
+                .collect();
+            hs.into_iter().for_each(|h| h.join().unwrap());
+        })
+        .unwrap();
+    };
+    // The first cycle leaves behind what lives as long as the process: the monitor's and
+    // the test harness's allocations, thread stacks kept by the allocator, and so on.
+    cycle();
+    let baseline = mappings();
+    watchdog(LIMIT, move || (0..20).for_each(|_| cycle()));
+    let after = mappings();
+    // Each runtime maps dozens of stacks, each with a guard; 20 leaked runtimes would add
+    // more than a thousand entries.
+    assert!(
+        after <= baseline + 40,
+        "mappings went from {baseline} to {after} over 20 runtimes that were dropped"
+    );
+}
+
+/// Maps single pages until the mapping table is full, alternating the protection so that no
+/// two neighbours merge into one entry. Returns the pages, for `unmap_pages`.
+fn fill_mapping_table() -> Vec<usize> {
+    let page = goro_stack::page_size();
+    let mut pages = Vec::with_capacity(4096);
+    loop {
+        let protection = if pages.len() % 2 == 0 {
+            libc::PROT_READ
+        } else {
+            libc::PROT_NONE
+        };
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+        // SAFETY: an anonymous mapping at an address the kernel chooses replaces nothing.
+        let base = unsafe { libc::mmap(std::ptr::null_mut(), page, protection, flags, -1, 0) };
+        if base == libc::MAP_FAILED {
+            return pages;
+        }
+        if pages.len() == pages.capacity() {
+            // Growing the vector could need a mapping of its own: give one page back first.
+            // SAFETY: the page was mapped just above and nothing uses it.
+            unsafe { libc::munmap(base, page) };
+            return pages;
+        }
+        pages.push(base as usize);
+    }
+}
+
+fn unmap_pages(pages: Vec<usize>) {
+    for base in pages {
+        // SAFETY: `fill_mapping_table` mapped the page, and nothing uses it.
+        unsafe { libc::munmap(base as *mut libc::c_void, goro_stack::page_size()) };
+    }
+}
+
+/// The monitor thread starts with the runtime's first timer, and fires the timers. When that
+/// thread cannot start, a later timer must try again and fire the pending ones too.
+///
+/// The scenario fills the whole mapping table, so it runs in a child process that has never
+/// ended a thread. There glibc has no cached thread stack to hand out, so a new thread fails
+/// cleanly at its stack, instead of starting and then aborting the process when std fails to
+/// map its signal stack.
+#[test]
+fn timers_fire_after_monitor_start_fails() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let output = common::self_command("monitor_start_failure_child")
+        .env(CHILD_VAR, "1")
+        .output()
+        .expect("the test binary runs again as a child");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the child failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    if stdout.contains("skipped:") || stderr.contains("skipped:") {
+        return;
+    }
+    assert!(
+        stderr.contains("failed to start the monitor thread"),
+        "the monitor thread started although the mapping table was full:\n{stderr}"
+    );
+}
+
+/// Set in the child process of `timers_fire_after_monitor_start_fails`.
+const CHILD_VAR: &str = "GORO_TEST_MONITOR_START_CHILD";
+
+#[test]
+fn monitor_start_failure_child() {
+    if std::env::var_os(CHILD_VAR).is_none() {
+        return;
+    }
+    let limit: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65_530);
+    if limit > 262_144 {
+        eprintln!("skipped: vm.max_map_count is {limit}, too many stacks to exhaust it quickly");
+        return;
+    }
+    let rt = Runtime::builder()
+        .procs(1)
+        .stack_size(16 * 1024)
+        .deadlock_detection(false)
+        .build()
+        .unwrap();
+    let (early, late) = watchdog(LIMIT * 3, move || {
+        let (start_sleep, sleep_started) = goro::sync::channel::<()>(0);
+        let (about_to_sleep, sleeping) = std::sync::mpsc::channel::<()>();
+        let sleeper = rt
+            .spawn(move || {
+                sleep_started.recv().unwrap();
+                about_to_sleep.send(()).unwrap();
+                goro::sleep(std::time::Duration::from_millis(10));
+            })
+            .unwrap();
+        // Goroutine stacks stop short of the limit, leaving entries for threads: fill those
+        // too, so that the monitor thread cannot get a stack.
+        let (release, released) = goro::sync::channel::<()>(0);
+        let mut parked = Vec::new();
+        while let Ok(handle) = rt.spawn({
+            let released = released.clone();
+            move || {
+                let _ = released.recv();
+            }
+        }) {
+            parked.push(handle);
+        }
+        let pages = fill_mapping_table();
+        start_sleep.send(()).unwrap();
+        sleeping.recv().unwrap();
+        // The sleep adds its timer right after the message.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        unmap_pages(pages);
+        drop(release);
+        parked.into_iter().for_each(|handle| handle.join().unwrap());
+        let late = rt
+            .spawn(|| goro::sleep(std::time::Duration::from_millis(10)))
+            .unwrap();
+        (sleeper.join(), late.join())
+    });
+    assert!(
+        early.is_ok(),
+        "the sleep added while the table was full: {early:?}"
+    );
+    assert!(late.is_ok(), "the sleep added afterwards: {late:?}");
+}
