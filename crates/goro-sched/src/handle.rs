@@ -3,6 +3,7 @@
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use goro_abi::{GRef, PId, ReadyCause, SchedLink};
 
@@ -12,15 +13,42 @@ use crate::scheduler::{Scheduler, vtable_of};
 ///
 /// The runtime keeps one handle per scheduler for as long as any g links to it, which is what
 /// makes calls through a g's raw link sound. Clones share the scheduler.
+///
+/// The hooks that hand gs in and out are unsafe to call through a handle: a handle reaches
+/// a runtime's live queues (`Runtime::default_scheduler` lends one), and a g readied twice
+/// would run on two threads at once.
+///
+/// ```compile_fail,E0133
+/// let handle = goro_sched::SchedHandle::new(goro_sched::Fifo::new());
+/// let _ = handle.next(goro_abi::PId(0));
+/// ```
 #[derive(Clone)]
 pub struct SchedHandle {
     link: SchedLink,
     _owner: Arc<dyn Any + Send + Sync>,
+    /// Set by the first runtime that uses the scheduler (see `claim_for_runtime`).
+    claimed: Arc<AtomicBool>,
 }
 
 impl SchedHandle {
-    /// Wraps a scheduler.
-    pub fn new<S: Scheduler>(scheduler: Arc<S>) -> SchedHandle {
+    /// Wraps a scheduler, which the handle and its clones then own alone. Nothing outside
+    /// them can call its hooks, so a runtime that uses the handle is the only caller of
+    /// `ready` and `next`.
+    pub fn new<S: Scheduler>(scheduler: S) -> SchedHandle {
+        // SAFETY: the scheduler was just moved into this Arc, so no other reference exists.
+        unsafe { SchedHandle::from_arc(Arc::new(scheduler)) }
+    }
+
+    /// Wraps a scheduler that the caller keeps other references to, for example to read
+    /// statistics that the scheduler collects.
+    ///
+    /// # Safety
+    ///
+    /// While a runtime uses the handle, the caller must not call the scheduler's `ready`,
+    /// `next`, `on_yield`, `on_yield_next`, `on_park` or `on_release_p` through those other
+    /// references. A g passed to `ready` twice, or taken by `next` from outside the runtime,
+    /// would run on two threads at once or never run at all.
+    pub unsafe fn from_arc<S: Scheduler>(scheduler: Arc<S>) -> SchedHandle {
         let link = SchedLink {
             data: Arc::as_ptr(&scheduler) as *const (),
             vtable: vtable_of::<S>(),
@@ -28,7 +56,17 @@ impl SchedHandle {
         SchedHandle {
             link,
             _owner: scheduler,
+            claimed: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Marks the scheduler as serving a runtime. Returns `false` when a runtime already
+    /// claimed it, through this handle or a clone: a scheduler serves one runtime for its
+    /// whole life, because gs of a runtime that is gone may still reach it (a g that was
+    /// blocked in a syscall calls `ready` when the call returns).
+    pub fn claim_for_runtime(&self) -> bool {
+        // Relaxed: the flag guards no other data; the swap alone makes one claim win.
+        !self.claimed.swap(true, Ordering::Relaxed)
     }
 
     /// The link to store in the headers of this scheduler's gs.
@@ -48,36 +86,69 @@ impl SchedHandle {
     }
 }
 
-/// The handle's scheduler, reached through its link. Every call is sound because the handle
-/// keeps the scheduler alive.
-macro_rules! forward {
-    ($($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)*) => {
-        impl SchedHandle {
-            $(
-                $(#[$doc])*
-                #[inline]
-                pub fn $name(&self, $($arg: $ty),*) $(-> $ret)? {
-                    // SAFETY: the handle owns the scheduler behind the link.
-                    unsafe { self.link.$name($($arg),*) }
-                }
-            )*
-        }
-    };
-}
-
-forward! {
+// Every call below goes through the link, which the handle keeps valid because it owns the
+// scheduler. The unsafe ones hand gs in and out of the scheduler, which only the runtime that
+// uses the handle may do.
+impl SchedHandle {
     /// Calls [`Scheduler::start`].
-    fn start(procs: usize);
+    ///
+    /// # Safety
+    ///
+    /// Only the runtime that uses the handle may call it, once, before any other hook.
+    #[inline]
+    pub unsafe fn start(&self, procs: usize) {
+        // SAFETY: the handle owns the scheduler behind the link.
+        unsafe { self.link.start(procs) }
+    }
+
     /// Calls [`Scheduler::ready`].
-    fn ready(g: GRef, cause: ReadyCause, p: Option<PId>);
+    ///
+    /// # Safety
+    ///
+    /// `g` must be a stopped g of the runtime that uses this handle, linked to this
+    /// scheduler and in no scheduler's queue. Only that runtime can know this.
+    #[inline]
+    pub unsafe fn ready(&self, g: GRef, cause: ReadyCause, p: Option<PId>) {
+        // SAFETY: as in `start`.
+        unsafe { self.link.ready(g, cause, p) }
+    }
+
     /// Calls [`Scheduler::next`].
-    fn next(p: PId) -> Option<GRef>;
+    ///
+    /// # Safety
+    ///
+    /// The caller must be the runtime that uses this handle, on the M that holds P `p`, and
+    /// must run the g it gets: a g taken by anyone else would never run.
+    #[inline]
+    pub unsafe fn next(&self, p: PId) -> Option<GRef> {
+        // SAFETY: as in `start`.
+        unsafe { self.link.next(p) }
+    }
+
     /// Calls [`Scheduler::has_work`].
-    fn has_work() -> bool;
+    #[inline]
+    pub fn has_work(&self) -> bool {
+        // SAFETY: as in `start`.
+        unsafe { self.link.has_work() }
+    }
+
     /// Calls [`Scheduler::on_release_p`].
-    fn on_release_p(p: PId);
+    ///
+    /// # Safety
+    ///
+    /// The caller must be the runtime that uses this handle, giving P `p` away.
+    #[inline]
+    pub unsafe fn on_release_p(&self, p: PId) {
+        // SAFETY: as in `start`.
+        unsafe { self.link.on_release_p(p) }
+    }
+
     /// Calls [`Scheduler::local_len`].
-    fn local_len(p: PId) -> Option<usize>;
+    #[inline]
+    pub fn local_len(&self, p: PId) -> Option<usize> {
+        // SAFETY: as in `start`.
+        unsafe { self.link.local_len(p) }
+    }
 }
 
 impl fmt::Debug for SchedHandle {

@@ -34,7 +34,7 @@
 //!     fn next(&self, _p: PId) -> Option<GRef> { self.0.lock().unwrap().pop() }
 //!     fn has_work(&self) -> bool { !self.0.lock().unwrap().is_empty() }
 //! }
-//! let handle = goro_sched::SchedHandle::new(std::sync::Arc::new(Lifo::default()));
+//! let handle = goro_sched::SchedHandle::new(Lifo::default());
 //! assert_eq!(handle.link().name(), "lifo");
 //! ```
 //!

@@ -1,7 +1,6 @@
 //! Runtime configuration and its validation.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use goro_sched::{Fifo, SchedHandle, Scheduler};
@@ -52,7 +51,7 @@ impl Builder {
             procs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_threads: DEFAULT_MAX_THREADS,
             stack_size: goro_stack::DEFAULT_STACK_SIZE,
-            default_scheduler: SchedHandle::new(Arc::new(Fifo::new())),
+            default_scheduler: SchedHandle::new(Fifo::new()),
             extra_schedulers: Vec::new(),
             monitor: MonitorConfig::default(),
             deadlock_detection: true,
@@ -84,7 +83,7 @@ impl Builder {
 
     /// Sets the default scheduler, used by [`Runtime::spawn`] and [`crate::spawn`].
     pub fn scheduler<S: Scheduler>(mut self, scheduler: S) -> Builder {
-        self.default_scheduler = SchedHandle::new(Arc::new(scheduler));
+        self.default_scheduler = SchedHandle::new(scheduler);
         self
     }
 
@@ -177,9 +176,9 @@ impl Builder {
             }
         }
         if self.monitor.min_period > self.monitor.max_period {
-            return Err(BuildError::Duration {
-                name: "minimum monitor period (above the maximum)",
-                value: self.monitor.min_period,
+            return Err(BuildError::MonitorPeriods {
+                min: self.monitor.min_period,
+                max: self.monitor.max_period,
             });
         }
         let mut seen = vec![self.default_scheduler.link()];
@@ -218,8 +217,21 @@ pub enum BuildError {
         /// The rejected value.
         value: Duration,
     },
+    /// The minimum monitor period is above the maximum.
+    MonitorPeriods {
+        /// The minimum period.
+        min: Duration,
+        /// The maximum period.
+        max: Duration,
+    },
     /// The same scheduler was added twice.
     DuplicateScheduler {
+        /// Its name.
+        name: &'static str,
+    },
+    /// The scheduler already serves another runtime: a scheduler serves one runtime for its
+    /// whole life.
+    SchedulerInUse {
         /// Its name.
         name: &'static str,
     },
@@ -248,9 +260,19 @@ impl fmt::Display for BuildError {
             BuildError::Duration { name, value } => {
                 write!(f, "invalid {name} {value:?}: it must be between 1us and 1s")
             }
+            BuildError::MonitorPeriods { min, max } => write!(
+                f,
+                "invalid monitor periods: the minimum {min:?} is above the maximum {max:?}; \
+                 pass a minimum no larger than the maximum"
+            ),
             BuildError::DuplicateScheduler { name } => {
                 write!(f, "scheduler {name:?} was added to the runtime twice")
             }
+            BuildError::SchedulerInUse { name } => write!(
+                f,
+                "scheduler {name:?} already serves another runtime; create a new scheduler \
+                 for each runtime"
+            ),
             BuildError::Thread(error) => {
                 write!(f, "failed to start the runtime's first M: {error}")
             }

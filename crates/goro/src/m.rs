@@ -662,7 +662,8 @@ const SPIN_PAUSES: usize = 64;
 fn poll_schedulers(m: &M, p: PId) -> Option<GRef> {
     let schedulers = &m.shared.schedulers;
     if let [only] = &schedulers[..] {
-        return only.next(p);
+        // SAFETY: `m` runs this thread and holds P `p`, and the caller runs the g it gets.
+        return unsafe { only.next(p) };
     }
     // `schedtick` stays below the number of schedulers, so no division is needed: a 64-bit
     // division costs tens of cycles on this path, which runs at every switch.
@@ -674,10 +675,10 @@ fn poll_schedulers(m: &M, p: PId) -> Option<GRef> {
     };
     m.schedtick.store(following as u32, Ordering::Relaxed);
     let (from_start, before_start) = (&schedulers[start..], &schedulers[..start]);
-    from_start
-        .iter()
-        .chain(before_start)
-        .find_map(|scheduler| scheduler.next(p))
+    from_start.iter().chain(before_start).find_map(|scheduler| {
+        // SAFETY: as above.
+        unsafe { scheduler.next(p) }
+    })
 }
 
 /// Parks the M until another M hands it a P, or until it retakes one from a syscall it stood

@@ -107,7 +107,8 @@ impl Shared {
     /// Calls every scheduler's `on_release_p` before P `p` leaves its M.
     pub(crate) fn release_p_hooks(&self, p: PId) {
         for scheduler in self.schedulers.iter() {
-            scheduler.on_release_p(p);
+            // SAFETY: the caller is this runtime's M that gives P `p` away.
+            unsafe { scheduler.on_release_p(p) };
         }
     }
 
@@ -693,7 +694,9 @@ impl Shared {
             self.peak_live_goroutines.fetch_max(live, Ordering::Relaxed);
         }
         let _ = header.ready_new();
-        scheduler.ready(g, ReadyCause::Spawn, m.and_then(M::p));
+        // SAFETY: the g is new, stopped, linked to `scheduler` (a scheduler of this runtime,
+        // checked above) and in no queue.
+        unsafe { scheduler.ready(g, ReadyCause::Spawn, m.and_then(M::p)) };
         // A spawn is progress: a deadlock reported earlier no longer holds.
         self.note_progress();
         self.wakep();
@@ -862,7 +865,16 @@ impl Runtime {
         let mut schedulers = vec![builder.default_scheduler];
         schedulers.extend(builder.extra_schedulers);
         for scheduler in &schedulers {
-            scheduler.start(builder.procs);
+            if !scheduler.claim_for_runtime() {
+                return Err(BuildError::SchedulerInUse {
+                    name: scheduler.name(),
+                });
+            }
+        }
+        for scheduler in &schedulers {
+            // SAFETY: the claim above makes this runtime the scheduler's only one, and this
+            // is its first hook call.
+            unsafe { scheduler.start(builder.procs) };
         }
         let ps = (0..builder.procs)
             .map(|_| P {

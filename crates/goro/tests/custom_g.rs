@@ -12,7 +12,7 @@ use sched::{PrioG, PriorityScheduler};
 
 #[test]
 fn high_priority_goroutines_finish_first() {
-    let priority = SchedHandle::new(Arc::new(PriorityScheduler::default()));
+    let priority = SchedHandle::new(PriorityScheduler::default());
     let rt = Runtime::builder()
         .procs(1)
         .add_scheduler(priority.clone())
@@ -73,7 +73,7 @@ fn high_priority_goroutines_finish_first() {
 #[test]
 fn spawn_on_a_foreign_scheduler_is_an_error() {
     let rt = Runtime::builder().procs(1).build().unwrap();
-    let stranger = SchedHandle::new(Arc::new(PriorityScheduler::default()));
+    let stranger = SchedHandle::new(PriorityScheduler::default());
     let error = rt.spawn_g(PrioG::new(1), &stranger, || ()).unwrap_err();
     assert!(
         error

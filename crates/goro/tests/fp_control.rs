@@ -196,7 +196,8 @@ fn goroutine_keeps_fp_control_and_g0_gets_defaults() {
     let observer = Arc::new(G0Observer::default());
     let rt = Runtime::builder()
         .procs(1)
-        .scheduler_handle(SchedHandle::new(observer.clone()))
+        // SAFETY: the test only reads what the scheduler records, through `observer`.
+        .scheduler_handle(unsafe { SchedHandle::from_arc(observer.clone()) })
         .build()
         .unwrap();
     let (report, spinner_states) = watchdog(LIMIT, move || {

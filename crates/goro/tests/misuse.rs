@@ -55,7 +55,8 @@ fn blocking_in_g0_hook_just_runs_the_call() {
     let sched = Arc::new(Hooked::default());
     let rt = Runtime::builder()
         .procs(2)
-        .scheduler_handle(SchedHandle::new(sched.clone()))
+        // SAFETY: the test only reads what the scheduler records, through `sched`.
+        .scheduler_handle(unsafe { SchedHandle::from_arc(sched.clone()) })
         .build()
         .unwrap();
     let sum = watchdog(LIMIT, move || {
@@ -77,7 +78,8 @@ fn panicking_entersyscall_hook_reaches_join() {
     let sched = Arc::new(Hooked::default());
     let rt = Runtime::builder()
         .procs(1)
-        .scheduler_handle(SchedHandle::new(sched.clone()))
+        // SAFETY: the test only reads what the scheduler records, through `sched`.
+        .scheduler_handle(unsafe { SchedHandle::from_arc(sched.clone()) })
         .build()
         .unwrap();
     let hook = sched.clone();

@@ -4,6 +4,7 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use common::{LIMIT, gettid, watchdog};
 use goro::{GStatus, Runtime};
@@ -102,7 +103,7 @@ fn yield_interleaves_in_fifo_order() {
 /// two gs of two schedulers that yield in a loop on one P never run three times in a row.
 #[test]
 fn yield_rotates_between_schedulers() {
-    let second = goro::SchedHandle::new(Arc::new(goro::Fifo::new()));
+    let second = goro::SchedHandle::new(goro::Fifo::new());
     let rt = Runtime::builder()
         .procs(1)
         .add_scheduler(second.clone())
@@ -262,6 +263,49 @@ fn build_rejects_invalid_configuration() {
     );
     let error = Runtime::builder().stack_size(10).build().unwrap_err();
     assert!(error.to_string().contains("10"), "{error}");
+    let error = Runtime::builder()
+        .monitor_period(Duration::from_millis(5), Duration::from_millis(1))
+        .build()
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("the minimum 5ms is above the maximum 1ms"),
+        "{error}"
+    );
+}
+
+/// A scheduler serves one runtime for its whole life: a second runtime given the same
+/// scheduler, even after the first is gone, gets an error instead of sharing its queues.
+#[test]
+fn scheduler_serves_one_runtime() {
+    let shared = goro::SchedHandle::new(goro::Fifo::new());
+    let first = Runtime::builder()
+        .procs(1)
+        .add_scheduler(shared.clone())
+        .build()
+        .expect("the first runtime builds");
+    let error = Runtime::builder()
+        .procs(1)
+        .scheduler_handle(shared.clone())
+        .build()
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("scheduler \"fifo\" already serves another runtime"),
+        "{error}"
+    );
+    drop(first);
+    let error = Runtime::builder()
+        .procs(1)
+        .add_scheduler(shared)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(error, goro::BuildError::SchedulerInUse { .. }),
+        "{error}"
+    );
 }
 
 #[test]

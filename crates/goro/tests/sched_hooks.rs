@@ -53,7 +53,8 @@ fn run_syscalls(requeue: bool) -> (usize, usize, u64) {
     });
     let rt = Runtime::builder()
         .procs(1)
-        .scheduler_handle(SchedHandle::new(decider.clone()))
+        // SAFETY: the test only reads what the scheduler records, through `decider`.
+        .scheduler_handle(unsafe { SchedHandle::from_arc(decider.clone()) })
         .build()
         .unwrap();
     let switches = watchdog(LIMIT, move || {
@@ -128,7 +129,8 @@ fn scheduler_without_syscall_hooks_is_not_called_at_syscalls() {
     }));
     let rt = Runtime::builder()
         .procs(1)
-        .scheduler_handle(SchedHandle::new(sched.clone()))
+        // SAFETY: the test only reads what the scheduler records, through `sched`.
+        .scheduler_handle(unsafe { SchedHandle::from_arc(sched.clone()) })
         .build()
         .unwrap();
     watchdog(LIMIT, move || {

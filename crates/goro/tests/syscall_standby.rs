@@ -394,7 +394,8 @@ fn default_syscall_hooks_are_both_called() {
     let sched = Arc::new(CountingHooks::default());
     let rt = Runtime::builder()
         .procs(2)
-        .scheduler_handle(SchedHandle::new(sched.clone()))
+        // SAFETY: the test only reads what the scheduler records, through `sched`.
+        .scheduler_handle(unsafe { SchedHandle::from_arc(sched.clone()) })
         .build()
         .unwrap();
     let stats = watchdog(LIMIT, move || {

@@ -168,7 +168,7 @@ fn pair_yielder(started: Arc<AtomicUsize>) -> impl FnOnce() -> u64 + Send + 'sta
 /// that g is saved while the other M takes its own g the same way.
 #[test]
 fn yields_of_two_schedulers_on_two_ps() {
-    let second = SchedHandle::new(Arc::new(Fifo::new()));
+    let second = SchedHandle::new(Fifo::new());
     let rt = Runtime::builder()
         .procs(2)
         .add_scheduler(second.clone())
@@ -217,7 +217,7 @@ unsafe impl Scheduler for PlainFifo {
 fn yields_with_default_yield_next_on_two_ps() {
     let rt = Runtime::builder()
         .procs(2)
-        .scheduler_handle(SchedHandle::new(Arc::new(PlainFifo::default())))
+        .scheduler_handle(SchedHandle::new(PlainFifo::default()))
         .build()
         .unwrap();
     let total = watchdog(LIMIT, move || {

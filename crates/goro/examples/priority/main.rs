@@ -11,7 +11,7 @@ use goro::{Runtime, SchedHandle};
 use sched::{PrioG, PriorityScheduler};
 
 fn main() {
-    let priority = SchedHandle::new(Arc::new(PriorityScheduler::default()));
+    let priority = SchedHandle::new(PriorityScheduler::default());
     let rt = Runtime::builder()
         .procs(1)
         .add_scheduler(priority.clone())
