@@ -48,7 +48,9 @@
 //!
 //! Each guarded stack is its own mapping and takes two entries of the kernel's mapping table
 //! (guard and usable range have different protections), so a process holds at most about
-//! `vm.max_map_count / 2` guarded stacks: 32,765 under the Linux default of 65,530.
+//! `vm.max_map_count / 2` guarded stacks. Stacks and slabs also leave 1,024 entries to threads
+//! and the rest of the process, so under the Linux default of 65,530 that is about 32,200
+//! stacks, fewer the more mappings the process had when it mapped its first stack.
 //! [`PoolConfig::slab`] makes a pool carve its stacks from slabs, large mappings of
 //! [`PoolConfig::slab_size`] bytes (64 MiB by default) with one guard each, so a million stacks
 //! take a few thousand entries. A slab stack:

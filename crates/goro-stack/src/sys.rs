@@ -101,8 +101,8 @@ const RESERVED_ENTRIES: usize = 1024;
 /// Mapping-table entries held by mappings of [`map_stack_memory`], 2 each.
 static STACK_ENTRIES: AtomicUsize = AtomicUsize::new(0);
 
-/// How many entries [`map_stack_memory`] may hold: what the process had free at the first
-/// call, minus [`RESERVED_ENTRIES`]. Unlimited when the counts cannot be read.
+/// Returns how many entries [`map_stack_memory`] may hold: what the process had free at the
+/// first call, minus [`RESERVED_ENTRIES`], or `usize::MAX` when the counts cannot be read.
 fn stack_entry_budget() -> usize {
     static BUDGET: OnceLock<usize> = OnceLock::new();
     *BUDGET.get_or_init(|| match (read_max_map_count(), count_own_mappings()) {
@@ -117,8 +117,8 @@ fn stack_entry_budget() -> usize {
 pub(crate) fn map_stack_memory(guard_size: usize, usable_size: usize) -> Result<usize, SysError> {
     // Relaxed: the count is its own synchronization. Taking the entries before the check
     // means concurrent callers cannot pass the check together and overshoot the budget.
-    let held = STACK_ENTRIES.fetch_add(2, Ordering::Relaxed) + 2;
-    let mapped = if held > stack_entry_budget() {
+    let entries_with_this = STACK_ENTRIES.fetch_add(2, Ordering::Relaxed) + 2;
+    let mapped = if entries_with_this > stack_entry_budget() {
         Err(SysError {
             call: "mmap",
             errno: libc::ENOMEM,
