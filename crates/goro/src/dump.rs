@@ -570,7 +570,23 @@ fn suspended(record: &Record, hi: usize) -> (Option<usize>, Backtrace) {
     };
     let frames = unwind::backtrace(&copy)
         .into_iter()
-        .map(|pc| {
+        .enumerate()
+        .map(|(index, pc)| {
+            // The resume address of a g that never ran is the first instruction of its entry
+            // trampoline, not a return address: one byte before it lies in another function.
+            // No return address can be the first byte of a function here, because the switch
+            // that saved a started g returns into the function that called it.
+            let exact = (index == 0).then(|| symbols::resolve(pc));
+            if let Some(symbol) =
+                exact.filter(|symbol| symbol.function.is_some() && symbol.offset == 0)
+            {
+                return Frame {
+                    pc,
+                    function: symbol.function,
+                    offset: 0,
+                    object: symbol.object,
+                };
+            }
             // Symbolize the call instruction, one byte before the return address.
             let symbol = symbols::resolve(pc.saturating_sub(1));
             Frame {

@@ -54,6 +54,48 @@ fn function_names(g: &GoroutineDump) -> Vec<String> {
     }
 }
 
+/// A goroutine that never ran resumes at the first instruction of its entry trampoline. Its
+/// one frame names the trampoline, not the function that happens to lie before it.
+#[test]
+fn dump_names_trampoline_of_unstarted_goroutine() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    watchdog(LIMIT, move || {
+        let release = Arc::new(AtomicBool::new(false));
+        let flag = release.clone();
+        // Keeps the one P busy, so the goroutine spawned next stays runnable and unstarted.
+        let busy = rt
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+            .unwrap();
+        let dump = dump_when(&rt, |dump| {
+            dump.goroutines
+                .iter()
+                .any(|g| g.goid == busy.goid() && g.status == GStatus::Running)
+        });
+        drop(dump);
+        let unstarted = rt.spawn(|| ()).unwrap();
+        let dump = rt.dump();
+        let text = dump.to_string();
+        let names = function_names(goroutine(&dump, unstarted.goid()));
+        assert_eq!(
+            names.len(),
+            1,
+            "an unstarted goroutine has one frame:\n{text}"
+        );
+        assert!(
+            names[0].contains("trampoline"),
+            "the frame names the entry trampoline:\n{text}"
+        );
+        // Relaxed: the flag carries no data.
+        release.store(true, Ordering::Relaxed);
+        busy.join().unwrap();
+        unstarted.join().unwrap();
+    });
+}
+
 #[test]
 fn dump_shows_parked_goroutines() {
     let rt = Runtime::builder().procs(2).build().unwrap();
