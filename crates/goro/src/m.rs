@@ -450,6 +450,9 @@ pub(crate) unsafe fn gosched(this: GRef) {
     // outlives every g it runs.
     let m = unsafe { &*(header.m() as *const M) };
     let shared = &*m.shared;
+    if header.status() == goro_abi::GStatus::Syscall {
+        yield_in_syscall(header.goid());
+    }
     let Some(p) = m.p().filter(|_| !shared.is_shutdown()) else {
         mcall(Request::Yield);
         return;
@@ -522,13 +525,40 @@ impl Drop for AbortOnUnwind {
     }
 }
 
+#[cold]
+#[inline(never)]
+fn yield_in_syscall(goid: u64) -> ! {
+    panic!(
+        "goro::yield_now: goroutine {goid} yielded between entersyscall and exitsyscall, \
+         where it holds no P; call exitsyscall first"
+    );
+}
+
+/// Aborts with a message that names the fix: a parked g in a syscall would stay in both
+/// states at once. Parking callers may hold locks that only the switch releases, so a panic
+/// could leave them held.
+#[cold]
+#[inline(never)]
+fn park_in_syscall(goid: u64, reason: &str) -> ! {
+    eprintln!(
+        "fatal error: goro: goroutine {goid} blocked ({reason}) between entersyscall and \
+         exitsyscall; code inside a blocking section must not wait for goroutines: call \
+         exitsyscall first"
+    );
+    std::process::abort();
+}
+
 /// Parks the running g: switches to g0, which marks the g waiting and then runs
 /// `commit(data, g)`. The g stays parked unless `commit` returns `false`. Whoever wakes it
 /// later calls [`ready`].
 pub(crate) fn gopark(reason: WaitReason, commit: ParkCommit, data: *const ()) {
     let m = current_m().expect("gopark: called from a thread that runs no goroutine");
     // SAFETY: the g register is the running g of this thread.
-    unsafe { &*getg() }.set_wait_reason(reason);
+    let header = unsafe { &*getg() };
+    if header.status() == goro_abi::GStatus::Syscall {
+        park_in_syscall(header.goid(), reason.name());
+    }
+    header.set_wait_reason(reason);
     // SAFETY: only this thread touches `park_commit`; g0 reads it right after the switch.
     unsafe { *m.park_commit.get() = Some((commit, data)) };
     mcall(Request::Park);

@@ -146,6 +146,60 @@ fn entering_twice_panics_by_name() {
 }
 
 #[test]
+fn yield_inside_syscall_panics_by_name() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let error = watchdog(LIMIT, move || {
+        rt.block_on(|| {
+            goro::entersyscall();
+            goro::yield_now();
+        })
+        .unwrap_err()
+    });
+    let message = error.panic_message().unwrap_or_default().to_owned();
+    assert!(message.contains("goro::yield_now"), "{message}");
+    assert!(
+        message.contains("between entersyscall and exitsyscall"),
+        "{message}"
+    );
+}
+
+/// Set in the child process of `park_inside_syscall_aborts_by_name`.
+const PARK_CHILD_VAR: &str = "GORO_TEST_PARK_IN_SYSCALL_CHILD";
+
+/// Blocking on a channel inside a blocking section aborts, since the parking code may hold
+/// locks that a panic would leave held; the message must name the mistake and the fix.
+#[test]
+fn park_inside_syscall_aborts_by_name() {
+    let output = common::self_command("park_inside_syscall_child")
+        .env(PARK_CHILD_VAR, "1")
+        .output()
+        .expect("the test binary runs again as a child");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "the child did not abort:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("blocked (chan receive) between entersyscall and exitsyscall"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("call exitsyscall first"), "{stderr}");
+}
+
+#[test]
+fn park_inside_syscall_child() {
+    if std::env::var_os(PARK_CHILD_VAR).is_none() {
+        return;
+    }
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let _ = rt.block_on(|| {
+        let (_sender, receiver) = goro::sync::channel::<()>(0);
+        goro::entersyscall();
+        let _ = receiver.recv();
+    });
+}
+
+#[test]
 fn long_syscall_does_not_keep_its_p_from_spinning_goroutines() {
     // One P: a goroutine sleeps in a plain (not known-blocking) syscall while another must run.
     let rt = Runtime::builder().procs(1).build().unwrap();
