@@ -724,6 +724,8 @@ impl Shared {
                 // SAFETY: `m` runs this thread; spawning never happens inside the cache
                 // closure.
                 Some(m) => unsafe { m.with_stack_cache(|cache| cache.get()) },
+                // NOTE: this reaches the shared pool only, not the stacks that Ms keep in
+                // their caches, so a spawn from outside can fail while some are free.
                 None => self.pool.get(),
             };
             match stack {
@@ -1094,7 +1096,18 @@ pub enum SpawnError {
 impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SpawnError::Stack(error) => write!(f, "failed to allocate a goroutine stack: {error}"),
+            SpawnError::Stack(error) => {
+                write!(f, "failed to allocate a goroutine stack: {error}")?;
+                // The stack crate's advice names its own PoolConfig, which a runtime's user
+                // reaches through the builder. Slab mode reports `SlabMapFailed` instead.
+                if let goro_stack::StackError::MapFailed {
+                    map_count: Some(_), ..
+                } = error
+                {
+                    f.write_str(" (Builder::many_goroutines(true) turns slab stacks on)")?;
+                }
+                Ok(())
+            }
             SpawnError::Shutdown => f.write_str("the runtime has shut down"),
             SpawnError::UnknownScheduler { name } => write!(
                 f,

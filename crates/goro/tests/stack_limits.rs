@@ -129,6 +129,10 @@ fn exhausting_mappings_is_a_typed_error() {
     assert!(matches!(error, SpawnError::Stack(_)), "{error}");
     let message = error.to_string();
     assert!(message.contains("vm.max_map_count"), "{message}");
+    assert!(
+        message.contains("Builder::many_goroutines(true)"),
+        "{message}"
+    );
 }
 
 #[test]
