@@ -98,7 +98,7 @@ pub use overflow::{AltStack, MIN_ALT_STACK_SIZE, install_overflow_handler};
 pub use pool::{LocalCache, PoolConfig, PoolStats, StackPool};
 pub use slab::{CANARY_SIZE, CanaryOverflow, DEFAULT_SLAB_SIZE, MAX_SLAB_SIZE, MIN_SLAB_SIZE};
 pub use stack::{Stack, StackMode, validate_guard_size, validate_stack_size};
-pub use sys::page_size;
+pub use sys::{ThreadEntries, page_size};
 
 /// Smallest usable stack size accepted, in bytes: 16 KiB.
 pub const MIN_STACK_SIZE: usize = 16 * 1024;

@@ -94,11 +94,13 @@ pub(crate) fn map_guarded(guard_size: usize, usable_size: usize) -> Result<usize
 ///
 /// A thread that starts when the table is nearly full can get its stack mapped and then fail
 /// to map std's signal stack, which aborts the process. Stopping stack mappings this far below
-/// `vm.max_map_count` leaves room for threads (about 4 entries each), malloc arenas and, under
-/// QEMU user mode, the emulator's own mappings, which `/proc/self/maps` does not list.
+/// `vm.max_map_count` leaves room for threads that claim no [`ThreadEntries`] (about 4 entries
+/// each), malloc arenas and, under QEMU user mode, the emulator's own mappings, which
+/// `/proc/self/maps` does not list.
 const RESERVED_ENTRIES: usize = 1024;
 
-/// Mapping-table entries held by mappings of [`map_stack_memory`], 2 each.
+/// Mapping-table entries held by mappings of [`map_stack_memory`], 2 each, and by
+/// [`ThreadEntries`].
 static STACK_ENTRIES: AtomicUsize = AtomicUsize::new(0);
 
 /// Returns how many entries [`map_stack_memory`] may hold: what the process had free at the
@@ -109,6 +111,40 @@ fn stack_entry_budget() -> usize {
         (Some(max), Some(current)) => max.saturating_sub(current).saturating_sub(RESERVED_ENTRIES),
         _ => usize::MAX,
     })
+}
+
+/// A claim on the mapping-table entries of one thread, counted against the budget that
+/// goroutine stacks and slabs use. Dropping it gives the entries back.
+///
+/// A runtime that starts threads on demand (one per goroutine blocked in a syscall) could
+/// otherwise fill the table with threads alone, past any fixed reserve. A thread holds
+/// [`ThreadEntries::PER_THREAD`] entries: its stack and guard page, and the alternate signal
+/// stacks and guard pages that std and a runtime's overflow handler each map.
+#[derive(Debug)]
+pub struct ThreadEntries(());
+
+impl ThreadEntries {
+    /// Mapping-table entries counted for one thread.
+    pub const PER_THREAD: usize = 6;
+
+    /// Claims the entries of one new thread, or returns `None` when the thread would eat
+    /// into the entries reserved for the rest of the process.
+    pub fn reserve() -> Option<ThreadEntries> {
+        // Relaxed: as in `map_stack_memory`.
+        let entries = STACK_ENTRIES.fetch_add(Self::PER_THREAD, Ordering::Relaxed);
+        if entries + Self::PER_THREAD > stack_entry_budget() {
+            STACK_ENTRIES.fetch_sub(Self::PER_THREAD, Ordering::Relaxed);
+            return None;
+        }
+        Some(ThreadEntries(()))
+    }
+}
+
+impl Drop for ThreadEntries {
+    fn drop(&mut self) {
+        // Relaxed: as in `map_stack_memory`.
+        STACK_ENTRIES.fetch_sub(Self::PER_THREAD, Ordering::Relaxed);
+    }
 }
 
 /// [`map_guarded`] for goroutine stacks and slabs: fails with `ENOMEM` when the mapping

@@ -605,6 +605,14 @@ impl Shared {
                 max_threads: self.max_threads,
             });
         }
+        // A thread started with the mapping table nearly full can fail to map std's signal
+        // stack, which aborts the process, so Ms take their entries from the stacks' budget.
+        let Some(entries) = goro_stack::ThreadEntries::reserve() else {
+            return Err(SpawnError::Thread(std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                "the memory mapping table (vm.max_map_count) is nearly full",
+            )));
+        };
         let id = MId(self.next_mid.fetch_add(1, Ordering::Relaxed));
         let shared = self.arc();
         let m = Arc::new(M::new(id, shared));
@@ -614,7 +622,10 @@ impl Shared {
             .push(m.clone());
         let thread = std::thread::Builder::new()
             .name(format!("goro-m{}", id.0))
-            .spawn(move || m::mstart(m, p, spinning));
+            .spawn(move || {
+                m::mstart(m, p, spinning);
+                drop(entries);
+            });
         match thread {
             Ok(thread) => {
                 threads.push(thread);

@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::{LIMIT, watchdog};
 use goro::{Runtime, SpawnError};
 
@@ -288,4 +290,68 @@ fn monitor_start_failure_child() {
         "the sleep added while the table was full: {early:?}"
     );
     assert!(late.is_ok(), "the sleep added afterwards: {late:?}");
+}
+
+/// Goroutines blocked in syscalls make the runtime start Ms, and each thread takes mapping
+/// entries of its own. With goroutine stacks filling the table, new Ms must fail cleanly and
+/// leave the work to the running ones, instead of filling the rest of the table with threads
+/// until std aborts the process for want of a signal stack.
+#[test]
+fn blocked_goroutines_leave_room_for_threads() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let limit: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65_530);
+    if limit > 262_144 {
+        eprintln!("skipped: vm.max_map_count is {limit}, too many stacks to exhaust it quickly");
+        return;
+    }
+    let rt = Runtime::builder()
+        .procs(2)
+        .stack_size(16 * 1024)
+        .deadlock_detection(false)
+        .build()
+        .unwrap();
+    let (blocked, rest) = watchdog(LIMIT * 3, move || {
+        // 1,000 calls blocked at once would want 1,000 Ms: several thousand entries, far more
+        // than the 1,024 that goroutine stacks leave free. The calls wait for a read lock
+        // that the test thread holds until the runtime has started every M it could.
+        const BLOCKERS: usize = 1_000;
+        let gate = Arc::new(std::sync::RwLock::new(()));
+        let closed = gate.write().unwrap();
+        // Closing `open` wakes all blockers at once, so that they block in their calls
+        // together.
+        let (open, opened) = goro::sync::channel::<()>(0);
+        let blockers: Vec<_> = (0..BLOCKERS)
+            .map(|_| {
+                let opened = opened.clone();
+                let gate = gate.clone();
+                rt.spawn(move || {
+                    let _ = opened.recv();
+                    goro::blocking(|| drop(gate.read().unwrap()));
+                })
+                .unwrap()
+            })
+            .collect();
+        let (release, released) = goro::sync::channel::<()>(0);
+        let mut parked = Vec::new();
+        while let Ok(handle) = rt.spawn({
+            let released = released.clone();
+            move || {
+                let _ = released.recv();
+            }
+        }) {
+            parked.push(handle);
+        }
+        drop(open);
+        std::thread::sleep(std::time::Duration::from_millis(1_500));
+        drop(closed);
+        let blocked = blockers.into_iter().filter_map(|h| h.join().ok()).count();
+        drop(release);
+        let rest = parked.into_iter().filter_map(|h| h.join().ok()).count();
+        (blocked, rest)
+    });
+    assert_eq!(blocked, 1_000, "every blocked goroutine finishes");
+    assert!(rest > 0, "the parked goroutines finish");
 }
