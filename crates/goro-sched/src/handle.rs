@@ -61,9 +61,11 @@ impl SchedHandle {
     }
 
     /// Marks the scheduler as serving a runtime. Returns `false` when a runtime already
-    /// claimed it, through this handle or a clone: a scheduler serves one runtime for its
-    /// whole life, because gs of a runtime that is gone may still reach it (a g that was
-    /// blocked in a syscall calls `ready` when the call returns).
+    /// claimed it, through this handle or a clone.
+    ///
+    /// A scheduler serves one runtime for its whole life, because gs of a runtime that is
+    /// gone may still reach it: a g that was blocked in a syscall calls `ready` when the call
+    /// returns.
     pub fn claim_for_runtime(&self) -> bool {
         // Relaxed: the flag guards no other data; the swap alone makes one claim win.
         !self.claimed.swap(true, Ordering::Relaxed)

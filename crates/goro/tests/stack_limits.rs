@@ -21,6 +21,27 @@ fn mappings() -> usize {
         .count()
 }
 
+/// Builds a runtime with `procs` Ps and 16 KiB stacks, small enough to fill the process's
+/// mapping table quickly, and returns it with `vm.max_map_count`. Returns `None`, after
+/// saying so, when the limit is so large that filling the table would take too long.
+fn exhaustible_runtime(procs: usize) -> Option<(Runtime, usize)> {
+    let limit: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65_530);
+    if limit > 262_144 {
+        eprintln!("skipped: vm.max_map_count is {limit}, too many stacks to exhaust it quickly");
+        return None;
+    }
+    let rt = Runtime::builder()
+        .procs(procs)
+        .stack_size(16 * 1024)
+        .deadlock_detection(false)
+        .build()
+        .unwrap();
+    Some((rt, limit))
+}
+
 #[test]
 fn mappings_return_to_baseline_after_joins() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -62,20 +83,9 @@ fn mappings_return_to_baseline_after_joins() {
 #[test]
 fn exhausting_mappings_is_a_typed_error() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let limit: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(65_530);
-    if limit > 262_144 {
-        eprintln!("skipped: vm.max_map_count is {limit}, too many stacks to exhaust it quickly");
+    let Some((rt, limit)) = exhaustible_runtime(1) else {
         return;
-    }
-    let rt = Runtime::builder()
-        .procs(1)
-        .stack_size(16 * 1024)
-        .deadlock_detection(false)
-        .build()
-        .unwrap();
+    };
     let error = watchdog(LIMIT * 3, move || {
         let (sender, receiver) = goro::sync::channel::<()>(0);
         // Spawned before the table fills up, and started once it has (see below).
@@ -236,20 +246,9 @@ fn monitor_start_failure_child() {
     if std::env::var_os(CHILD_VAR).is_none() {
         return;
     }
-    let limit: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(65_530);
-    if limit > 262_144 {
-        eprintln!("skipped: vm.max_map_count is {limit}, too many stacks to exhaust it quickly");
+    let Some((rt, _)) = exhaustible_runtime(1) else {
         return;
-    }
-    let rt = Runtime::builder()
-        .procs(1)
-        .stack_size(16 * 1024)
-        .deadlock_detection(false)
-        .build()
-        .unwrap();
+    };
     let (early, late) = watchdog(LIMIT * 3, move || {
         let (start_sleep, sleep_started) = goro::sync::channel::<()>(0);
         let (about_to_sleep, sleeping) = std::sync::mpsc::channel::<()>();
@@ -299,20 +298,9 @@ fn monitor_start_failure_child() {
 #[test]
 fn blocked_goroutines_leave_room_for_threads() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let limit: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(65_530);
-    if limit > 262_144 {
-        eprintln!("skipped: vm.max_map_count is {limit}, too many stacks to exhaust it quickly");
+    let Some((rt, _)) = exhaustible_runtime(2) else {
         return;
-    }
-    let rt = Runtime::builder()
-        .procs(2)
-        .stack_size(16 * 1024)
-        .deadlock_detection(false)
-        .build()
-        .unwrap();
+    };
     let (blocked, rest) = watchdog(LIMIT * 3, move || {
         // 1,000 calls blocked at once would want 1,000 Ms: several thousand entries, far more
         // than the 1,024 that goroutine stacks leave free. The calls wait for a read lock

@@ -166,8 +166,8 @@ fn yield_inside_syscall_panics_by_name() {
 /// Set in the child process of `park_inside_syscall_aborts_by_name`.
 const PARK_CHILD_VAR: &str = "GORO_TEST_PARK_IN_SYSCALL_CHILD";
 
-/// Blocking on a channel inside a blocking section aborts, since the parking code may hold
-/// locks that a panic would leave held; the message must name the mistake and the fix.
+/// Blocking on a channel inside a blocking section aborts, because the parking code may hold
+/// locks that a panic would leave held. The message must name the mistake and the fix.
 #[test]
 fn park_inside_syscall_aborts_by_name() {
     let output = common::self_command("park_inside_syscall_child")
