@@ -27,7 +27,7 @@
 //! its stacks, where a thread-local cache would keep them until its thread exits.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crossbeam_utils::CachePadded;
@@ -215,6 +215,9 @@ pub struct PoolStats {
     pub slabs: usize,
     /// Bytes of address space the slabs reserve, guards included; 0 in guarded mode.
     pub slab_bytes: usize,
+    /// Stacks whose memory the pool gave back to the kernel on entering the global cache
+    /// beyond its resident tier, since the pool was created: one `madvise` each.
+    pub memory_releases: u64,
 }
 
 /// The state shared by a pool, its local caches and the stacks it mapped.
@@ -232,6 +235,9 @@ pub(crate) struct PoolShared {
     cache: Mutex<GlobalCache>,
     /// Stacks of this pool that are mapped. A statistic: Relaxed, it orders nothing.
     mapped: AtomicUsize,
+    /// Stacks whose memory was released, for `PoolStats::memory_releases`. A statistic:
+    /// Relaxed, it orders nothing.
+    releases: AtomicU64,
     /// Each live local cache's published length, summed by `stats`.
     locals: Mutex<Vec<Arc<CachePadded<AtomicUsize>>>>,
 }
@@ -300,18 +306,32 @@ impl PoolShared {
         );
     }
 
+    /// Gives the memory of `stack` below its top `keep_resident` bytes back to the kernel.
+    fn release_memory(&self, stack: &mut Stack) {
+        stack.release_memory(self.keep_resident);
+        // Relaxed: a statistic (see `releases`).
+        self.releases.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Puts one stack into the global cache, or unmaps it (returns it to its slab) when the
     /// cache is full.
     fn cache_one(&self, mut stack: Stack) {
         {
             let mut cache = self.lock_cache();
-            if cache.resident.len() < self.max_resident && cache.len() < self.max_cached {
+            if cache.len() >= self.max_cached {
+                drop(cache);
+                // Unmapped as it is, outside the lock: releasing its memory first would be a
+                // wasted system call.
+                drop(stack);
+                return;
+            }
+            if cache.resident.len() < self.max_resident {
                 cache.resident.push(stack);
                 return;
             }
         }
         // madvise outside the lock, as in `cache_batch`.
-        stack.release_memory(self.keep_resident);
+        self.release_memory(&mut stack);
         let mut cache = self.lock_cache();
         if cache.len() < self.max_cached {
             cache.released.push(stack);
@@ -326,21 +346,27 @@ impl PoolShared {
     /// then with their memory released into the other tier. Those beyond `max_cached` are
     /// unmapped.
     fn cache_batch(&self, stacks: &mut Vec<Stack>) {
-        {
+        let released_room = {
             let mut cache = self.lock_cache();
-            let resident_room = self.max_resident.saturating_sub(cache.resident.len());
             let total_room = self.max_cached.saturating_sub(cache.len());
+            let resident_room = self.max_resident.saturating_sub(cache.resident.len());
             let moved = resident_room.min(total_room).min(stacks.len());
             let keep = stacks.len() - moved;
             cache.resident.extend(stacks.drain(keep..));
-        }
+            total_room - moved
+        };
+        // The oldest stacks that find no room in either tier are unmapped now, outside the
+        // lock, with no madvise first: a burst of exits into a full cache would otherwise pay
+        // two system calls per stack instead of one.
+        let excess = stacks.len().saturating_sub(released_room);
+        stacks.drain(..excess);
         if stacks.is_empty() {
             return;
         }
         // madvise outside the lock, so that other Ms wait for no system call. Another thread
         // may fill the cache meanwhile; the bound is checked again below.
         for stack in stacks.iter_mut() {
-            stack.release_memory(self.keep_resident);
+            self.release_memory(stack);
         }
         {
             let mut cache = self.lock_cache();
@@ -431,6 +457,7 @@ impl StackPool {
                 keep_resident,
                 cache: Mutex::new(GlobalCache::default()),
                 mapped: AtomicUsize::new(0),
+                releases: AtomicU64::new(0),
                 locals: Mutex::new(Vec::new()),
             }),
         })
@@ -533,6 +560,8 @@ impl StackPool {
             in_use_bytes: in_use * shared.size,
             slabs: slabs.slabs,
             slab_bytes: slabs.slab_bytes,
+            // Relaxed: a statistic (see `PoolShared::releases`).
+            memory_releases: shared.releases.load(Ordering::Relaxed),
         }
     }
 }
@@ -929,6 +958,42 @@ mod tests {
             0,
             "a stack beyond the tier kept its memory"
         );
+    }
+
+    #[test]
+    fn stacks_beyond_a_full_cache_are_unmapped_without_release() {
+        let config = PoolConfig::new()
+            .max_resident_cached(1)
+            .max_cached(2)
+            .local_capacity(8);
+        let pool = StackPool::new(16 * page_size(), config).expect("valid pool");
+        let mut local = pool.local_cache();
+        let stacks: Vec<Stack> = (0..6).map(|_| local.get().expect("mapping")).collect();
+        for stack in stacks {
+            local.put(stack);
+        }
+        local.flush();
+        let stats = pool.stats();
+        assert_eq!(stats.cached_stacks, 2, "{stats:?}");
+        assert_eq!(
+            stats.mapped_stacks, 2,
+            "stacks beyond the bound stayed mapped"
+        );
+        // One stack entered the resident tier and one the released tier; the other four
+        // were unmapped as they were.
+        assert_eq!(stats.memory_releases, 1, "{stats:?}");
+
+        // With no local cache, a put into a full cache unmaps the stack without releasing it.
+        let resident = pool.get().expect("cached stack");
+        let released = pool.get().expect("cached stack");
+        let mapped = pool.get().expect("mapping");
+        pool.put(resident);
+        pool.put(released);
+        pool.put(mapped);
+        let stats = pool.stats();
+        assert_eq!(stats.cached_stacks, 2, "{stats:?}");
+        assert_eq!(stats.mapped_stacks, 2, "{stats:?}");
+        assert_eq!(stats.memory_releases, 2, "{stats:?}");
     }
 
     #[test]
