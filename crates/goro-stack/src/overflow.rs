@@ -424,7 +424,9 @@ impl AltStack {
             call,
             size,
             errno,
-            map_count: sys::map_count_near_limit().filter(|_| errno == libc::ENOMEM),
+            map_count: (errno == libc::ENOMEM)
+                .then(sys::map_count_near_limit)
+                .flatten(),
         };
         let base =
             sys::map_guarded(guard_size, size).map_err(|error| failed(error.call, error.errno))?;

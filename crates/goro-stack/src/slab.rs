@@ -440,7 +440,7 @@ impl Arena {
                 stacks: self.stacks_per_slab as usize,
                 stack_size: self.span,
                 errno: error.errno,
-                map_count: sys::map_count_near_limit().filter(|_| error.errno == libc::ENOMEM),
+                map_count: error.map_count(),
             }
         })?;
         // SAFETY: the range is the read-write part of the mapping created above.

@@ -149,7 +149,7 @@ impl Stack {
                 size,
                 guard_size,
                 errno: error.errno,
-                map_count: sys::map_count_near_limit().filter(|_| error.errno == libc::ENOMEM),
+                map_count: error.map_count(),
             })?;
         let lo = base + guard_size;
         let slot = registry::register(lo, guard_size);

@@ -48,6 +48,41 @@ pub(crate) fn last_errno() -> i32 {
 pub(crate) struct SysError {
     pub(crate) call: &'static str,
     pub(crate) errno: i32,
+    /// Set when [`map_stack_memory`] refused the mapping without calling the kernel, because
+    /// the stack entry budget was spent.
+    pub(crate) over_budget: bool,
+}
+
+impl SysError {
+    /// Returns the error of a call that the kernel failed.
+    fn kernel(call: &'static str, errno: i32) -> SysError {
+        SysError {
+            call,
+            errno,
+            over_budget: false,
+        }
+    }
+
+    /// Returns the process's mapping count when it is the likely cause of this error, which
+    /// only `ENOMEM` can be. A refusal by the budget is counted from the budget's own numbers.
+    /// So a caller that retries, such as a runtime that waits for goroutines to exit, does not
+    /// read `/proc/self/maps` at every attempt.
+    pub(crate) fn map_count(&self) -> Option<MapCount> {
+        if self.errno != libc::ENOMEM {
+            return None;
+        }
+        if self.over_budget
+            && let Some(budget) = budget()
+        {
+            // Relaxed: as in `map_stack_memory`; an estimate for the message.
+            let held = STACK_ENTRIES.load(Ordering::Relaxed);
+            return Some(MapCount {
+                current: budget.baseline + held,
+                max: budget.max,
+            });
+        }
+        map_count_near_limit()
+    }
 }
 
 /// Maps `guard_size + usable_size` bytes of private anonymous memory whose lowest `guard_size`
@@ -68,10 +103,7 @@ pub(crate) fn map_guarded(guard_size: usize, usable_size: usize) -> Result<usize
     // SAFETY: an anonymous mapping at an address the kernel chooses replaces no existing memory.
     let base = unsafe { libc::mmap(ptr::null_mut(), len, libc::PROT_NONE, flags, -1, 0) };
     if base == libc::MAP_FAILED {
-        return Err(SysError {
-            call: "mmap",
-            errno: last_errno(),
-        });
+        return Err(SysError::kernel("mmap", last_errno()));
     }
 
     let usable = base as usize + guard_size;
@@ -82,10 +114,7 @@ pub(crate) fn map_guarded(guard_size: usize, usable_size: usize) -> Result<usize
         let errno = last_errno();
         // SAFETY: the whole mapping was created above and nothing else references it.
         unsafe { unmap(base as usize, len) };
-        return Err(SysError {
-            call: "mprotect",
-            errno,
-        });
+        return Err(SysError::kernel("mprotect", errno));
     }
     Ok(base as usize)
 }
@@ -103,14 +132,37 @@ const RESERVED_ENTRIES: usize = 1024;
 /// [`ThreadEntries`].
 static STACK_ENTRIES: AtomicUsize = AtomicUsize::new(0);
 
+/// The mapping-table counts behind the stack entry budget, read once.
+struct Budget {
+    /// `vm.max_map_count`.
+    max: usize,
+    /// Entries the process had at the first call.
+    baseline: usize,
+    /// Entries that [`map_stack_memory`] and [`ThreadEntries`] may hold together.
+    entries: usize,
+}
+
+/// Returns the budget, or `None` when the counts cannot be read.
+fn budget() -> Option<&'static Budget> {
+    static BUDGET: OnceLock<Option<Budget>> = OnceLock::new();
+    BUDGET
+        .get_or_init(|| {
+            let (max, baseline) = (read_max_map_count()?, count_own_mappings()?);
+            Some(Budget {
+                max,
+                baseline,
+                entries: max
+                    .saturating_sub(baseline)
+                    .saturating_sub(RESERVED_ENTRIES),
+            })
+        })
+        .as_ref()
+}
+
 /// Returns how many entries [`map_stack_memory`] may hold: what the process had free at the
 /// first call, minus [`RESERVED_ENTRIES`], or `usize::MAX` when the counts cannot be read.
 fn stack_entry_budget() -> usize {
-    static BUDGET: OnceLock<usize> = OnceLock::new();
-    *BUDGET.get_or_init(|| match (read_max_map_count(), count_own_mappings()) {
-        (Some(max), Some(current)) => max.saturating_sub(current).saturating_sub(RESERVED_ENTRIES),
-        _ => usize::MAX,
-    })
+    budget().map_or(usize::MAX, |budget| budget.entries)
 }
 
 /// A claim on the mapping-table entries of one thread, counted against the budget that
@@ -158,6 +210,7 @@ pub(crate) fn map_stack_memory(guard_size: usize, usable_size: usize) -> Result<
         Err(SysError {
             call: "mmap",
             errno: libc::ENOMEM,
+            over_budget: true,
         })
     } else {
         map_guarded(guard_size, usable_size)
@@ -277,6 +330,27 @@ pub(crate) fn count_own_mappings() -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn budget_refusal_counts_without_the_kernel() {
+        let refusal = SysError {
+            call: "mmap",
+            errno: libc::ENOMEM,
+            over_budget: true,
+        };
+        let Some(budget) = budget() else {
+            eprintln!("skipped: the mapping counts are unreadable here");
+            return;
+        };
+        let count = refusal
+            .map_count()
+            .expect("a budget refusal names the mapping count");
+        assert_eq!(count.max, budget.max);
+        assert!(count.current >= budget.baseline, "{count:?}");
+
+        let other = SysError::kernel("mprotect", libc::EACCES);
+        assert_eq!(other.map_count(), None);
+    }
 
     #[test]
     fn page_size_is_power_of_two() {
