@@ -1,5 +1,7 @@
 //! Goroutine stacks for goro: mmap'ed stacks with guard pages or carved from slabs, a bounded
-//! pool with per-M caches, and stack overflow reports that name the goroutine.
+//! pool with per-M caches, and stack overflow reports that name the goroutine. The
+//! [`blocks`] module recycles the small per-goroutine blocks that a runtime allocates on one M
+//! and frees on another.
 //!
 //! ```
 //! use goro_stack::{install_overflow_handler, AltStack, PoolConfig, StackPool, DEFAULT_STACK_SIZE};
@@ -85,14 +87,17 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod blocks;
 mod error;
 mod overflow;
 mod pool;
 mod registry;
 mod slab;
 mod stack;
+mod sync;
 mod sys;
 
+pub use blocks::{BlockCache, BlockHome};
 pub use error::{MapCount, StackError};
 pub use overflow::{AltStack, MIN_ALT_STACK_SIZE, install_overflow_handler};
 pub use pool::{LocalCache, PoolConfig, PoolStats, StackPool};
