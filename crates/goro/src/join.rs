@@ -1,15 +1,19 @@
 //! Waiting for a goroutine's result.
 
+use std::alloc::Layout;
 use std::any::Any;
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
-use std::ptr::NonNull;
+use std::ptr::{self, NonNull};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use goro_abi::WaitReason;
 
+use goro_stack::BlockHome;
+
+use crate::m::M;
 use crate::runtime::SpawnError;
 use crate::task::{Panic, Record};
 use crate::waiter::{Waiter, wait_until};
@@ -25,6 +29,8 @@ pub(crate) struct JoinCell {
     state: Mutex<JoinState>,
     /// Frees the whole `JoinCellOf<T>`.
     dealloc: unsafe fn(NonNull<JoinCell>),
+    /// The home of the cell's block, or `None` for a cell on the heap.
+    home: Option<BlockHome>,
 }
 
 /// The cell with the output of a g whose body returns `T`.
@@ -46,19 +52,32 @@ struct JoinState {
 
 impl JoinCell {
     /// Allocates the cell of the g `goid` with the record `record`, with two references: the
-    /// g's and the join handle's.
+    /// g's and the join handle's. The cell takes a block from the block cache of `m` when
+    /// given an M and the cell fits, and a heap allocation otherwise.
     ///
-    /// NOTE: the spawning thread allocates the cell and, when the handle is dropped first,
-    /// the M that ran the g frees it. glibc serves that pattern through its slow path
-    /// (`_int_malloc` is about a fifth of the spawner's time in `goro-bench spawnwg`), and the
-    /// writes to a reused cell miss the cache. A per-thread cache of cell blocks with a shared
-    /// depot was tried and measured 45 ns slower per spawn, so it was left out.
-    pub(crate) fn allocate<T>(goid: u64, record: NonNull<Record>) -> NonNull<JoinCell> {
-        unsafe fn dealloc<T>(cell: NonNull<JoinCell>) {
+    /// # Safety
+    ///
+    /// `m`, if any, is the M that runs the calling thread, outside its `with_blocks`.
+    pub(crate) unsafe fn allocate<T>(
+        goid: u64,
+        record: NonNull<Record>,
+        m: Option<&M>,
+    ) -> NonNull<JoinCell> {
+        unsafe fn dealloc_boxed<T>(cell: NonNull<JoinCell>) {
             // SAFETY: `allocate::<T>` leaked this box; the caller holds the last reference.
             drop(unsafe { Box::from_raw(cell.as_ptr() as *mut JoinCellOf<T>) });
         }
-        let cell = Box::new(JoinCellOf::<T> {
+        unsafe fn dealloc_block<T>(cell: NonNull<JoinCell>) {
+            // SAFETY: `allocate::<T>` wrote a `JoinCellOf<T>` into a block whose home the
+            // cell records; the caller holds the last reference.
+            unsafe {
+                let home = cell.as_ref().home.expect("a block cell records its home");
+                ptr::drop_in_place(cell.as_ptr() as *mut JoinCellOf<T>);
+                free_block(cell.cast(), home);
+            }
+        }
+        let in_block = m.filter(|_| goro_stack::blocks::fits(Layout::new::<JoinCellOf<T>>()));
+        let cell = JoinCellOf::<T> {
             cell: JoinCell {
                 refs: AtomicUsize::new(2),
                 goid,
@@ -67,11 +86,26 @@ impl JoinCell {
                     waiter: None,
                     record: Some(record),
                 }),
-                dealloc: dealloc::<T>,
+                dealloc: if in_block.is_some() {
+                    dealloc_block::<T>
+                } else {
+                    dealloc_boxed::<T>
+                },
+                home: in_block.map(M::blocks_home),
             },
             output: UnsafeCell::new(None),
-        });
-        NonNull::from(Box::leak(cell)).cast()
+        };
+        match in_block {
+            Some(m) => {
+                // SAFETY: the caller's contract: `m` runs this thread, outside `with_blocks`.
+                let block = unsafe { m.with_blocks(|blocks| blocks.allocate()) };
+                let block = block.cast::<JoinCellOf<T>>();
+                // SAFETY: the block is free, and `fits` checked its size and alignment.
+                unsafe { block.write(cell) };
+                block.cast()
+            }
+            None => NonNull::from(Box::leak(Box::new(cell))).cast(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, JoinState> {
@@ -116,6 +150,25 @@ impl JoinCell {
         // SAFETY: that was the last reference.
         unsafe { (this.dealloc)(cell) }
     }
+}
+
+/// Gives a join cell's block back: to the block cache of the calling thread's M when the
+/// block came from it, to the block's home otherwise.
+///
+/// # Safety
+///
+/// `block` came from a block cache with the home `home`, and is used no more.
+unsafe fn free_block(block: NonNull<u8>, home: BlockHome) {
+    if let Some(m) = crate::m::current_m()
+        && m.blocks_home() == home
+    {
+        // SAFETY: `m` runs this thread, and no `with_blocks` call is running: the cell's
+        // output was dropped before this call, and allocations do not free.
+        unsafe { m.with_blocks(|blocks| blocks.free(block)) };
+        return;
+    }
+    // SAFETY: the caller's contract.
+    unsafe { home.free(block) };
 }
 
 /// An owned permission to wait for a goroutine and take its result. Dropping it detaches the

@@ -200,6 +200,11 @@ pub(crate) struct M {
     /// when a g exits, and the g it runs when that g spawns (goroutines are not preempted,
     /// so the two never overlap).
     stack_cache: UnsafeCell<Option<goro_stack::LocalCache>>,
+    /// The M's cache of join cell blocks. Only the M's thread touches it, through
+    /// `with_blocks`; other threads give blocks back through `blocks_home`.
+    blocks: UnsafeCell<goro_stack::BlockCache>,
+    /// The home of `blocks`, for threads that give a block back.
+    blocks_home: goro_stack::BlockHome,
     /// Whether the goroutine this M runs is inside a syscall. Written only by the M's own
     /// thread; read by deadlock detection (see `Shared::check_deadlock` for the ordering).
     pub(crate) in_syscall: std::sync::atomic::AtomicBool,
@@ -208,13 +213,16 @@ pub(crate) struct M {
 }
 
 // SAFETY: `park_commit` and `handover` are only touched by the M's own thread (set by the g it
-// runs, read by its g0 right after); everything else is atomic or Sync.
+// runs, read by its g0 right after), and so are `stack_cache` and `blocks`; everything else is
+// atomic or Sync.
 unsafe impl Sync for M {}
 // SAFETY: as above; the raw pointer in `park_commit` is only meaningful on the M's thread.
 unsafe impl Send for M {}
 
 impl M {
     pub(crate) fn new(id: MId, shared: Arc<Shared>) -> M {
+        let blocks = goro_stack::BlockCache::new();
+        let blocks_home = blocks.home();
         M {
             id,
             shared,
@@ -230,6 +238,8 @@ impl M {
             thread_id: std::sync::atomic::AtomicI64::new(0),
             in_syscall: std::sync::atomic::AtomicBool::new(false),
             stack_cache: UnsafeCell::new(None),
+            blocks: UnsafeCell::new(blocks),
+            blocks_home,
         }
     }
 
@@ -288,6 +298,24 @@ impl M {
         // SAFETY: the caller is this M's thread, the cache's only user, and calls do not nest.
         let cache = unsafe { &mut *self.stack_cache.get() };
         f(cache.get_or_insert_with(|| self.shared.pool.local_cache()))
+    }
+
+    /// Calls `f` with the M's block cache for join cells.
+    ///
+    /// # Safety
+    ///
+    /// Only the M's own thread may call it, and calls must not nest.
+    pub(crate) unsafe fn with_blocks<R>(
+        &self,
+        f: impl FnOnce(&mut goro_stack::BlockCache) -> R,
+    ) -> R {
+        // SAFETY: the caller is this M's thread, the cache's only user, and calls do not nest.
+        f(unsafe { &mut *self.blocks.get() })
+    }
+
+    /// Returns the home of this M's block cache, where other threads give its blocks back.
+    pub(crate) fn blocks_home(&self) -> goro_stack::BlockHome {
+        self.blocks_home
     }
 
     pub(crate) fn is_spinning(&self) -> bool {

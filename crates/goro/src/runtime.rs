@@ -675,7 +675,9 @@ impl Shared {
         }
         let (m, stack) = self.stack_for_spawn()?;
         let goid = NEXT_GOID.fetch_add(1, Ordering::Relaxed);
-        let (record, join) = Record::allocate(g, body, self.clone(), stack, goid);
+        // SAFETY: `m`, if any, runs this thread (`stack_for_spawn` read it after its last
+        // yield), and no `with_blocks` call is running on it.
+        let (record, join) = unsafe { Record::allocate(g, body, self.clone(), stack, goid, m) };
         // SAFETY: the record was just allocated and is not shared yet.
         let rec = unsafe { record.as_ref() };
         let g = rec.g();

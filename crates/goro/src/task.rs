@@ -115,13 +115,19 @@ impl Record {
     /// Allocates the block of a new goroutine on `stack`, or on the heap when it does not fit
     /// there, with its join cell. Sets the g's goid and stack bounds, which exclude the block.
     /// Returns the record, with the goroutine's reference, and the join cell, with the
-    /// goroutine's and the join handle's references.
-    pub(crate) fn allocate<G, F, T>(
+    /// goroutine's and the join handle's references. The join cell comes from the block cache
+    /// of `m` when it fits a block.
+    ///
+    /// # Safety
+    ///
+    /// `m`, if any, is the M that runs the calling thread, outside its `with_blocks`.
+    pub(crate) unsafe fn allocate<G, F, T>(
         g: G,
         body: F,
         shared: Arc<Shared>,
         stack: Stack,
         goid: u64,
+        m: Option<&M>,
     ) -> (NonNull<Record>, NonNull<JoinCell>)
     where
         G: CustomG,
@@ -171,7 +177,8 @@ impl Record {
         let task_ref = unsafe { task.as_ref() };
         let header = task_ref.g.header();
         let record = NonNull::from(&task_ref.record);
-        let join = JoinCell::allocate::<T>(goid, record);
+        // SAFETY: the caller's contract.
+        let join = unsafe { JoinCell::allocate::<T>(goid, record, m) };
         // SAFETY: as above; these fields are written once here, before the g is published.
         unsafe {
             (*task.as_ptr()).record.header = NonNull::from(header);
