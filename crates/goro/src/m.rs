@@ -56,6 +56,11 @@ impl Request {
 /// Sentinel for "no P" in `M::p`.
 const NO_P: u32 = u32::MAX;
 
+/// A goroutine yields after every this many spawns made on one M, so that a spawning loop
+/// lets its own P run the children it queued. It is half the work-stealing run queue's
+/// capacity, so the queue does not overflow between two yields.
+pub(crate) const SPAWN_YIELD_INTERVAL: u32 = 128;
+
 /// Function run on g0 after a g parked: returns `false` to cancel the park (the g runs on).
 pub(crate) type ParkCommit = unsafe fn(data: *const (), g: GRef) -> bool;
 
@@ -194,6 +199,9 @@ pub(crate) struct M {
     /// The index of the scheduler that the M polls first for work next time. It moves on at
     /// every poll so that no scheduler starves the others. Only the M's own thread touches it.
     schedtick: AtomicU32,
+    /// Spawns made by the goroutines this M ran, wrapping; see `M::count_spawn`. Only the M's
+    /// own thread touches it.
+    spawns: AtomicU32,
     note: Note,
     pub(crate) counters: MCounters,
     /// The M's own stack cache, used without locks. Only the M's thread touches it: its g0
@@ -232,6 +240,7 @@ impl M {
             park_commit: UnsafeCell::new(None),
             handover: UnsafeCell::new(None),
             schedtick: AtomicU32::new(0),
+            spawns: AtomicU32::new(0),
             spinning: std::sync::atomic::AtomicBool::new(false),
             note: Note::default(),
             counters: MCounters::default(),
@@ -298,6 +307,15 @@ impl M {
         // SAFETY: the caller is this M's thread, the cache's only user, and calls do not nest.
         let cache = unsafe { &mut *self.stack_cache.get() };
         f(cache.get_or_insert_with(|| self.shared.pool.local_cache()))
+    }
+
+    /// Counts a spawn by the goroutine running on this M, and returns whether it is one of
+    /// every [`SPAWN_YIELD_INTERVAL`].
+    pub(crate) fn count_spawn(&self) -> bool {
+        // Relaxed: only this M's thread reads and writes the count.
+        let spawns = self.spawns.load(Ordering::Relaxed).wrapping_add(1);
+        self.spawns.store(spawns, Ordering::Relaxed);
+        spawns.is_multiple_of(SPAWN_YIELD_INTERVAL)
     }
 
     /// Calls `f` with the M's block cache for join cells.

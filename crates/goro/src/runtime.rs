@@ -713,6 +713,20 @@ impl Shared {
         // A spawn is progress: a deadlock reported earlier no longer holds.
         self.note_progress();
         self.wakep();
+        // A goroutine that spawns in a loop lets its children run every
+        // SPAWN_YIELD_INTERVAL spawns. Otherwise only other Ps run them, and when those fall
+        // behind, the queued children pile up, each holding a stack that is cold in the cache
+        // by the time it runs. Inside a blocking section the goroutine holds no P and cannot
+        // yield, and a cancelling runtime would unwind it from here. A spawn on g0, from a
+        // drop that the M runs there, has no goroutine to yield.
+        if let Some(m) = m
+            && m.count_spawn()
+            && m.p().is_some()
+            && !self.is_cancelling()
+            && m::current_record().is_some()
+        {
+            crate::park::yield_now();
+        }
         Ok(JoinHandle::new(join))
     }
 
@@ -1048,6 +1062,14 @@ impl Drop for Runtime {
 }
 
 /// Spawns a goroutine on the runtime of the calling goroutine, with its default scheduler.
+///
+/// Every 128th spawn made on one M yields the calling goroutine, as [`yield_now`] does, so
+/// that a goroutine spawning in a loop lets its own P run the goroutines it queued. It does
+/// not yield between [`entersyscall`] and [`exitsyscall`], where it holds no P.
+///
+/// [`yield_now`]: crate::yield_now
+/// [`entersyscall`]: crate::entersyscall
+/// [`exitsyscall`]: crate::exitsyscall
 ///
 /// # Panics
 ///
