@@ -240,6 +240,7 @@ impl WorkStealing {
     }
 
     /// Takes the next g from P `p`'s runnext slot or run queue, applying the streak rule.
+    #[inline]
     fn next_local(&self, proc: &Proc) -> Option<GRef> {
         let streak = proc.runnext_streak.load(Ordering::Relaxed);
         if streak >= Self::MAX_RUNNEXT_STREAK {
@@ -292,20 +293,33 @@ impl WorkStealing {
     }
 
     /// The body of `next`, for the owner of P `p`: searches in the order that the type's
-    /// documentation lists.
+    /// documentation lists. The local picks are inlined into the hooks, and the rest of the
+    /// search is out of line.
+    #[inline]
     fn next_owned(&self, p: PId, owner: &OwnerGuard<'_>) -> Option<GRef> {
         let proc = owner.proc;
-        let ps = self.ps.get().expect("`proc` checked that start ran");
         let tick = proc.tick.load(Ordering::Relaxed).wrapping_add(1);
         proc.tick.store(tick, Ordering::Relaxed);
-        if tick.is_multiple_of(Self::INJECTOR_CHECK_INTERVAL)
-            && let Some(g) = self.injector.pop()
-        {
+        let injector_first = tick.is_multiple_of(Self::INJECTOR_CHECK_INTERVAL);
+        if !injector_first && let Some(g) = self.next_local(proc) {
             return Some(g);
         }
-        if let Some(g) = self.next_local(proc) {
-            return Some(g);
+        self.next_elsewhere(p, proc, injector_first)
+    }
+
+    /// Continues the search of `next_owned` after the local picks, or starts it when
+    /// `injector_first` is set.
+    #[inline(never)]
+    fn next_elsewhere(&self, p: PId, proc: &Proc, injector_first: bool) -> Option<GRef> {
+        if injector_first {
+            if let Some(g) = self.injector.pop() {
+                return Some(g);
+            }
+            if let Some(g) = self.next_local(proc) {
+                return Some(g);
+            }
         }
+        let ps = self.ps.get().expect("`proc` checked that start ran");
         if let Some(g) = self.next_from_injector(proc, ps.len()) {
             return Some(g);
         }
@@ -441,10 +455,10 @@ unsafe impl Scheduler for WorkStealing {
     ///
     /// As `next`.
     fn on_yield_next(&self, g: GRef, p: PId) -> Option<GRef> {
-        // NOTE: a yield costs about 26 ns with this scheduler against 19 ns with Fifo
-        // (`goro-bench yield`). The claim's exchange is about 2 ns of the difference, and the
-        // pop's CAS and the runnext and injector checks the rest. Skipping the claim would need
-        // hooks that only the runtime can call, since these are safe methods.
+        // NOTE: a yield costs 22-24 ns with this scheduler against 20 ns with Fifo in
+        // interleaved runs of `goro-bench yield`, and takes about 55 instructions here against
+        // Fifo's 31 (callgrind). Skipping the claim's exchange saved under 1 ns; it would also
+        // need hooks that only the runtime can call, since these are safe methods.
         let proc = self.proc(p, "WorkStealing::on_yield_next");
         let owner = proc.claim(p, "WorkStealing::on_yield_next");
         // SAFETY: `owner` makes this thread the P's only owner.

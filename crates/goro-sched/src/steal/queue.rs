@@ -57,7 +57,8 @@ pub struct RunQueue {
     tail: AtomicU32,
     /// The ring. A slot contains `None` until its first push. After a pop it keeps a stale g,
     /// which nobody reads until the owner overwrites it.
-    slots: Box<[UnsafeCell<Option<GRef>>]>,
+    /// An array, not a slice, so that indexing with a masked position needs no bounds check.
+    slots: Box<[UnsafeCell<Option<GRef>>; CAPACITY as usize]>,
 }
 
 // SAFETY: the slots contain GRefs, which are Send and Sync. The head and tail protocol gives
@@ -84,7 +85,7 @@ impl RunQueue {
         RunQueue {
             head: AtomicU64::new(0),
             tail: AtomicU32::new(0),
-            slots: (0..CAPACITY).map(|_| UnsafeCell::new(None)).collect(),
+            slots: Box::new(core::array::from_fn(|_| UnsafeCell::new(None))),
         }
     }
 
@@ -112,7 +113,32 @@ impl RunQueue {
     ///
     /// The caller is the queue's owner (see the type's docs): no other owner operation on
     /// this queue runs at the same time, and the previous one happens before this call.
+    #[inline]
     pub unsafe fn push_back(&self, g: GRef, overflow: &Injector) {
+        // Acquire: as in `push_back_slow`.
+        let (steal, _) = unpack(self.head.load(Ordering::Acquire));
+        // Relaxed: only the owner writes the tail.
+        let tail = self.tail.load(Ordering::Relaxed);
+        if tail.wrapping_sub(steal) < CAPACITY {
+            // SAFETY: as in `push_back_slow`.
+            unsafe { self.write_slot(tail, g) };
+            // Release: as in `push_back_slow`.
+            self.tail.store(tail.wrapping_add(1), Ordering::Release);
+            return;
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.push_back_slow(g, overflow) }
+    }
+
+    /// Pushes `g` onto a queue that looked full. It is out of line so that the fast path of
+    /// `push_back` stays small enough to inline.
+    ///
+    /// # Safety
+    ///
+    /// As `push_back`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn push_back_slow(&self, g: GRef, overflow: &Injector) {
         let mut g = g;
         loop {
             // Acquire: pairs with the Release CAS that ends a steal (`finish_steal`), so the
@@ -196,6 +222,7 @@ impl RunQueue {
     /// # Safety
     ///
     /// As for [`push_back`](RunQueue::push_back): the caller is the queue's owner.
+    #[inline]
     pub unsafe fn pop(&self) -> Option<GRef> {
         // Relaxed: the CAS below checks the value. The slot that a pop reads was written by
         // the owner, which the caller's contract orders before this call.
