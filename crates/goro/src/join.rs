@@ -68,12 +68,21 @@ impl JoinCell {
             drop(unsafe { Box::from_raw(cell.as_ptr() as *mut JoinCellOf<T>) });
         }
         unsafe fn dealloc_block<T>(cell: NonNull<JoinCell>) {
+            /// Gives the block back when dropped, also when the output's drop panics.
+            struct FreeOnDrop(NonNull<u8>, BlockHome);
+            impl Drop for FreeOnDrop {
+                fn drop(&mut self) {
+                    // SAFETY: the cell in the block was dropped (or its drop unwound), and
+                    // nothing uses the block afterwards.
+                    unsafe { free_block(self.0, self.1) };
+                }
+            }
             // SAFETY: `allocate::<T>` wrote a `JoinCellOf<T>` into a block whose home the
             // cell records; the caller holds the last reference.
             unsafe {
                 let home = cell.as_ref().home.expect("a block cell records its home");
+                let _free = FreeOnDrop(cell.cast(), home);
                 ptr::drop_in_place(cell.as_ptr() as *mut JoinCellOf<T>);
-                free_block(cell.cast(), home);
             }
         }
         let in_block = m.filter(|_| goro_stack::blocks::fits(Layout::new::<JoinCellOf<T>>()));

@@ -303,20 +303,30 @@ impl Record {
         let this = unsafe { record.as_ref() };
         // SAFETY: as above.
         let stack = unsafe { (*this.stack.get()).take() };
-        let m = m.filter(|m| Arc::ptr_eq(&m.shared, &this.shared));
+        let runtime = Arc::as_ptr(&this.shared);
+        let on_runtime = m.is_some_and(|m| Arc::as_ptr(&m.shared) == runtime);
         // The runtime must outlive the block's drop when its pool takes the stack afterwards.
-        let shared = match (&stack, m) {
-            (Some(_), None) => Some(Arc::clone(&this.shared)),
-            _ => None,
-        };
+        let shared = (stack.is_some() && !on_runtime).then(|| Arc::clone(&this.shared));
         // SAFETY: the stack was taken out above, as `drop_block` requires; `this` is used no
         // more. A block on the stack stays valid memory until the stack is put back below.
         unsafe { (this.vtable.drop_block)(record) };
+        // The block's drop runs user code, which may switch goroutines (a Drop that spawns or
+        // sends on a channel), and the goroutine may resume on another M of the runtime. So
+        // the M is looked up again rather than `m` trusted.
+        let m = if on_runtime {
+            crate::m::current_m().filter(|m| Arc::as_ptr(&m.shared) == runtime)
+        } else {
+            None
+        };
         match (stack, m, shared) {
-            // SAFETY: the caller runs on `m`'s thread and not inside its `with_stack_cache`.
+            // SAFETY: `m` runs this thread, and this call is not inside its
+            // `with_stack_cache` (the caller's contract, and the drop above returned).
             (Some(stack), Some(m), _) => unsafe { m.with_stack_cache(|cache| cache.put(stack)) },
             (Some(stack), None, Some(shared)) => shared.pool.put(stack),
-            _ => {}
+            // Not reached, because a goroutine stays on the Ms of its runtime. Dropping the
+            // stack unmaps it, or returns it to its slab, without the pool.
+            (Some(stack), None, None) => drop(stack),
+            (None, _, _) => {}
         }
     }
 }
