@@ -215,8 +215,9 @@ pub struct PoolStats {
     pub slabs: usize,
     /// Bytes of address space the slabs reserve, guards included; 0 in guarded mode.
     pub slab_bytes: usize,
-    /// Stacks whose memory the pool gave back to the kernel on entering the global cache
-    /// beyond its resident tier, since the pool was created: one `madvise` each.
+    /// Times the pool gave a stack's memory back to the kernel (one `madvise` each) since it
+    /// was created, for stacks entering the global cache beyond its resident tier. Such a
+    /// stack is still unmapped afterwards when other threads filled the cache meanwhile.
     pub memory_releases: u64,
 }
 
