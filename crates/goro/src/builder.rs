@@ -35,6 +35,7 @@ pub struct Builder {
     pub(crate) deadlock_detection: bool,
     pub(crate) dump_on_sigquit: bool,
     pub(crate) many_goroutines: bool,
+    pub(crate) spawn_yields: bool,
 }
 
 impl Default for Builder {
@@ -57,6 +58,7 @@ impl Builder {
             deadlock_detection: true,
             many_goroutines: false,
             dump_on_sigquit: false,
+            spawn_yields: true,
         }
     }
 
@@ -145,6 +147,26 @@ impl Builder {
     /// the goroutine next switches, can go unnoticed (see `goro_stack`'s docs on slab mode).
     pub fn many_goroutines(mut self, enabled: bool) -> Builder {
         self.many_goroutines = enabled;
+        self
+    }
+
+    /// Turns the yield of spawning goroutines on or off (on by default).
+    ///
+    /// When on, every 128th spawn made on an M yields the calling goroutine, as
+    /// [`yield_now`](crate::yield_now) does, so that a goroutine spawning in a loop lets its
+    /// own P run the goroutines it queued. Without it, only the other Ps run them, and a loop
+    /// that outpaces them piles up queued goroutines, each holding a stack. A spawn never
+    /// yields between [`entersyscall`](crate::entersyscall) and
+    /// [`exitsyscall`](crate::exitsyscall), on an M's g0, in the scheduler hooks of a yield or
+    /// while a panic unwinds. The rule holds for every spawn function called from one of the runtime's
+    /// goroutines; a spawn from another thread never yields.
+    ///
+    /// Turn it off when goroutines spawn while holding something that must not be held across
+    /// a switch. One is a `std::sync::Mutex` that the children lock too: with one P, a child
+    /// would block the only M while the spawner waits to run. Another is a borrow of a
+    /// thread-local, because the goroutine may resume on another thread.
+    pub fn spawn_yields(mut self, enabled: bool) -> Builder {
+        self.spawn_yields = enabled;
         self
     }
 

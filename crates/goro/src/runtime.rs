@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     /// Goroutines parked (status Waiting), for deadlock detection.
     pub(crate) nwaiting: CachePadded<AtomicU64>,
     deadlock_detection: bool,
+    /// Whether spawns yield now and then (`Builder::spawn_yields`).
+    spawn_yields: bool,
     /// Set when the runtime starts dropping: goroutines that park or yield unwind.
     cancelling: AtomicBool,
     /// Set when a deadlock was reported and nothing has run since, so that it is reported once.
@@ -304,7 +306,9 @@ impl Shared {
             if live == 0 {
                 return;
             }
-            if live != last_live {
+            // Only a falling count is progress. Spawns are refused from now on, but a count
+            // that merely changes could come from goroutines that never end.
+            if live < last_live {
                 last_live = live;
                 progress_at = std::time::Instant::now();
             } else if progress_at.elapsed() > std::time::Duration::from_millis(100) {
@@ -665,7 +669,8 @@ impl Shared {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        if self.is_shutdown() {
+        // A dropping runtime takes no new goroutines: it is waiting for its goroutines to end.
+        if self.is_shutdown() || self.is_cancelling() {
             return Err(SpawnError::Shutdown);
         }
         if !self.schedulers.iter().any(|s| s.is(scheduler.link())) {
@@ -713,21 +718,30 @@ impl Shared {
         // A spawn is progress: a deadlock reported earlier no longer holds.
         self.note_progress();
         self.wakep();
+        // Made before the yield below, which may unwind when the runtime starts dropping, so
+        // that the handle's reference is released then.
+        let handle = JoinHandle::new(join);
         // A goroutine that spawns in a loop lets its children run every
         // SPAWN_YIELD_INTERVAL spawns. Otherwise only other Ps run them, and when those fall
         // behind, the queued children pile up, each holding a stack that is cold in the cache
         // by the time it runs. Inside a blocking section the goroutine holds no P and cannot
-        // yield, and a cancelling runtime would unwind it from here. A spawn on g0, from a
-        // drop that the M runs there, has no goroutine to yield.
-        if let Some(m) = m
+        // yield. Nor does a spawn on g0 (from a drop that the M runs there), in a scheduler
+        // hook (the goroutine is not Running then), or during a panic, whose unwinding must
+        // stay on one thread.
+        if self.spawn_yields
+            && let Some(m) = m
             && m.count_spawn()
             && m.p().is_some()
-            && !self.is_cancelling()
-            && m::current_record().is_some()
+            && !std::thread::panicking()
+            && m::current_record().is_some_and(|record| {
+                // SAFETY: the running goroutine's record is alive while it runs.
+                let record = unsafe { record.as_ref() };
+                record.g().header().status() == goro_abi::GStatus::Running
+            })
         {
             crate::park::yield_now();
         }
-        Ok(JoinHandle::new(join))
+        Ok(handle)
     }
 
     /// Takes a stack for a new goroutine, and returns it with the calling M when the caller
@@ -935,6 +949,7 @@ impl Runtime {
             timers: crate::timer::Timers::default(),
             nwaiting: CachePadded::new(AtomicU64::new(0)),
             deadlock_detection: builder.deadlock_detection,
+            spawn_yields: builder.spawn_yields,
             cancelling: AtomicBool::new(false),
             deadlock_reported: AtomicBool::new(false),
             last_deadlock_report: Mutex::new(Vec::new()),
@@ -955,7 +970,8 @@ impl Runtime {
         self.shared.ps.len()
     }
 
-    /// Spawns a goroutine on the default scheduler.
+    /// Spawns a goroutine on the default scheduler. Called from one of the runtime's
+    /// goroutines, it may yield as [`crate::spawn`] does.
     pub fn spawn<F, T>(&self, body: F) -> Result<JoinHandle<T>, SpawnError>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -967,7 +983,8 @@ impl Runtime {
 
     /// Spawns a goroutine whose control block is the custom g `g`, scheduled by `scheduler`,
     /// which must be the runtime's default scheduler or one added with
-    /// [`Builder::add_scheduler`].
+    /// [`Builder::add_scheduler`]. Called from one of the runtime's goroutines, it may yield
+    /// as [`crate::spawn`] does.
     pub fn spawn_g<G, F, T>(
         &self,
         g: G,
@@ -1063,13 +1080,11 @@ impl Drop for Runtime {
 
 /// Spawns a goroutine on the runtime of the calling goroutine, with its default scheduler.
 ///
-/// Every 128th spawn made on one M yields the calling goroutine, as [`yield_now`] does, so
-/// that a goroutine spawning in a loop lets its own P run the goroutines it queued. It does
-/// not yield between [`entersyscall`] and [`exitsyscall`], where it holds no P.
+/// Every 128th spawn made on one M yields the calling goroutine, so that a goroutine spawning
+/// in a loop lets its own P run the goroutines it queued. [`Builder::spawn_yields`] describes
+/// the exceptions and turns it off.
 ///
-/// [`yield_now`]: crate::yield_now
-/// [`entersyscall`]: crate::entersyscall
-/// [`exitsyscall`]: crate::exitsyscall
+/// [`Builder::spawn_yields`]: crate::Builder::spawn_yields
 ///
 /// # Panics
 ///

@@ -136,3 +136,226 @@ fn spawn_loop_in_blocking_section_does_not_yield() {
         assert_eq!(sum, 299 * 300 / 2, "{name}");
     }
 }
+
+static CREATED: AtomicUsize = AtomicUsize::new(0);
+static DROPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// A goroutine output that counts its creations and drops.
+struct Counted;
+
+impl Counted {
+    fn new() -> Counted {
+        CREATED.fetch_add(1, Ordering::SeqCst);
+        Counted
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        DROPPED.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn runtime_drop_during_spawn_loop_drops_every_output() {
+    for round in 0..5 {
+        let rt = Runtime::builder().procs(1).build().expect("runtime builds");
+        let spawner = rt
+            .spawn(|| {
+                let mut handles = Vec::new();
+                while let Ok(handle) = goro::spawn(|| {
+                    let start = std::time::Instant::now();
+                    while start.elapsed() < std::time::Duration::from_micros(20) {}
+                    Counted::new()
+                }) {
+                    handles.push(handle);
+                }
+                handles.len()
+            })
+            .expect("spawn");
+        std::thread::sleep(std::time::Duration::from_millis(20 + round));
+        watchdog(LIMIT, move || drop(rt));
+        // The spawner either unwound in a yield or saw the refusal of a dropping runtime.
+        let _ = spawner.join();
+        assert_eq!(
+            CREATED.load(Ordering::SeqCst),
+            DROPPED.load(Ordering::SeqCst),
+            "round {round}: an output of a goroutine spawned before the drop was never dropped"
+        );
+    }
+}
+
+#[test]
+fn spawn_loop_ends_when_its_runtime_drops() {
+    let rt = Runtime::builder().procs(2).build().expect("runtime builds");
+    let spawner = rt
+        .spawn(|| {
+            let mut spawned = 0u64;
+            loop {
+                match goro::spawn(|| ()) {
+                    Ok(handle) => drop(handle),
+                    Err(error) => return (spawned, error),
+                }
+                spawned += 1;
+            }
+        })
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    // Before the refusal, this drop waited for the live count to stop changing, which a
+    // spawning loop never let happen.
+    watchdog(LIMIT, move || drop(rt));
+    match spawner.join() {
+        Ok((_, error)) => assert!(
+            matches!(error, goro::SpawnError::Shutdown),
+            "unexpected error: {error}"
+        ),
+        Err(error) => assert!(
+            matches!(error, goro::JoinError::Shutdown { .. }),
+            "unexpected error: {error}"
+        ),
+    }
+}
+
+/// Spawns goroutines when dropped and records whether the drop ended on another thread.
+struct SpawnOnDrop {
+    moved: Arc<AtomicUsize>,
+}
+
+impl Drop for SpawnOnDrop {
+    fn drop(&mut self) {
+        let before = common::gettid();
+        for _ in 0..300 {
+            drop(goro::spawn(|| ()));
+        }
+        if common::gettid() != before {
+            self.moved.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[test]
+fn spawns_during_a_panic_stay_on_the_thread() {
+    let rt = Runtime::builder().procs(2).build().expect("runtime builds");
+    let moved = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&moved);
+    watchdog(LIMIT, move || {
+        rt.block_on(move || {
+            let handles: Vec<_> = (0..20)
+                .map(|_| {
+                    let moved = Arc::clone(&counted);
+                    goro::spawn(move || {
+                        let _guard = SpawnOnDrop { moved };
+                        panic!("unwinds through a drop that spawns");
+                    })
+                    .expect("spawn")
+                })
+                .collect();
+            for handle in handles {
+                assert!(handle.join().is_err(), "the goroutine panicked");
+            }
+        })
+        .expect("the spawning goroutine finishes");
+    });
+    // Unwinding must stay on one thread: the panic count is per thread.
+    assert_eq!(
+        moved.load(Ordering::SeqCst),
+        0,
+        "a panicking goroutine moved"
+    );
+}
+
+goro::custom_g! {
+    /// A g with a field that spawns when the g's block is dropped.
+    struct DropSpawningG {
+        header: goro::GHeader,
+        spawner: SpawnOnDrop,
+    }
+}
+
+#[test]
+fn custom_g_drop_that_spawns_returns_its_stack() {
+    let rt = Runtime::builder().procs(2).build().expect("runtime builds");
+    let scheduler = rt.default_scheduler().clone();
+    let moved = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&moved);
+    watchdog(LIMIT, move || {
+        rt.block_on(move || {
+            // Churn keeps both Ms taking stacks from and returning them to their caches, so
+            // that a stack returned to the wrong M's cache races with that M.
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let churn = {
+                let stop = Arc::clone(&stop);
+                goro::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let batch: Vec<_> = (0..64)
+                            .map(|_| goro::spawn(|| ()).expect("spawn"))
+                            .collect();
+                        for handle in batch {
+                            handle.join().expect("a churn goroutine finished");
+                        }
+                    }
+                })
+                .expect("spawn")
+            };
+            for _ in 0..200 {
+                let slot = Arc::new(std::sync::Mutex::new(None));
+                let filled = Arc::clone(&slot);
+                let g = DropSpawningG {
+                    header: goro::GHeader::new(),
+                    spawner: SpawnOnDrop {
+                        moved: Arc::clone(&counted),
+                    },
+                };
+                let handle = goro::spawn_g(g, &scheduler, move || {
+                    *filled.lock().expect("slot") = Some(goro::current());
+                })
+                .expect("spawn");
+                handle.join().expect("the custom g finished");
+                let last = slot
+                    .lock()
+                    .expect("slot")
+                    .take()
+                    .expect("the g filled the slot");
+                // The last reference: the block drops here, on this goroutine, and its
+                // drop yields while spawning.
+                drop(last);
+            }
+            stop.store(true, Ordering::Relaxed);
+            churn.join().expect("the churn goroutine finished");
+        })
+        .expect("the spawning goroutine finishes");
+    });
+    eprintln!(
+        "{} of 200 block drops ended on another thread",
+        moved.load(Ordering::SeqCst)
+    );
+}
+
+#[test]
+fn spawn_yields_off_allows_std_mutex_across_spawns() {
+    let rt = Runtime::builder()
+        .procs(1)
+        .spawn_yields(false)
+        .build()
+        .expect("runtime builds");
+    let total = watchdog(LIMIT, move || {
+        rt.block_on(|| {
+            let shared = Arc::new(std::sync::Mutex::new(0u64));
+            let handles: Vec<_> = {
+                let _held = shared.lock().expect("lock");
+                (0..300)
+                    .map(|_| {
+                        let shared = Arc::clone(&shared);
+                        goro::spawn(move || *shared.lock().expect("lock") += 1).expect("spawn")
+                    })
+                    .collect()
+            };
+            for handle in handles {
+                handle.join().expect("the child finished");
+            }
+            *shared.lock().expect("lock")
+        })
+        .expect("the spawning goroutine finishes")
+    });
+    assert_eq!(total, 300);
+}
