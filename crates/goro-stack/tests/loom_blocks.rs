@@ -10,7 +10,7 @@ use std::ptr::NonNull;
 
 use loom::thread;
 
-use goro_stack::BlockCache;
+use goro_stack::{BlockCache, BlockHome};
 
 /// Sends a block to another thread as its address; loom threads need `Send` closures.
 fn address(block: NonNull<u8>) -> usize {
@@ -19,6 +19,21 @@ fn address(block: NonNull<u8>) -> usize {
 
 fn block_at(address: usize) -> NonNull<u8> {
     NonNull::new(address as *mut u8).expect("a block address is not null")
+}
+
+/// Starts one thread per block that gives the block back through `home`.
+fn give_back(home: BlockHome, blocks: &[NonNull<u8>]) -> Vec<thread::JoinHandle<()>> {
+    blocks
+        .iter()
+        .map(|&block| {
+            let block = address(block);
+            thread::spawn(move || {
+                // SAFETY: the block came from the cache with this home, and the owner no
+                // longer uses it.
+                unsafe { home.free(block_at(block)) }
+            })
+        })
+        .collect()
 }
 
 /// Two threads give a block back each while the owner frees a third one locally and
@@ -30,17 +45,7 @@ fn remote_frees_race_the_owner() {
         let mut cache = BlockCache::new();
         let freed = [cache.allocate(), cache.allocate(), cache.allocate()];
         let home = cache.home();
-        let pushers: Vec<_> = freed[..2]
-            .iter()
-            .map(|&block| {
-                let block = address(block);
-                thread::spawn(move || {
-                    // SAFETY: the block came from the cache with this home, and the owner no
-                    // longer uses it.
-                    unsafe { home.free(block_at(block)) }
-                })
-            })
-            .collect();
+        let pushers = give_back(home, &freed[..2]);
 
         // SAFETY: the third block came from this cache and is used no more.
         unsafe { cache.free(freed[2]) };
@@ -75,16 +80,7 @@ fn take_races_two_pushes() {
         let mut cache = BlockCache::new();
         let freed = [cache.allocate(), cache.allocate()];
         let home = cache.home();
-        let pushers: Vec<_> = freed
-            .iter()
-            .map(|&block| {
-                let block = address(block);
-                thread::spawn(move || {
-                    // SAFETY: as in `remote_frees_race_the_owner`.
-                    unsafe { home.free(block_at(block)) }
-                })
-            })
-            .collect();
+        let pushers = give_back(home, &freed);
 
         // loom runs a spawned thread only once the running one yields or blocks.
         thread::yield_now();
