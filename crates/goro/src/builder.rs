@@ -164,7 +164,9 @@ impl Builder {
     /// Turn it off when goroutines spawn while holding something that must not be held across
     /// a switch. One is a `std::sync::Mutex` that the children lock too: with one P, a child
     /// would block the only M while the spawner waits to run. Another is a borrow of a
-    /// thread-local, because the goroutine may resume on another thread.
+    /// thread-local, because the goroutine may resume on another thread. Children that spin,
+    /// without switching, until the spawner does something after its loop also hang with one
+    /// P.
     pub fn spawn_yields(mut self, enabled: bool) -> Builder {
         self.spawn_yields = enabled;
         self

@@ -108,11 +108,39 @@ fn unwind_if_cancelled() {
     }
 }
 
-/// Unwinds the running goroutine, whose record is `record`, if its runtime is being dropped.
+/// Unwinds the running goroutine, whose record is `record`, if its runtime is being dropped,
+/// unless it is unwinding already.
+///
+/// A goroutine that parks in a destructor while it unwinds may resume on another M, where
+/// `std::thread::panicking()` is false (std counts panics per thread). So the goroutine's own
+/// flag, not only the thread's count, records that the cancellation unwind has started.
 fn unwind_if_runtime_cancelling(record: &Record) {
-    if record.shared().is_cancelling() && !std::thread::panicking() {
+    if record.shared().is_cancelling()
+        && !std::thread::panicking()
+        && !record.cancel_unwinding.swap(true, Ordering::Relaxed)
+    {
         std::panic::resume_unwind(Box::new(Cancelled));
     }
+}
+
+/// Wakes the goroutine of `record` if it is parked, so that it unwinds (its runtime is
+/// cancelling). The caller keeps the record alive for the duration of the call.
+pub(crate) fn cancel(record: &Record) {
+    if record.g().header().status() == goro_abi::GStatus::Waiting {
+        if record.internal_permit.unpark() {
+            ready_woken(record);
+        }
+        if record.permit.unpark() {
+            ready_woken(record);
+        }
+    }
+}
+
+/// Readies the goroutine of `record` after a permit woke it.
+fn ready_woken(record: &Record) {
+    let g = record.g();
+    let _ = g.header().wake();
+    m::ready(g, ReadyCause::Wake);
 }
 
 /// A handle to a goroutine, for waking it with [`Goroutine::unpark`]. Keeps the goroutine's
@@ -152,32 +180,18 @@ impl Goroutine {
         self.record().g()
     }
 
-    /// Wakes the goroutine if it is parked, so that it unwinds (its runtime is cancelling).
-    pub(crate) fn cancel(&self) {
-        if self.gref().header().status() == goro_abi::GStatus::Waiting {
-            self.unpark_internal();
-            self.unpark();
-        }
-    }
-
     /// Makes the goroutine's permit available: a parked goroutine wakes, and a running one
     /// returns at once from its next [`park`].
     pub fn unpark(&self) {
         if self.record().permit.unpark() {
-            self.ready_woken();
+            ready_woken(self.record());
         }
     }
 
     pub(crate) fn unpark_internal(&self) {
         if self.record().internal_permit.unpark() {
-            self.ready_woken();
+            ready_woken(self.record());
         }
-    }
-
-    fn ready_woken(&self) {
-        let g = self.record().g();
-        let _ = g.header().wake();
-        m::ready(g, ReadyCause::Wake);
     }
 }
 

@@ -314,9 +314,16 @@ impl Shared {
             } else if progress_at.elapsed() > std::time::Duration::from_millis(100) {
                 return;
             }
-            for g in self.all_goroutines() {
-                g.cancel();
-            }
+            // Cancelled inside the registry walk, which keeps each record alive, and not
+            // through `Goroutine` handles. A handle could outlive its goroutine's exit, and the
+            // last one would then free the goroutine's block on this thread, which runs no
+            // goroutine, and run user drops there.
+            self.for_each_goroutine(|g| {
+                // SAFETY: every g the walk visits was spawned by this runtime, and its record
+                // stays alive while the walk holds the g's shard lock.
+                let record = unsafe { Record::of(g).as_ref() };
+                crate::park::cancel(record);
+            });
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
@@ -669,16 +676,30 @@ impl Shared {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        // Counted before the cancellation check below. SeqCst: either `cancel_all` reads the
+        // count with this spawn in it and waits for the new goroutine, or its store of
+        // `cancelling` comes first and the check reads it. Deadlock detection also compares
+        // this count with the number of waiting goroutines.
+        let live = self.live_goroutines.fetch_add(1, Ordering::SeqCst) + 1;
+        let refuse = |error: SpawnError| {
+            self.live_goroutines.fetch_sub(1, Ordering::SeqCst);
+            Err(error)
+        };
         // A dropping runtime takes no new goroutines: it is waiting for its goroutines to end.
-        if self.is_shutdown() || self.is_cancelling() {
-            return Err(SpawnError::Shutdown);
+        // A goroutine that unwinds may still spawn, from its destructors, because they cannot
+        // propagate the error and make only a bounded number of spawns.
+        if self.is_shutdown() || (self.is_cancelling() && !std::thread::panicking()) {
+            return refuse(SpawnError::Shutdown);
         }
         if !self.schedulers.iter().any(|s| s.is(scheduler.link())) {
-            return Err(SpawnError::UnknownScheduler {
+            return refuse(SpawnError::UnknownScheduler {
                 name: scheduler.name(),
             });
         }
-        let (m, stack) = self.stack_for_spawn()?;
+        let (m, stack) = match self.stack_for_spawn() {
+            Ok(found) => found,
+            Err(error) => return refuse(error),
+        };
         let goid = NEXT_GOID.fetch_add(1, Ordering::Relaxed);
         // SAFETY: `m`, if any, runs this thread (`stack_for_spawn` read it after its last
         // yield), and no `with_blocks` call is running on it.
@@ -704,8 +725,6 @@ impl Shared {
         trace::emit(|| Event::GoCreate {
             goid: header.goid(),
         });
-        // SeqCst: deadlock detection compares the live count with the waiting count.
-        let live = self.live_goroutines.fetch_add(1, Ordering::SeqCst) + 1;
         // Relaxed: a statistic. The load spares the read-modify-write below unless the peak
         // grows.
         if live > self.peak_live_goroutines.load(Ordering::Relaxed) {
@@ -1072,9 +1091,11 @@ impl Drop for Runtime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
-        // NOTE: goroutines that were still blocked in a syscall, or that caught the
-        // cancellation unwind and parked again, are not resumed: their blocks and stacks stay
-        // allocated, and their joiners get `JoinError::Shutdown`.
+        // NOTE: a goroutine blocked in a syscall keeps its M, so the join above waits until the
+        // syscall returns, forever for one that never does. Goroutines that stay queued behind
+        // one that runs without switching for over 100 ms, or that caught the cancellation
+        // unwind and parked again, are not resumed: their blocks and stacks stay allocated,
+        // and their joiners get `JoinError::Shutdown`.
     }
 }
 

@@ -90,6 +90,10 @@ pub(crate) struct Record {
     /// The runtime's own permit, for its blocking waits (join), so that they never consume a
     /// user's wakeup.
     pub(crate) internal_permit: Permit,
+    /// Set when the goroutine starts to unwind because its runtime is dropping, so that a
+    /// park in a destructor during that unwind does not start a second one. Only the
+    /// goroutine itself reads and writes it; Relaxed.
+    pub(crate) cancel_unwinding: std::sync::atomic::AtomicBool,
     /// The join cell of the g's [`JoinHandle`](crate::JoinHandle). The g holds one reference
     /// to it until `Shared::finish` completes it.
     join: NonNull<JoinCell>,
@@ -156,6 +160,7 @@ impl Record {
                 shared,
                 permit: Permit::new(),
                 internal_permit: Permit::new(),
+                cancel_unwinding: std::sync::atomic::AtomicBool::new(false),
                 join: NonNull::dangling(),
                 debug: crate::dump::GDebug::new(),
             },
