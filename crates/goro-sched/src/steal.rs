@@ -456,8 +456,8 @@ unsafe impl Scheduler for WorkStealing {
     /// As `next`.
     fn on_yield_next(&self, g: GRef, p: PId) -> Option<GRef> {
         // NOTE: a yield costs 22-24 ns with this scheduler against 20 ns with Fifo in
-        // interleaved runs of `goro-bench yield`, and takes about 55 instructions here against
-        // Fifo's 31 (callgrind). Skipping the claim's exchange saved under 1 ns; it would also
+        // interleaved runs of `goro-bench yield`, and callgrind counts about 85 instructions
+        // per yield here against Fifo's 31. Skipping the claim's exchange saved under 1 ns; it would also
         // need hooks that only the runtime can call, since these are safe methods.
         let proc = self.proc(p, "WorkStealing::on_yield_next");
         let owner = proc.claim(p, "WorkStealing::on_yield_next");
