@@ -8,16 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{LIMIT, watchdog};
+use common::{LIMIT, runtime_without_deadlock_detection as runtime, watchdog};
 use goro::{GHeader, Runtime, custom_g};
-
-fn runtime(procs: usize) -> Runtime {
-    Runtime::builder()
-        .procs(procs)
-        .deadlock_detection(false)
-        .build()
-        .expect("runtime builds")
-}
 
 /// Spawns `goroutines` goroutines that each make `guard` and park for good, and waits until
 /// all of them have parked.

@@ -8,21 +8,13 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use common::{LIMIT, watchdog};
+// Goroutines here wait for plain threads, which deadlock detection cannot see.
+use common::{LIMIT, runtime_without_deadlock_detection as runtime, watchdog};
 use goro::sync::{
     Receiver, RecvError, Select, SendError, Sender, TryRecvError, TrySendError, channel, unbounded,
 };
 use goro::{GHeader, Runtime, WaitReason};
 use proptest::prelude::*;
-
-fn runtime(procs: usize) -> Runtime {
-    Runtime::builder()
-        .procs(procs)
-        // Some goroutines here wait for plain threads, which deadlock detection cannot see.
-        .deadlock_detection(false)
-        .build()
-        .expect("runtime builds")
-}
 
 /// One runtime with 2 Ps for all proptest cases, so that a case costs no thread start-up.
 fn shared_runtime() -> &'static Runtime {

@@ -7,18 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use common::{LIMIT, watchdog};
-use goro::Runtime;
+// Goroutines here wait for plain threads, which deadlock detection cannot see.
+use common::{LIMIT, runtime_without_deadlock_detection as runtime, watchdog};
 use goro::sync::{Mutex, RwLock, STARVATION_THRESHOLD, WaitGroup};
-
-fn runtime(procs: usize) -> Runtime {
-    Runtime::builder()
-        .procs(procs)
-        // Goroutines here also wait for plain threads, which deadlock detection cannot see.
-        .deadlock_detection(false)
-        .build()
-        .expect("runtime builds")
-}
 
 fn yield_some() {
     for _ in 0..5 {

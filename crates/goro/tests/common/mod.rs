@@ -31,6 +31,16 @@ pub fn watchdog<T: Send + 'static>(
     }
 }
 
+/// Builds a runtime with `procs` Ps and deadlock detection off, for tests whose goroutines
+/// wait for plain threads or park for good, which deadlock detection would report.
+pub fn runtime_without_deadlock_detection(procs: usize) -> goro::Runtime {
+    goro::Runtime::builder()
+        .procs(procs)
+        .deadlock_detection(false)
+        .build()
+        .expect("runtime builds")
+}
+
 /// The hang limit used by most tests.
 pub const LIMIT: Duration = Duration::from_secs(120);
 
