@@ -127,20 +127,19 @@ fn unwind_if_runtime_cancelling(record: &Record) {
 /// cancelling). The caller keeps the record alive for the duration of the call.
 pub(crate) fn cancel(record: &Record) {
     if record.g().header().status() == goro_abi::GStatus::Waiting {
-        if record.internal_permit.unpark() {
-            ready_woken(record);
-        }
-        if record.permit.unpark() {
-            ready_woken(record);
-        }
+        unpark_permit(record, &record.internal_permit);
+        unpark_permit(record, &record.permit);
     }
 }
 
-/// Readies the goroutine of `record` after a permit woke it.
-fn ready_woken(record: &Record) {
-    let g = record.g();
-    let _ = g.header().wake();
-    m::ready(g, ReadyCause::Wake);
+/// Makes `permit`, one of the two permits of `record`, available, and readies the goroutine
+/// when that woke it.
+fn unpark_permit(record: &Record, permit: &Permit) {
+    if permit.unpark() {
+        let g = record.g();
+        let _ = g.header().wake();
+        m::ready(g, ReadyCause::Wake);
+    }
 }
 
 /// A handle to a goroutine, for waking it with [`Goroutine::unpark`]. Keeps the goroutine's
@@ -183,15 +182,11 @@ impl Goroutine {
     /// Makes the goroutine's permit available: a parked goroutine wakes, and a running one
     /// returns at once from its next [`park`].
     pub fn unpark(&self) {
-        if self.record().permit.unpark() {
-            ready_woken(self.record());
-        }
+        unpark_permit(self.record(), &self.record().permit);
     }
 
     pub(crate) fn unpark_internal(&self) {
-        if self.record().internal_permit.unpark() {
-            ready_woken(self.record());
-        }
+        unpark_permit(self.record(), &self.record().internal_permit);
     }
 }
 
