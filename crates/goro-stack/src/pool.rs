@@ -962,7 +962,7 @@ mod tests {
     }
 
     #[test]
-    fn stacks_beyond_a_full_cache_are_unmapped_without_release() {
+    fn full_cache_unmaps_without_release() {
         let config = PoolConfig::new()
             .max_resident_cached(1)
             .max_cached(2)

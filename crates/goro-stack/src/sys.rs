@@ -48,7 +48,7 @@ pub(crate) fn last_errno() -> i32 {
 pub(crate) struct SysError {
     pub(crate) call: &'static str,
     pub(crate) errno: i32,
-    /// Set when [`map_stack_memory`] refused the mapping without calling the kernel, because
+    /// Set when [`map_stack_memory`] rejected the mapping without calling the kernel, because
     /// the stack entry budget was spent.
     pub(crate) over_budget: bool,
 }
@@ -64,7 +64,7 @@ impl SysError {
     }
 
     /// Returns the process's mapping count when it is the likely cause of this error, which
-    /// only `ENOMEM` can be. A refusal by the budget is counted from the budget's own numbers.
+    /// only `ENOMEM` can be. A rejection by the budget is counted from the budget's own numbers.
     /// So a caller that retries, such as a runtime that waits for goroutines to exit, does not
     /// read `/proc/self/maps` at every attempt.
     pub(crate) fn map_count(&self) -> Option<MapCount> {
@@ -75,9 +75,9 @@ impl SysError {
             && let Some(budget) = budget()
         {
             // Relaxed: as in `map_stack_memory`; an estimate for the message.
-            let held = STACK_ENTRIES.load(Ordering::Relaxed);
+            let stack_entries = STACK_ENTRIES.load(Ordering::Relaxed);
             return Some(MapCount {
-                current: budget.baseline + held,
+                current: budget.baseline + stack_entries,
                 max: budget.max,
             });
         }
@@ -332,8 +332,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn budget_refusal_counts_without_the_kernel() {
-        let refusal = SysError {
+    fn budget_rejection_counts_without_kernel() {
+        let rejection = SysError {
             call: "mmap",
             errno: libc::ENOMEM,
             over_budget: true,
@@ -342,9 +342,9 @@ mod tests {
             eprintln!("skipped: the mapping counts are unreadable here");
             return;
         };
-        let count = refusal
+        let count = rejection
             .map_count()
-            .expect("a budget refusal names the mapping count");
+            .expect("a budget rejection names the mapping count");
         assert_eq!(count.max, budget.max);
         assert!(count.current >= budget.baseline, "{count:?}");
 

@@ -306,7 +306,7 @@ impl Shared {
             if live == 0 {
                 return;
             }
-            // Only a falling count is progress. Spawns are refused from now on, but a count
+            // Only a falling count is progress. Spawns are rejected from now on, but a count
             // that merely changes could come from goroutines that never end.
             if live < last_live {
                 last_live = live;
@@ -681,7 +681,7 @@ impl Shared {
         // `cancelling` comes first and the check reads it. Deadlock detection also compares
         // this count with the number of waiting goroutines.
         let live = self.live_goroutines.fetch_add(1, Ordering::SeqCst) + 1;
-        let refuse = |error: SpawnError| {
+        let reject = |error: SpawnError| {
             self.live_goroutines.fetch_sub(1, Ordering::SeqCst);
             Err(error)
         };
@@ -689,16 +689,16 @@ impl Shared {
         // A goroutine that unwinds may still spawn, from its destructors, because they cannot
         // propagate the error and make only a bounded number of spawns.
         if self.is_shutdown() || (self.is_cancelling() && !std::thread::panicking()) {
-            return refuse(SpawnError::Shutdown);
+            return reject(SpawnError::Shutdown);
         }
         if !self.schedulers.iter().any(|s| s.is(scheduler.link())) {
-            return refuse(SpawnError::UnknownScheduler {
+            return reject(SpawnError::UnknownScheduler {
                 name: scheduler.name(),
             });
         }
         let (m, stack) = match self.stack_for_spawn() {
             Ok(found) => found,
-            Err(error) => return refuse(error),
+            Err(error) => return reject(error),
         };
         let goid = NEXT_GOID.fetch_add(1, Ordering::Relaxed);
         // SAFETY: `m`, if any, runs this thread (`stack_for_spawn` read it after its last

@@ -342,7 +342,7 @@ fn spawn_yields_off_allows_std_mutex_across_spawns() {
         rt.block_on(|| {
             let shared = Arc::new(std::sync::Mutex::new(0u64));
             let handles: Vec<_> = {
-                let _held = shared.lock().expect("lock");
+                let _locked = shared.lock().expect("lock");
                 (0..300)
                     .map(|_| {
                         let shared = Arc::clone(&shared);
