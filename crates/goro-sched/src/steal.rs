@@ -457,8 +457,8 @@ unsafe impl Scheduler for WorkStealing {
     fn on_yield_next(&self, g: GRef, p: PId) -> Option<GRef> {
         // NOTE: a yield costs 22-24 ns with this scheduler against 20 ns with Fifo in
         // interleaved runs of `goro-bench yield`, and callgrind counts about 85 instructions
-        // per yield here against Fifo's 31. Skipping the claim's exchange saved under 1 ns; it would also
-        // need hooks that only the runtime can call, since these are safe methods.
+        // per yield here against Fifo's 31. Skipping the claim's exchange saved under 1 ns,
+        // and it would need hooks that only the runtime can call, since these are safe methods.
         let proc = self.proc(p, "WorkStealing::on_yield_next");
         let owner = proc.claim(p, "WorkStealing::on_yield_next");
         // SAFETY: `owner` makes this thread the P's only owner.
