@@ -8,7 +8,7 @@
 //! allocated them through its [`BlockHome`]:
 //!
 //! ```text
-//!   owner: allocate ◀─ pop ─ local list ◀─ take all with one swap ─ remote list ◀─ push ─ other threads
+//!   owner: allocate ◀─ pop ─ local list ◀─ take all, one swap ─ remote list ◀─ push ─ others
 //! ```
 //!
 //! The remote list is a stack that other threads push onto with a CAS and that the owner
