@@ -252,16 +252,22 @@ impl<T> JoinHandle<T> {
             }
             wait_until(
                 || {
+                    // The runtime's state is read before the completion. A deadlock reported
+                    // after the goroutine completed (the goroutines left are stuck) was set
+                    // after the completion, which the check below then reads.
+                    let stopped = shared.and_then(|shared| {
+                        if shared.is_shutdown() {
+                            Some(JoinError::Shutdown { goid })
+                        } else if shared.is_deadlocked() {
+                            Some(JoinError::Deadlock { goid })
+                        } else {
+                            None
+                        }
+                    });
                     if cell.lock().complete {
                         return true;
                     }
-                    if let Some(shared) = shared {
-                        if shared.is_shutdown() {
-                            failure = Some(JoinError::Shutdown { goid });
-                        } else if shared.is_deadlocked() {
-                            failure = Some(JoinError::Deadlock { goid });
-                        }
-                    }
+                    failure = stopped;
                     failure.is_some()
                 },
                 WaitReason::Join,
