@@ -256,7 +256,7 @@ fn calls_until_injected_g_runs(wake_each_other: bool) -> usize {
         }
     };
 
-    // Let the P run a while first, so that its tick is not at a multiple of the interval.
+    // Let the P run a while first, so that the injector check is not the next call.
     for _ in 0..17 {
         run(scheduler.next(P0).expect("the local gs keep the P busy"));
     }
