@@ -29,8 +29,9 @@ use goro_abi::{ABI_VERSION, GRef, PId, ReadyCause, SchedVTable, SyscallExit};
 /// No hook may switch goroutines, park or block the thread on something a goroutine must do:
 /// they run inside the runtime's own protocol. Short critical sections on a lock are fine. A
 /// hook that spawns goroutines may switch when goro's spawns yield (`Builder::spawn_yields` in
-/// the `goro` crate), so such a hook needs a runtime that has them off. A
-/// panic in a hook that runs on g0 or for a yield aborts the process.
+/// the `goro` crate), so such a hook needs a runtime that has them off. A panic in a hook that
+/// runs on g0 or for a yield aborts the process.
+///
 /// Hooks that run on g0 must also leave the FP control state (MXCSR and the x87 control word,
 /// FPCR, `frm`) as they found it. g0 runs with the defaults, and the switch into a g does not
 /// read them back (see `goro_context::switch_from_g0`).
