@@ -71,6 +71,19 @@ impl SchedHandle {
         !self.claimed.swap(true, Ordering::Relaxed)
     }
 
+    /// Undoes a successful [`claim_for_runtime`](SchedHandle::claim_for_runtime), for a
+    /// runtime whose start failed after the claim, so that another runtime may use the
+    /// scheduler.
+    ///
+    /// # Safety
+    ///
+    /// The caller made the claim, and no hook of the scheduler has been called since: no g has
+    /// reached it, so no g of the failed runtime can call it later.
+    pub unsafe fn release_claim(&self) {
+        // Relaxed: as in `claim_for_runtime`.
+        self.claimed.store(false, Ordering::Relaxed);
+    }
+
     /// The link to store in the headers of this scheduler's gs.
     #[inline]
     pub fn link(&self) -> SchedLink {

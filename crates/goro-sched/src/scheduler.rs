@@ -9,10 +9,12 @@ use goro_abi::{ABI_VERSION, GRef, PId, ReadyCause, SchedVTable, SyscallExit};
 ///
 /// * [`ready`](Scheduler::ready) runs on any thread and any stack: on a g's own stack when a g
 ///   spawns or wakes another, on an M's g0 when a g yields or leaves a syscall without a P, and
-///   on threads that run no g at all (a `block_on` caller, a timer). `p` is the caller's P when
-///   it holds one, a hint for schedulers with per-P queues.
-/// * [`next`](Scheduler::next) and [`has_work`](Scheduler::has_work) run on the M that holds
-///   P `p`, between goroutines: on its g0, or on the stack of a g that yields.
+///   on threads that run no g at all (a `block_on` caller, the monitor thread that fires
+///   timers). `p` is the caller's P when it holds one, a hint for schedulers with per-P queues.
+/// * [`next`](Scheduler::next) runs on the M that holds P `p`, between goroutines: on its g0,
+///   or on the stack of a g that yields.
+/// * [`has_work`](Scheduler::has_work) runs on any thread: on g0s, on the stack of a g that
+///   enters a syscall, and on the runtime's monitor thread.
 /// * [`on_yield`](Scheduler::on_yield) and [`on_yield_next`](Scheduler::on_yield_next) run on
 ///   the yielding g's own stack, on the M that holds P `p`, or on that M's g0. The g is
 ///   stopped (`Runnable`) but its switch may not have saved it yet. The runtime makes any M
@@ -23,14 +25,19 @@ use goro_abi::{ABI_VERSION, GRef, PId, ReadyCause, SchedVTable, SyscallExit};
 /// * [`on_entersyscall`](Scheduler::on_entersyscall) and
 ///   [`on_exitsyscall`](Scheduler::on_exitsyscall) run on the g's own stack, on the fast path of
 ///   every syscall wrapper: keep them cheap.
-/// * [`on_release_p`](Scheduler::on_release_p) runs on the M that gives P `p` away (to the idle
-///   list or to another M), before it does.
+/// * [`on_release_p`](Scheduler::on_release_p) runs before P `p` changes hands. It runs on
+///   the M that gives the P away (to the idle list or to another M), or on the monitor thread
+///   when it takes the P back from an M stuck in a syscall.
 ///
 /// No hook may switch goroutines, park or block the thread on something a goroutine must do:
 /// they run inside the runtime's own protocol. Short critical sections on a lock are fine. A
 /// hook that spawns goroutines may switch when goro's spawns yield (`Builder::spawn_yields` in
-/// the `goro` crate), so such a hook needs a runtime that has them off. A panic in a hook that
-/// runs on g0 or for a yield aborts the process.
+/// the `goro` crate), so such a hook needs a runtime that has them off.
+///
+/// A panic in any hook but `name`, `start`, `on_entersyscall` and `on_exitsyscall` aborts the
+/// process with a message that names the hook: the runtime cannot put back a g or a P that the
+/// hook was handling. The two syscall hooks run on the g's stack while it holds its P, so a
+/// panic there unwinds the goroutine as any panic of its body does.
 ///
 /// Hooks that run on g0 must also leave the FP control state (MXCSR and the x87 control word,
 /// FPCR, `frm`) as they found it. g0 runs with the defaults, and the switch into a g does not
@@ -39,7 +46,12 @@ use goro_abi::{ABI_VERSION, GRef, PId, ReadyCause, SchedVTable, SyscallExit};
 /// # What a scheduler must guarantee
 ///
 /// * Every g passed to `ready` is eventually returned by `next` on some P, as long as Ps keep
-///   asking.
+///   asking. A scheduler never drops a g: the runtime counts it as runnable until it runs, so
+///   a dropped g hangs the goroutine or thread that joins it, and no deadlock report names it.
+/// * Any P can take any g. A scheduler may prefer a P for a g, but `next` on another P must
+///   return the g when the preferred P does not ask. The runtime starts no M for an idle P
+///   because `has_work` is true, so a g that only an idle P may take can stay queued for ever
+///   while another M spins.
 /// * No lost wakeup: once `ready` has returned, a `has_work` or `next` call that starts after it
 ///   on any thread sees the g (the queue is linearizable). The runtime does the rest: after
 ///   `ready` it wakes an idle M if there is one, and an M going idle publishes that before it
@@ -49,7 +61,9 @@ use goro_abi::{ABI_VERSION, GRef, PId, ReadyCause, SchedVTable, SyscallExit};
 ///
 /// The runtime runs whatever `next` returns. An implementation must return each g at most
 /// once for each time it was passed to `ready` (or `on_yield`), and never a g it was not given:
-/// returning a g twice would run one stack on two threads.
+/// returning a g twice would run one stack on two threads. It must not keep or use a g's
+/// [`GRef`] after its [`on_exit`](Scheduler::on_exit) call returns: the runtime frees the g's
+/// control block then, and may reuse its memory for another g.
 pub unsafe trait Scheduler: Send + Sync + 'static {
     /// A short name for dumps and traces, such as `"fifo"`.
     fn name(&self) -> &'static str;

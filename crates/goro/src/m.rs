@@ -492,9 +492,13 @@ fn wait_until_saved(slot: &AtomicUsize) -> usize {
 pub(crate) unsafe fn gosched(this: GRef) {
     let g = this.as_ptr();
     let header = this.header();
+    let m = header.m() as *const M;
+    if m.is_null() {
+        switch_in_hook("goro::yield_now", header.goid());
+    }
     // SAFETY: the M that runs a g stores itself in the g's header before the switch, and
     // outlives every g it runs.
-    let m = unsafe { &*(header.m() as *const M) };
+    let m = unsafe { &*m };
     let shared = &*m.shared;
     if header.status() == goro_abi::GStatus::Syscall {
         yield_in_syscall(header.goid());
@@ -580,6 +584,54 @@ fn yield_in_syscall(goid: u64) -> ! {
     );
 }
 
+/// Aborts the process when a scheduler hook unwinds through it, naming the hook.
+///
+/// The runtime cannot recover from a panic in most hooks: a g passed to a `ready` that
+/// panicked is in no queue, and a P that `on_release_p` was handling has no M, so the program
+/// would hang. Calls on g0 and for a yield have guards of their own, and a panic in
+/// `on_entersyscall` or `on_exitsyscall` unwinds the goroutine, which holds its P.
+pub(crate) struct HookGuard {
+    hook: &'static str,
+}
+
+impl HookGuard {
+    #[inline(always)]
+    pub(crate) fn new(hook: &'static str) -> HookGuard {
+        HookGuard { hook }
+    }
+
+    /// Ends the guard on the normal path.
+    #[inline(always)]
+    pub(crate) fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for HookGuard {
+    #[cold]
+    fn drop(&mut self) {
+        eprintln!(
+            "fatal error: goro: the scheduler hook {} panicked; only on_entersyscall and \
+             on_exitsyscall may panic, so fix the scheduler so that its other hooks return",
+            self.hook
+        );
+        std::process::abort();
+    }
+}
+
+/// Aborts because a scheduler hook tried to switch away from the g that the runtime is
+/// switching out, whose M field is already cleared. Unwinding is no option: the hook runs
+/// inside the runtime's switch protocol, and the g may already be in a queue.
+#[cold]
+#[inline(never)]
+fn switch_in_hook(operation: &str, goid: u64) -> ! {
+    eprintln!(
+        "fatal error: goro: {operation} inside a scheduler hook, while goroutine {goid} is being \
+         switched out; a hook must not yield, park or wait for goroutines"
+    );
+    std::process::abort();
+}
+
 /// Aborts with a message that names the fix: a parked g in a syscall would stay in both
 /// states at once. Parking callers may hold locks that only the switch releases, so a panic
 /// could leave them held.
@@ -598,9 +650,16 @@ fn park_in_syscall(goid: u64, reason: &str) -> ! {
 /// `commit(data, g)`. The g stays parked unless `commit` returns `false`. Whoever wakes it
 /// later calls [`ready`].
 pub(crate) fn gopark(reason: WaitReason, commit: ParkCommit, data: *const ()) {
-    let m = current_m().expect("gopark: called from a thread that runs no goroutine");
+    let g = getg();
+    assert!(
+        !g.is_null(),
+        "gopark: called from a thread that runs no goroutine"
+    );
     // SAFETY: the g register is the running g of this thread.
-    let header = unsafe { &*getg() };
+    let header = unsafe { &*g };
+    let Some(m) = current_m() else {
+        switch_in_hook("parking", header.goid());
+    };
     if header.status() == goro_abi::GStatus::Syscall {
         park_in_syscall(header.goid(), reason.name());
     }
@@ -628,8 +687,10 @@ pub(crate) fn ready(g: GRef, cause: ReadyCause) {
         // Before the g is queued: once queued, its new M may stamp it Running.
         crate::dump::note_status(g, goro_abi::GStatus::Runnable, true);
     }
+    let guard = HookGuard::new("ready");
     // SAFETY: the runtime holds the handle of every scheduler its gs link to.
     unsafe { g.header().sched().ready(g, cause, p) };
+    guard.disarm();
     shared.note_progress();
     shared.wakep();
 }

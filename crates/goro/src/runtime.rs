@@ -13,7 +13,7 @@ use goro_syscall::{MId, MonitorConfig, POwner, PState};
 
 use crate::builder::{BuildError, Builder};
 use crate::join::{JoinCell, JoinError, JoinHandle};
-use crate::m::{self, M, Standby, current_m};
+use crate::m::{self, HookGuard, M, Standby, current_m};
 use crate::stats::Stats;
 use crate::task::{DefaultG, Record};
 use crate::trace::{self, Event};
@@ -103,15 +103,20 @@ impl Shared {
 
     /// Returns whether any scheduler of the runtime has a queued g.
     pub(crate) fn has_work(&self) -> bool {
-        self.schedulers.iter().any(SchedHandle::has_work)
+        let guard = HookGuard::new("has_work");
+        let has_work = self.schedulers.iter().any(SchedHandle::has_work);
+        guard.disarm();
+        has_work
     }
 
     /// Calls every scheduler's `on_release_p` before P `p` leaves its M.
     pub(crate) fn release_p_hooks(&self, p: PId) {
+        let guard = HookGuard::new("on_release_p");
         for scheduler in self.schedulers.iter() {
             // SAFETY: the caller is this runtime's M that gives P `p` away.
             unsafe { scheduler.on_release_p(p) };
         }
+        guard.disarm();
     }
 
     fn pidleput(&self, p: PId) {
@@ -731,9 +736,11 @@ impl Shared {
             self.peak_live_goroutines.fetch_max(live, Ordering::Relaxed);
         }
         let _ = header.ready_new();
+        let guard = HookGuard::new("ready");
         // SAFETY: the g is new, stopped, linked to `scheduler` (a scheduler of this runtime,
         // checked above) and in no queue.
         unsafe { scheduler.ready(g, ReadyCause::Spawn, m.and_then(M::p)) };
+        guard.disarm();
         // A spawn is progress: a deadlock reported earlier no longer holds.
         self.note_progress();
         self.wakep();
@@ -926,8 +933,12 @@ impl Runtime {
         let pool = StackPool::new(builder.stack_size, pool_config).map_err(BuildError::Stack)?;
         let mut schedulers = vec![builder.default_scheduler];
         schedulers.extend(builder.extra_schedulers);
-        for scheduler in &schedulers {
+        for (index, scheduler) in schedulers.iter().enumerate() {
             if !scheduler.claim_for_runtime() {
+                for claimed in &schedulers[..index] {
+                    // SAFETY: this loop made the claim, and no hook has run yet.
+                    unsafe { claimed.release_claim() };
+                }
                 return Err(BuildError::SchedulerInUse {
                     name: scheduler.name(),
                 });

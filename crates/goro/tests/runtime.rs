@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{LIMIT, gettid, watchdog};
-use goro::{GStatus, Runtime};
+use goro::{GStatus, Runtime, SchedHandle};
 
 fn runtime(procs: usize) -> Runtime {
     Runtime::builder()
@@ -306,6 +306,34 @@ fn scheduler_serves_one_runtime() {
         matches!(error, goro::BuildError::SchedulerInUse { .. }),
         "{error}"
     );
+}
+
+#[test]
+fn failed_build_releases_its_claims() {
+    let in_use = SchedHandle::new(goro_sched::Fifo::new());
+    let _first = Runtime::builder()
+        .procs(1)
+        .scheduler_handle(in_use.clone())
+        .build()
+        .expect("the first runtime builds");
+    let fresh = SchedHandle::new(goro_sched::WorkStealing::new());
+    let error = Runtime::builder()
+        .procs(1)
+        .scheduler_handle(fresh.clone())
+        .add_scheduler(in_use)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(error, goro::BuildError::SchedulerInUse { name: "fifo" }),
+        "{error}"
+    );
+    // The failed build claimed `fresh` before it found `in_use` taken, and gave it back.
+    let second = Runtime::builder()
+        .procs(1)
+        .scheduler_handle(fresh)
+        .build()
+        .expect("a scheduler of a failed build serves the next runtime");
+    assert_eq!(watchdog(LIMIT, move || second.block_on(|| 7)).unwrap(), 7);
 }
 
 #[test]
