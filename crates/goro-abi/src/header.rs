@@ -66,6 +66,14 @@ pub mod offsets {
 /// documents every field. Fields are private so that each one is written only through a method
 /// whose documentation says who may call it and when; readers on other threads (monitors,
 /// dumps, debuggers) see atomics and never tear a word.
+///
+/// The setters of the fields that the runtime trusts are `unsafe`, so a goroutine that reaches
+/// its own header cannot relink itself to another scheduler:
+///
+/// ```compile_fail,E0133
+/// let header = goro_abi::GHeader::new();
+/// header.set_sched(goro_abi::SchedLink::UNSET);
+/// ```
 #[repr(C)]
 pub struct GHeader {
     /// Stack pointer of the suspended g. Written by the context switch on the g's own M, read
@@ -174,11 +182,16 @@ impl GHeader {
         self.stack_guard.load(Ordering::Relaxed)
     }
 
-    /// Records the stack the g runs on. Written by the runtime while the g is
-    /// [`GStatus::Idle`] or [`GStatus::Dead`], before any other thread can see it; read by
-    /// overflow reports and dumps.
+    /// Records the stack the g runs on.
+    ///
+    /// # Safety
+    ///
+    /// The caller must own the g, as the runtime does before it publishes the g: the g is
+    /// [`GStatus::Idle`] or [`GStatus::Dead`] and no other thread can see it. `lo..hi` must be
+    /// the stack that the g runs on, with `lo <= guard <= hi`: the runtime builds the g's first
+    /// frame below `hi`, and the overflow handler and dumps treat the range as the g's stack.
     #[inline]
-    pub fn set_stack(&self, lo: usize, hi: usize, guard: usize) {
+    pub unsafe fn set_stack(&self, lo: usize, hi: usize, guard: usize) {
         debug_assert!(lo <= guard && guard <= hi, "stack bounds out of order");
         self.stack_lo.store(lo, Ordering::Relaxed);
         self.stack_hi.store(hi, Ordering::Relaxed);
@@ -205,7 +218,12 @@ impl GHeader {
         WaitReason::from_u32(self.wait_reason.load(Ordering::Relaxed))
     }
 
-    /// Records why the g is about to wait. Written by the g itself while it runs.
+    /// Records why the g is about to wait. The runtime writes it on the g itself, right before
+    /// the g parks.
+    ///
+    /// Safe because the field is diagnostic only: goro's dumps, traces and deadlock reports
+    /// print it, no scheduling decision in goro reads it, and [`WaitReason::from_u32`] decodes
+    /// any value. A stray call can only mislabel the g in those reports.
     #[inline]
     pub fn set_wait_reason(&self, reason: WaitReason) {
         self.wait_reason.store(reason as u32, Ordering::Relaxed);
@@ -217,29 +235,48 @@ impl GHeader {
         self.goid.load(Ordering::Relaxed)
     }
 
-    /// Assigns the goroutine id. Written by the runtime while the g is [`GStatus::Idle`].
+    /// Assigns the goroutine id.
+    ///
+    /// # Safety
+    ///
+    /// The caller must own the g, as the runtime does before it publishes the g: the g is
+    /// [`GStatus::Idle`], no other thread can see it, and nothing has filed it by its id yet.
+    /// The id must then stay the same until the g's block is freed, because the runtime's
+    /// goroutine registry picks a g's list and lock from its id both when it adds the g and
+    /// when it removes it. A runtime also gives each g an id that is unique in the process, as
+    /// [`goid`](Self::goid) promises.
     #[inline]
-    pub fn set_goid(&self, goid: u64) {
+    pub unsafe fn set_goid(&self, goid: u64) {
         self.goid.store(goid, Ordering::Relaxed);
     }
 
     /// The scheduler that makes every decision for this g.
     #[inline]
     pub fn sched(&self) -> SchedLink {
-        SchedLink {
-            data: self.sched_data.load(Ordering::Relaxed) as *const (),
-            vtable: self.sched_vtable.load(Ordering::Relaxed) as *const SchedVTable,
-        }
+        let data = self.sched_data.load(Ordering::Relaxed) as *const ();
+        let vtable = self.sched_vtable.load(Ordering::Relaxed) as *const SchedVTable;
+        // SAFETY: both words are null from `new`, or were stored together by `set_sched` from
+        // a `SchedLink`, whose contract they keep. `set_sched`'s contract rules out a reader
+        // that sees one word from each.
+        unsafe { SchedLink::from_raw_parts(data, vtable) }
     }
 
-    /// Links the g to its scheduler. Written by the runtime while the g is
-    /// [`GStatus::Idle`]; the queue that first publishes the g orders it for other threads.
+    /// Links the g to its scheduler. The queue that first publishes the g orders the link for
+    /// other threads.
+    ///
+    /// # Safety
+    ///
+    /// The caller must own the g, as the runtime does before it publishes the g: the g is
+    /// [`GStatus::Idle`] and no other thread can see it, because the link's two words are
+    /// stored one after the other. The runtime that runs the g must keep the scheduler behind
+    /// `link` alive until the g's block is freed, because it calls that scheduler through the
+    /// link at every decision point of the g.
     #[inline]
-    pub fn set_sched(&self, link: SchedLink) {
-        self.sched_data
-            .store(link.data as *mut (), Ordering::Relaxed);
+    pub unsafe fn set_sched(&self, link: SchedLink) {
+        let (data, vtable) = link.into_raw_parts();
+        self.sched_data.store(data as *mut (), Ordering::Relaxed);
         self.sched_vtable
-            .store(link.vtable as *mut SchedVTable, Ordering::Relaxed);
+            .store(vtable as *mut SchedVTable, Ordering::Relaxed);
     }
 
     /// Stack pointer saved at syscall entry, or 0 outside a syscall.
@@ -256,9 +293,14 @@ impl GHeader {
         self.syscall_pc.load(Ordering::Relaxed)
     }
 
-    /// Records (or, with zeros, clears) the frame of the syscall the g is entering. Written by
-    /// the g itself at entersyscall and exitsyscall; read by other threads while the g's
-    /// status is [`GStatus::Syscall`].
+    /// Records (or, with zeros, clears) the frame of the syscall the g is entering. The runtime
+    /// writes it on the g itself at entersyscall and exitsyscall, and other threads read it
+    /// while the g's status is [`GStatus::Syscall`].
+    ///
+    /// Safe because the frame is diagnostic only: goro's dumps compute how much stack the g
+    /// uses from `sp` after checking that it lies within the g's stack, and nothing
+    /// dereferences either value. A stray call can only make that report wrong, so other
+    /// readers (debuggers, C code) must also treat the frame as a hint.
     #[inline]
     pub fn set_syscall_frame(&self, sp: usize, pc: usize) {
         self.syscall_pc.store(pc, Ordering::Relaxed);
@@ -272,10 +314,16 @@ impl GHeader {
         self.gtype.load(Ordering::Relaxed)
     }
 
-    /// Stamps the concrete type of the block. Written by the runtime at spawn, while the g is
-    /// [`GStatus::Idle`].
+    /// Stamps the concrete type of the block.
+    ///
+    /// # Safety
+    ///
+    /// The header must be the first field of a live block of the type whose
+    /// [`CustomG::gtype`] returns `gtype`, because [`CustomG::from_header`] casts a header
+    /// stamped with a type's tag to that type. The runtime stamps a g at spawn, while the g is
+    /// [`GStatus::Idle`] and no other thread can see it.
     #[inline]
-    pub fn set_gtype(&self, gtype: &'static GType) {
+    pub unsafe fn set_gtype(&self, gtype: &'static GType) {
         self.gtype
             .store(gtype as *const GType as *mut GType, Ordering::Relaxed);
     }
@@ -286,9 +334,16 @@ impl GHeader {
         self.m.load(Ordering::Relaxed)
     }
 
-    /// Records the M that is about to run the g (or null when it stops). Written by that M.
+    /// Records the M that is about to run the g, or null when the g stops.
+    ///
+    /// # Safety
+    ///
+    /// Only the runtime may call it, on the M that is about to run the g (or that has just
+    /// stopped it), with a pointer to that M or null. The runtime reads the field back as a
+    /// pointer to its own M type, for example to find the M of the running g, and
+    /// dereferences it.
     #[inline]
-    pub fn set_m(&self, m: *mut ()) {
+    pub unsafe fn set_m(&self, m: *mut ()) {
         self.m.store(m, Ordering::Relaxed);
     }
 
@@ -300,6 +355,10 @@ impl GHeader {
     }
 
     /// A word the g's scheduler may use freely (a priority, a P affinity, a deadline).
+    ///
+    /// A scheduler that prefers a P for a g must still let any P take the g. A g that only one
+    /// P can reach does not run while that P has no M, and the runtime can livelock waiting
+    /// for it.
     #[inline]
     pub fn sched_word(&self) -> &AtomicU64 {
         &self.sched_word
@@ -311,10 +370,16 @@ impl GHeader {
         self.runtime.load(Ordering::Relaxed)
     }
 
-    /// Points the header at the runtime's private record. Written by the runtime while the g is
-    /// [`GStatus::Idle`].
+    /// Points the header at the runtime's private record.
+    ///
+    /// # Safety
+    ///
+    /// Only the runtime that allocated the g may call it, while the g is [`GStatus::Idle`] and
+    /// no other thread can see it, with a pointer to its record for this g. The record must
+    /// stay alive until the g's block is freed: the runtime casts the field back to its record
+    /// type and dereferences it whenever it handles the g.
     #[inline]
-    pub fn set_runtime(&self, record: *mut ()) {
+    pub unsafe fn set_runtime(&self, record: *mut ()) {
         self.runtime.store(record, Ordering::Relaxed);
     }
 
@@ -347,8 +412,10 @@ impl fmt::Debug for GHeader {
 
 /// A reference to a live g, as schedulers and queues hold it.
 ///
-/// A `GRef` is a pointer that the runtime vouches for: it is created only from a header whose
-/// block stays allocated until the g is dead and no queue holds it any more.
+/// A `GRef` is a pointer that the runtime vouches for: the g's block stays allocated until the
+/// runtime's call to its scheduler's `on_exit` for that g returns, and the runtime frees it
+/// after that. A scheduler must not keep or use a `GRef` to the g, or any copy of it, once its
+/// `on_exit` has returned.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(transparent)]
 pub struct GRef(NonNull<GHeader>);

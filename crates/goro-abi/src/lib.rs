@@ -22,7 +22,9 @@
 //! let header: &GHeader = g.header();
 //! // The runtime stamps the type tag at spawn; until then the way back is refused.
 //! assert!(PrioG::from_header(header).is_none());
-//! header.set_gtype(PrioG::gtype());
+//! // SAFETY: the header is the first field of a live `PrioG`, the type that `PrioG::gtype()`
+//! // describes, and no other thread can see it.
+//! unsafe { header.set_gtype(PrioG::gtype()) };
 //! assert_eq!(PrioG::from_header(header).map(|g| g.priority), Some(7));
 //! ```
 //!

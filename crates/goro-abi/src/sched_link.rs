@@ -5,6 +5,7 @@
 //! can fill one in by hand.
 
 use core::fmt;
+use core::ptr;
 
 use crate::header::GRef;
 
@@ -95,13 +96,24 @@ pub struct SchedVTable {
 }
 
 /// A g's scheduler: the data pointer and the vtable that operates on it.
+///
+/// The fields are private, so every link is either [`SchedLink::UNSET`] or was built by the
+/// unsafe [`SchedLink::new`], whose contract makes [`vtable`](SchedLink::vtable) sound to
+/// call from safe code. Calls that pass the data pointer to the scheduler stay `unsafe`,
+/// because a copy of a link can outlive the scheduler it points to.
+///
+/// Safe code cannot forge a link:
+///
+/// ```compile_fail,E0451
+/// let link = goro_abi::SchedLink { data: 8 as _, vtable: 16 as _ };
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
 pub struct SchedLink {
     /// The scheduler's state; passed to every vtable function.
-    pub data: *const (),
+    data: *const (),
     /// The scheduler's operations; null when the g has no scheduler yet.
-    pub vtable: *const SchedVTable,
+    vtable: *const SchedVTable,
 }
 
 // SAFETY: a link is a pair of pointers to a scheduler, which must be `Sync` to be shared by Ms
@@ -111,6 +123,54 @@ unsafe impl Send for SchedLink {}
 unsafe impl Sync for SchedLink {}
 
 impl SchedLink {
+    /// The link of a g that has no scheduler yet: a null data pointer and a null vtable.
+    pub const UNSET: SchedLink = SchedLink {
+        data: ptr::null(),
+        vtable: ptr::null(),
+    };
+
+    /// Links the scheduler state `data` to the vtable that operates on it.
+    ///
+    /// # Safety
+    ///
+    /// Every function in `vtable` must accept `data` as its first argument. The runtime that
+    /// stores the link in a g's header (through [`GHeader::set_sched`]) must keep the
+    /// scheduler behind `data` alive until the g's block is freed, because it calls the
+    /// scheduler through the link at every decision point. A copy of the link kept
+    /// elsewhere gives no such guarantee, so the methods that pass `data` to the scheduler
+    /// are `unsafe`.
+    ///
+    /// [`GHeader::set_sched`]: crate::GHeader::set_sched
+    #[inline]
+    pub const unsafe fn new(data: *const (), vtable: &'static SchedVTable) -> SchedLink {
+        SchedLink { data, vtable }
+    }
+
+    /// Rebuilds a link from the two words of a g header.
+    ///
+    /// # Safety
+    ///
+    /// `vtable` must be null, or the pair must satisfy the contract of [`SchedLink::new`].
+    #[inline]
+    pub(crate) const unsafe fn from_raw_parts(
+        data: *const (),
+        vtable: *const SchedVTable,
+    ) -> SchedLink {
+        SchedLink { data, vtable }
+    }
+
+    /// Splits the link into the two words that a g header stores.
+    #[inline]
+    pub(crate) fn into_raw_parts(self) -> (*const (), *const SchedVTable) {
+        (self.data, self.vtable)
+    }
+
+    /// The scheduler's state, as passed to every vtable function; null when the link is unset.
+    #[inline]
+    pub fn data(&self) -> *const () {
+        self.data
+    }
+
     /// Returns whether the link points to a scheduler.
     #[inline]
     pub fn is_set(&self) -> bool {
@@ -128,15 +188,24 @@ impl SchedLink {
             self.is_set(),
             "SchedLink::vtable: the g has no scheduler linked"
         );
-        // SAFETY: vtables are statics (or leaked) for as long as any g links to them; the
-        // builder of a link guarantees this.
+        // SAFETY: a set link was built by `new` (or rebuilt from one by `from_raw_parts`),
+        // which takes the vtable as a `&'static SchedVTable`.
         unsafe { &*self.vtable }
     }
 
-    /// The scheduler's name.
+    /// Returns the scheduler's name, through the vtable's `name`.
+    ///
+    /// # Safety
+    ///
+    /// As for the methods of the impl block below: the scheduler must be alive.
+    ///
+    /// # Panics
+    ///
+    /// Panics when the link is unset.
     #[inline]
-    pub fn name(&self) -> &'static str {
-        // SAFETY: the vtable's functions accept the data pointer they were built with.
+    pub unsafe fn name(&self) -> &'static str {
+        // SAFETY: the caller keeps the scheduler alive, and `new`'s contract makes the
+        // vtable's functions accept this data pointer.
         unsafe { (self.vtable().name)(self.data) }
     }
 }
@@ -288,11 +357,30 @@ impl SchedLink {
 }
 
 impl fmt::Debug for SchedLink {
+    /// Prints the two pointers. The scheduler's name is not printed, because the scheduler may
+    /// be gone by the time a copy of the link is printed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_set() {
-            write!(f, "SchedLink({})", self.name())
+            write!(f, "SchedLink({:p}, {:p})", self.data, self.vtable)
         } else {
             f.write_str("SchedLink(unset)")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_link_has_no_scheduler() {
+        assert!(!SchedLink::UNSET.is_set());
+        assert!(SchedLink::UNSET.data().is_null());
+    }
+
+    #[test]
+    #[should_panic(expected = "SchedLink::vtable: the g has no scheduler linked")]
+    fn unset_link_vtable_panics() {
+        let _ = SchedLink::UNSET.vtable();
     }
 }

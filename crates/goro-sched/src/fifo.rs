@@ -117,7 +117,8 @@ mod tests {
         (1..=n)
             .map(|goid| {
                 let g = Box::new(GHeader::new());
-                g.set_goid(goid);
+                // SAFETY: the header is new, and no runtime or registry knows it.
+                unsafe { g.set_goid(goid) };
                 g
             })
             .collect()

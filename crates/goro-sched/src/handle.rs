@@ -49,10 +49,11 @@ impl SchedHandle {
     /// references. A g passed to `ready` twice, or taken by `next` from outside the runtime,
     /// would run on two threads at once or never run at all.
     pub unsafe fn from_arc<S: Scheduler>(scheduler: Arc<S>) -> SchedHandle {
-        let link = SchedLink {
-            data: Arc::as_ptr(&scheduler) as *const (),
-            vtable: vtable_of::<S>(),
-        };
+        let data = Arc::as_ptr(&scheduler) as *const ();
+        // SAFETY: `vtable_of::<S>()` calls `S`'s methods on a `*const S`, which `data` is. The
+        // handle owns the scheduler, and the runtime keeps a handle for as long as any g links
+        // to it.
+        let link = unsafe { SchedLink::new(data, vtable_of::<S>()) };
         SchedHandle {
             link,
             _owner: scheduler,
@@ -92,7 +93,8 @@ impl SchedHandle {
 
     /// The scheduler's name.
     pub fn name(&self) -> &'static str {
-        self.link.name()
+        // SAFETY: the handle owns the scheduler behind the link, so it is alive.
+        unsafe { self.link.name() }
     }
 
     /// Returns whether `link` points to this handle's scheduler.

@@ -35,7 +35,7 @@
 //!     fn has_work(&self) -> bool { !self.0.lock().unwrap().is_empty() }
 //! }
 //! let handle = goro_sched::SchedHandle::new(Lifo::default());
-//! assert_eq!(handle.link().name(), "lifo");
+//! assert_eq!(handle.name(), "lifo");
 //! ```
 //!
 //! **Architecture Invariant:** this crate knows the g header and nothing of a concrete runtime:

@@ -117,7 +117,8 @@ pub(crate) use invariant;
 ///
 /// let headers: Vec<Box<GHeader>> = (1..=3).map(|_| Box::new(GHeader::new())).collect();
 /// for (goid, header) in (1..).zip(&headers) {
-///     header.set_goid(goid);
+///     // SAFETY: the header is new, and no runtime or registry knows it.
+///     unsafe { header.set_goid(goid) };
 /// }
 /// // SAFETY: the boxes outlive every use of the refs.
 /// let gs: Vec<GRef> = headers
@@ -667,7 +668,8 @@ mod tests {
 
     fn header(goid: u64) -> Box<GHeader> {
         let header = Box::new(GHeader::new());
-        header.set_goid(goid);
+        // SAFETY: the header is new, and no runtime or registry knows it.
+        unsafe { header.set_goid(goid) };
         header
     }
 

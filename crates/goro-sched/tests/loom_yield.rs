@@ -41,7 +41,8 @@ impl World {
         let headers: Vec<GHeader> = (1..=2)
             .map(|goid| {
                 let header = GHeader::new();
-                header.set_goid(goid);
+                // SAFETY: the header is new, and no runtime or registry knows it.
+                unsafe { header.set_goid(goid) };
                 header
             })
             .collect();

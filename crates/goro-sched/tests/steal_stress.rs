@@ -53,7 +53,8 @@ impl World {
             headers: (1..=GS as u64)
                 .map(|goid| {
                     let header = GHeader::new();
-                    header.set_goid(goid);
+                    // SAFETY: the header is new, and no runtime or registry knows it.
+                    unsafe { header.set_goid(goid) };
                     header
                 })
                 .collect(),

@@ -511,7 +511,9 @@ fn goroutine(record: &Record, ms: &[Arc<M>], now: u64, backtraces: bool) -> Goro
         } else {
             WaitReason::None
         },
-        scheduler: header.sched().name(),
+        // SAFETY: the caller holds a reference to the record, and the record's runtime holds
+        // the g's scheduler.
+        scheduler: unsafe { header.sched().name() },
         in_status,
         m,
         stack: StackUsage { lo, hi, used },

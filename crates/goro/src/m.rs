@@ -516,7 +516,8 @@ pub(crate) unsafe fn gosched(this: GRef) {
     }
     let _ = header.stop_running();
     crate::dump::note_status(this, goro_abi::GStatus::Runnable, false);
-    header.set_m(ptr::null_mut());
+    // SAFETY: this M ran the g until now and stops it here.
+    unsafe { header.set_m(ptr::null_mut()) };
     // A panic from here to the switch would unwind the stack of a g that another M may be
     // about to resume. A scheduler hook that panics is fatal anyway (it would be on g0).
     let abort = AbortOnUnwind;
@@ -533,7 +534,8 @@ pub(crate) unsafe fn gosched(this: GRef) {
     match next {
         Some(next) if next == this => {
             // The scheduler gave the g straight back: no switch.
-            header.set_m(m as *const M as *mut ());
+            // SAFETY: `m` is this thread's M and keeps running the g.
+            unsafe { header.set_m(m as *const M as *mut ()) };
             let _ = header.start_running();
             crate::dump::note_running(this, false);
             trace::emit(|| Event::GoStart {
@@ -702,7 +704,8 @@ pub(crate) fn mstart(m: Arc<M>, p: Option<PId>, spinning: bool) {
     let tid = unsafe { libc::syscall(libc::SYS_gettid) };
     // Relaxed: read by the thread itself and by diagnostics.
     m.thread_id.store(tid, Ordering::Relaxed);
-    m.g0.set_m(Arc::as_ptr(&m) as *mut ());
+    // SAFETY: g0 runs only on this M's thread, and `m` outlives it.
+    unsafe { m.g0.set_m(Arc::as_ptr(&m) as *mut ()) };
     // The thread copied the FP control state of its creator, which may be a goroutine that
     // changed it, and g0 must run with the defaults (see goro_context::switch_from_g0).
     goro_context::install_default_fp_control();
@@ -892,7 +895,8 @@ unsafe fn start_g(m: &M, g: GRef, timed: bool) {
     let header = g.header();
     let _ = header.start_running();
     crate::dump::note_running(g, timed);
-    header.set_m(m as *const M as *mut ());
+    // SAFETY: `m` is about to run `g` on this thread (the caller's contract), and outlives it.
+    unsafe { header.set_m(m as *const M as *mut ()) };
     MCounters::bump(&m.counters.context_switches);
     // SAFETY: `g` runs on this thread from now on (the caller's contract).
     unsafe { setg(g.as_ptr()) };
@@ -920,7 +924,8 @@ fn check_canary(g: GRef) {
 fn handle(m: &M, g: GRef, request: Request) -> Option<GRef> {
     let header = g.header();
     let sched = header.sched();
-    header.set_m(ptr::null_mut());
+    // SAFETY: `m` ran the g, which has just switched to this M's g0 and stopped.
+    unsafe { header.set_m(ptr::null_mut()) };
     let held_p = m.p();
     trace::emit(|| Event::GoStop {
         goid: header.goid(),

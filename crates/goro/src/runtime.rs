@@ -392,11 +392,14 @@ impl Shared {
             for g in &goroutines {
                 let g = g.gref();
                 let header = g.header();
+                // SAFETY: the list keeps the g alive, and the g's runtime, this one, owns the
+                // scheduler that the g links to.
+                let scheduler = unsafe { header.sched().name() };
                 report.push_str(&format!(
                     "\ngoroutine {} [{}, scheduler {}]",
                     header.goid(),
                     header.wait_reason().name(),
-                    header.sched().name()
+                    scheduler
                 ));
             }
             eprintln!("{report}\n");
@@ -713,7 +716,10 @@ impl Shared {
         let rec = unsafe { record.as_ref() };
         let g = rec.g();
         let header = g.header();
-        header.set_sched(scheduler.link());
+        // SAFETY: the g is Idle and no other thread sees it yet. The runtime holds
+        // `scheduler` (checked above) for as long as it lives, and every record holds the
+        // runtime, so the scheduler outlives the g's block.
+        unsafe { header.set_sched(scheduler.link()) };
         // SAFETY: the stack below the block is ours and unused; g_entry is the runtime's entry
         // trampoline and gets the record, alive until the g exits.
         let sp = unsafe {
