@@ -347,10 +347,16 @@ impl GHeader {
         self.m.store(m, Ordering::Relaxed);
     }
 
-    /// Intrusive link for the queues of the g's scheduler. Only the g's scheduler reads or
-    /// writes it, and only while the g is in one of its queues.
+    /// Intrusive link for the queues of the g's scheduler.
+    ///
+    /// # Safety
+    ///
+    /// The caller is the g's scheduler, and it uses the link only while it owns the g: from
+    /// the hook that handed it the g until it returns the g from `next`. Whatever it stores
+    /// must be null or the header of a g that its queue holds, because the queue follows the
+    /// link to the next g.
     #[inline]
-    pub fn sched_next(&self) -> &AtomicPtr<GHeader> {
+    pub unsafe fn sched_next(&self) -> &AtomicPtr<GHeader> {
         &self.sched_next
     }
 

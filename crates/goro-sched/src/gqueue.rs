@@ -42,17 +42,18 @@ impl GQueue {
     /// Appends `g` at the back.
     pub fn push_back(&mut self, g: GRef) {
         let header = g.header();
+        // SAFETY: the queue belongs to the g's scheduler, which owns the g from now until a
+        // pop returns it, and the link ends the queue.
+        let link = unsafe { header.sched_next() };
         // Relaxed: the link is only read under the owner's lock, which orders it.
-        header
-            .sched_next()
-            .store(ptr::null_mut(), Ordering::Relaxed);
+        link.store(ptr::null_mut(), Ordering::Relaxed);
         if self.tail.is_null() {
             self.head = g.as_ptr();
         } else {
-            // SAFETY: `tail` is a queued g, alive while queued (GRef's contract).
-            unsafe { &*self.tail }
-                .sched_next()
-                .store(g.as_ptr(), Ordering::Relaxed);
+            // SAFETY: `tail` is a queued g, alive while queued (GRef's contract), and `g`
+            // is queued behind it.
+            let tail_link = unsafe { (*self.tail).sched_next() };
+            tail_link.store(g.as_ptr(), Ordering::Relaxed);
         }
         self.tail = g.as_ptr();
         self.len += 1;
@@ -63,7 +64,8 @@ impl GQueue {
         let head = NonNull::new(self.head)?;
         // SAFETY: `head` was pushed as a GRef and stays alive while queued.
         let g = unsafe { GRef::from_raw(head) };
-        let next = g.header().sched_next().load(Ordering::Relaxed);
+        // SAFETY: the g is still this queue's until the pop returns it.
+        let next = unsafe { g.header().sched_next() }.load(Ordering::Relaxed);
         self.head = next;
         if next.is_null() {
             self.tail = ptr::null_mut();
