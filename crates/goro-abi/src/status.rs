@@ -172,57 +172,97 @@ impl GHeader {
         );
     }
 
+    // The transitions below are unsafe fns: the runtime queues and runs gs by their status, so
+    // a change by anyone but the party that owns the g at that moment (docs/abi.md lists
+    // them) could make it queue or run a g wrongly.
+
     /// `Idle -> Runnable`: a new g is handed to its scheduler for the first time.
+    ///
+    /// # Safety
+    ///
+    /// The caller is the runtime that spawns the g, before it publishes it.
     #[inline]
-    pub fn ready_new(&self) -> Transition {
+    pub unsafe fn ready_new(&self) -> Transition {
         self.transition(GStatus::Idle, GStatus::Runnable, "ready_new")
     }
 
     /// `Runnable -> Running`: an M takes the g from its scheduler and switches to it.
+    ///
+    /// # Safety
+    ///
+    /// The caller is the M that took the g from its scheduler, before it switches to it.
     #[inline]
-    pub fn start_running(&self) -> Transition {
+    pub unsafe fn start_running(&self) -> Transition {
         self.transition(GStatus::Runnable, GStatus::Running, "start_running")
     }
 
     /// `Running -> Runnable`: the g yields or is requeued by its scheduler.
+    ///
+    /// # Safety
+    ///
+    /// The caller is the M that runs the g, as the g yields or is requeued.
     #[inline]
-    pub fn stop_running(&self) -> Transition {
+    pub unsafe fn stop_running(&self) -> Transition {
         self.transition(GStatus::Running, GStatus::Runnable, "stop_running")
     }
 
     /// `Running -> Waiting`: the g parks.
+    ///
+    /// # Safety
+    ///
+    /// The caller is the M that runs the g, as the g parks.
     #[inline]
-    pub fn park(&self) -> Transition {
+    pub unsafe fn park(&self) -> Transition {
         self.transition(GStatus::Running, GStatus::Waiting, "park")
     }
 
     /// `Waiting -> Runnable`: a wakeup readies a parked g.
+    ///
+    /// # Safety
+    ///
+    /// The caller is the waker that won the g's wakeup (its permit), before it readies the g.
     #[inline]
-    pub fn wake(&self) -> Transition {
+    pub unsafe fn wake(&self) -> Transition {
         self.transition(GStatus::Waiting, GStatus::Runnable, "wake")
     }
 
     /// `Running -> Syscall`: the g enters a syscall.
+    ///
+    /// # Safety
+    ///
+    /// The caller is the g itself, running on its M.
     #[inline]
-    pub fn entersyscall(&self) -> Transition {
+    pub unsafe fn entersyscall(&self) -> Transition {
         self.transition(GStatus::Running, GStatus::Syscall, "entersyscall")
     }
 
     /// `Syscall -> Running`: the g leaves a syscall and keeps running on a P.
+    ///
+    /// # Safety
+    ///
+    /// The caller is the g itself, leaving its syscall with a P.
     #[inline]
-    pub fn exitsyscall(&self) -> Transition {
+    pub unsafe fn exitsyscall(&self) -> Transition {
         self.transition(GStatus::Syscall, GStatus::Running, "exitsyscall")
     }
 
     /// `Syscall -> Runnable`: the g left a syscall without a P and goes back to its scheduler.
+    ///
+    /// # Safety
+    ///
+    /// The caller is the M of the g, which left its syscall without a P.
     #[inline]
-    pub fn requeue_from_syscall(&self) -> Transition {
+    pub unsafe fn requeue_from_syscall(&self) -> Transition {
         self.transition(GStatus::Syscall, GStatus::Runnable, "requeue_from_syscall")
     }
 
     /// `Running -> Dead`: the g's body returned or panicked.
+    ///
+    /// # Safety
+    ///
+    /// The caller is the M that runs the g, after its body returned or panicked.
     #[inline]
-    pub fn exit(&self) -> Transition {
+    pub unsafe fn exit(&self) -> Transition {
         self.transition(GStatus::Running, GStatus::Dead, "exit")
     }
 }
@@ -234,22 +274,25 @@ mod tests {
     #[test]
     fn lifecycle_follows_named_transitions() {
         let g = GHeader::new();
-        assert_eq!(
-            g.ready_new(),
-            Transition {
-                from: GStatus::Idle,
-                to: GStatus::Runnable
-            }
-        );
-        let _ = g.start_running();
-        let _ = g.entersyscall();
-        let _ = g.requeue_from_syscall();
-        let _ = g.start_running();
-        let _ = g.park();
-        assert_eq!(g.status(), GStatus::Waiting);
-        let _ = g.wake();
-        let _ = g.start_running();
-        let _ = g.exit();
+        // SAFETY: the test owns the header, which no runtime or scheduler reaches.
+        unsafe {
+            assert_eq!(
+                g.ready_new(),
+                Transition {
+                    from: GStatus::Idle,
+                    to: GStatus::Runnable
+                }
+            );
+            let _ = g.start_running();
+            let _ = g.entersyscall();
+            let _ = g.requeue_from_syscall();
+            let _ = g.start_running();
+            let _ = g.park();
+            assert_eq!(g.status(), GStatus::Waiting);
+            let _ = g.wake();
+            let _ = g.start_running();
+            let _ = g.exit();
+        }
         assert_eq!(g.status(), GStatus::Dead);
     }
 
@@ -259,9 +302,12 @@ mod tests {
     )]
     fn illegal_transition_names_both_states() {
         let g = GHeader::new();
-        let _ = g.ready_new();
-        let _ = g.start_running();
-        let _ = g.park();
-        let _ = g.start_running();
+        // SAFETY: the test owns the header, which no runtime or scheduler reaches.
+        unsafe {
+            let _ = g.ready_new();
+            let _ = g.start_running();
+            let _ = g.park();
+            let _ = g.start_running();
+        }
     }
 }

@@ -514,7 +514,8 @@ pub(crate) unsafe fn gosched(this: GRef) {
     if shared.slab_stacks {
         check_canary(this);
     }
-    let _ = header.stop_running();
+    // SAFETY: the running g stops itself, on its own M.
+    let _ = unsafe { header.stop_running() };
     crate::dump::note_status(this, goro_abi::GStatus::Runnable, false);
     // SAFETY: this M ran the g until now and stops it here.
     unsafe { header.set_m(ptr::null_mut()) };
@@ -534,9 +535,12 @@ pub(crate) unsafe fn gosched(this: GRef) {
     match next {
         Some(next) if next == this => {
             // The scheduler gave the g straight back: no switch.
-            // SAFETY: `m` is this thread's M and keeps running the g.
-            unsafe { header.set_m(m as *const M as *mut ()) };
-            let _ = header.start_running();
+            // SAFETY: `m` is this thread's M and keeps running the g, which the scheduler
+            // handed back to this M.
+            unsafe {
+                header.set_m(m as *const M as *mut ());
+                let _ = header.start_running();
+            }
             crate::dump::note_running(this, false);
             trace::emit(|| Event::GoStart {
                 goid: header.goid(),
@@ -893,7 +897,8 @@ fn execute(m: &M, g: GRef) {
 #[inline]
 unsafe fn start_g(m: &M, g: GRef, timed: bool) {
     let header = g.header();
-    let _ = header.start_running();
+    // SAFETY: the caller took `g` from its scheduler for this M (the caller's contract).
+    let _ = unsafe { header.start_running() };
     crate::dump::note_running(g, timed);
     // SAFETY: `m` is about to run `g` on this thread (the caller's contract), and outlives it.
     unsafe { header.set_m(m as *const M as *mut ()) };
@@ -949,13 +954,15 @@ fn handle(m: &M, g: GRef, request: Request) -> Option<GRef> {
     match request {
         Request::Switched => {}
         Request::Yield => {
-            let _ = header.stop_running();
+            // SAFETY: this M ran the g, which has switched to its g0.
+            let _ = unsafe { header.stop_running() };
             crate::dump::note_status(g, goro_abi::GStatus::Runnable, false);
             // SAFETY: the runtime keeps every linked scheduler alive.
             unsafe { sched.on_yield(g, p()) };
         }
         Request::Park => {
-            let _ = header.park();
+            // SAFETY: this M ran the g, which has switched to its g0 to park.
+            let _ = unsafe { header.park() };
             // Before the commit: it may publish the g to a waker, who stamps it Runnable.
             crate::dump::note_status(g, goro_abi::GStatus::Waiting, true);
             // SAFETY: set by the g right before it switched here, on this thread.
@@ -965,7 +972,8 @@ fn handle(m: &M, g: GRef, request: Request) -> Option<GRef> {
             // which nobody can free while the g is parked and not yet published.
             if !unsafe { commit(data, g) } {
                 header.set_wait_reason(WaitReason::None);
-                let _ = header.wake();
+                // SAFETY: the commit kept the g, so no waker has it: this M still owns it.
+                let _ = unsafe { header.wake() };
                 return Some(g);
             }
             // SeqCst: deadlock detection compares this count with the live count.
@@ -974,14 +982,16 @@ fn handle(m: &M, g: GRef, request: Request) -> Option<GRef> {
             unsafe { sched.on_park(g, p()) };
         }
         Request::Exit => {
-            let _ = header.exit();
+            // SAFETY: this M ran the g, whose body has returned or panicked.
+            let _ = unsafe { header.exit() };
             // SAFETY: as for on_yield.
             unsafe { sched.on_exit(g, p()) };
             MCounters::bump(&m.counters.goroutines_run);
             m.shared.finish(m, g);
         }
         Request::SyscallRequeue => {
-            let _ = header.requeue_from_syscall();
+            // SAFETY: this M ran the g, which left its syscall without a P.
+            let _ = unsafe { header.requeue_from_syscall() };
             crate::dump::note_status(g, goro_abi::GStatus::Runnable, true);
             // The M has no P: any P may run the g.
             // SAFETY: as for on_yield.
@@ -991,7 +1001,8 @@ fn handle(m: &M, g: GRef, request: Request) -> Option<GRef> {
             m.shared.wakep();
         }
         Request::RequeueRunning => {
-            let _ = header.stop_running();
+            // SAFETY: this M ran the g, which its scheduler requeues.
+            let _ = unsafe { header.stop_running() };
             crate::dump::note_status(g, goro_abi::GStatus::Runnable, false);
             // SAFETY: as for on_yield.
             unsafe { sched.ready(g, ReadyCause::SyscallExit, Some(p())) };

@@ -137,7 +137,8 @@ pub(crate) fn cancel(record: &Record) {
 fn unpark_permit(record: &Record, permit: &Permit) {
     if permit.unpark() {
         let g = record.g();
-        let _ = g.header().wake();
+        // SAFETY: the permit's unpark made this caller the g's only waker.
+        let _ = unsafe { g.header().wake() };
         m::ready(g, ReadyCause::Wake);
     }
 }

@@ -741,7 +741,8 @@ impl Shared {
         if live > self.peak_live_goroutines.load(Ordering::Relaxed) {
             self.peak_live_goroutines.fetch_max(live, Ordering::Relaxed);
         }
-        let _ = header.ready_new();
+        // SAFETY: the g is new and unpublished, so this spawn owns it.
+        let _ = unsafe { header.ready_new() };
         let guard = HookGuard::new("ready");
         // SAFETY: the g is new, stopped, linked to `scheduler` (a scheduler of this runtime,
         // checked above) and in no queue.

@@ -127,7 +127,8 @@ fn enter(current: Current, function: &'static str) -> PId {
     let Some(p) = m.p() else {
         no_p_at_entry(function);
     };
-    let _ = header.entersyscall();
+    // SAFETY: `header` is the running g's, and the g enters its own syscall.
+    let _ = unsafe { header.entersyscall() };
     // The frame is approximate: the address of a local stands for the stack pointer, this
     // function for the program counter. Dumps only need to know where the stack was in use.
     let marker = 0u8;
@@ -160,7 +161,8 @@ impl Drop for UndoEntryOnUnwind<'_> {
     #[cold]
     fn drop(&mut self) {
         self.0.set_syscall_frame(0, 0);
-        let _ = self.0.exitsyscall();
+        // SAFETY: the running g undoes its own entry, still holding its P.
+        let _ = unsafe { self.0.exitsyscall() };
     }
 }
 
@@ -218,7 +220,8 @@ fn exit(current: Current) {
         fast: true,
     });
     m.in_syscall.store(false, Ordering::Release);
-    let _ = header.exitsyscall();
+    // SAFETY: the running g leaves its own syscall with its P back.
+    let _ = unsafe { header.exitsyscall() };
     after_exit(current, old_p);
 }
 
@@ -248,7 +251,8 @@ fn exit_without_own_p(current: Current, old_p: PId) {
             fast: false,
         });
         m.in_syscall.store(false, Ordering::Release);
-        let _ = header.exitsyscall();
+        // SAFETY: the running g leaves its own syscall with an idle P.
+        let _ = unsafe { header.exitsyscall() };
         after_exit(current, p);
         return;
     }
