@@ -49,9 +49,9 @@ use goro_abi::{ABI_VERSION, GRef, PId, ReadyCause, SchedVTable, SyscallExit};
 ///   asking. A scheduler never drops a g: the runtime counts it as runnable until it runs, so
 ///   a dropped g hangs the goroutine or thread that joins it, and no deadlock report names it.
 /// * Any P can take any g. A scheduler may prefer a P for a g, but `next` on another P must
-///   return the g when the preferred P does not ask. The runtime starts no M for an idle P
-///   because `has_work` is true, so a g that only an idle P may take can stay queued for ever
-///   while another M spins.
+///   return the g when the preferred P does not ask. An M that finds no g for its P takes a
+///   P back while `has_work` is true, its own P first, so a g that only another P may take
+///   can stay queued for ever while that M spins.
 /// * No lost wakeup: once `ready` has returned, a `has_work` or `next` call that starts after it
 ///   on any thread sees the g (the queue is linearizable). The runtime does the rest: after
 ///   `ready` it wakes an idle M if there is one, and an M going idle publishes that before it
