@@ -73,6 +73,17 @@ pub unsafe trait CustomG: Sized + Send + Sync + 'static {
 ///     }
 /// }
 /// ```
+///
+/// Nor does one whose first field only points to a header, which a reference to the field
+/// would reach through deref coercion:
+///
+/// ```compile_fail,E0308
+/// goro_abi::custom_g! {
+///     pub struct Boxed {
+///         pub header: Box<goro_abi::GHeader>,
+///     }
+/// }
+/// ```
 #[macro_export]
 macro_rules! custom_g {
     (
@@ -92,8 +103,9 @@ macro_rules! custom_g {
         }
 
         const _: () = {
-            // The first field must be the header itself, at offset 0.
-            let _: fn(&$name) -> &$crate::GHeader = |g| &g.$header;
+            // The first field must be the header itself, at offset 0. The field is moved, not
+            // borrowed, because a borrow would pass a `Box<GHeader>` by deref coercion.
+            let _ = |header: $htype| -> $crate::GHeader { header };
             assert!(
                 $crate::__memoffset::offset_of!($name, $header) == 0,
                 "custom_g!: the GHeader must be the first field"
