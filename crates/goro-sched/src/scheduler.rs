@@ -30,14 +30,18 @@ use goro_abi::{ABI_VERSION, GRef, PId, ReadyCause, SchedVTable, SyscallExit};
 ///   when it takes the P back from an M stuck in a syscall.
 ///
 /// No hook may switch goroutines, park or block the thread on something a goroutine must do:
-/// they run inside the runtime's own protocol. Short critical sections on a lock are fine. A
-/// hook that spawns goroutines may switch when goro's spawns yield (`Builder::spawn_yields` in
-/// the `goro` crate), so such a hook needs a runtime that has them off.
+/// they run inside the runtime's own protocol. Short critical sections on a lock are fine.
+/// A spawn inside `on_exitsyscall`, or inside `start` on a goroutine that builds a runtime,
+/// yields when goro's spawns do (`Builder::spawn_yields` in the `goro` crate), so a scheduler
+/// that spawns there needs a runtime that has them off. A spawn inside any other hook does not
+/// yield.
 ///
-/// A panic in any hook but `name`, `start`, `on_entersyscall` and `on_exitsyscall` aborts the
-/// process with a message that names the hook: the runtime cannot put back a g or a P that the
-/// hook was handling. The two syscall hooks run on the g's stack while it holds its P, so a
-/// panic there unwinds the goroutine as any panic of its body does.
+/// A panic in `ready`, `next`, `has_work`, the yield hooks, `on_park`, `on_release_p` or
+/// `on_exit` aborts the process with a fatal error message: the runtime cannot put back a g or
+/// a P that the hook was handling. `on_entersyscall` and `on_exitsyscall` run on the g's stack
+/// while it holds its P, so a panic there unwinds the goroutine as any panic of its body does.
+/// A panic in `name`, `start` or `local_len` reaches their caller: for `start`, the thread that
+/// builds the runtime.
 ///
 /// Hooks that run on g0 must also leave the FP control state (MXCSR and the x87 control word,
 /// FPCR, `frm`) as they found it. g0 runs with the defaults, and the switch into a g does not
@@ -60,10 +64,10 @@ use goro_abi::{ABI_VERSION, GRef, PId, ReadyCause, SchedVTable, SyscallExit};
 /// # Safety
 ///
 /// The runtime runs whatever `next` returns. An implementation must return each g at most
-/// once for each time it was passed to `ready` (or `on_yield`), and never a g it was not given:
-/// returning a g twice would run one stack on two threads. It must not keep or use a g's
-/// [`GRef`] after its [`on_exit`](Scheduler::on_exit) call returns: the runtime frees the g's
-/// control block then, and may reuse its memory for another g.
+/// once for each time it was passed to `ready`, `on_yield` or `on_yield_next`, and never a g it
+/// was not given: returning a g twice would run one stack on two threads. It must not keep or
+/// use a g's [`GRef`] after its [`on_exit`](Scheduler::on_exit) call returns: the runtime
+/// frees the g's control block then, and may reuse its memory for another g.
 pub unsafe trait Scheduler: Send + Sync + 'static {
     /// A short name for dumps and traces, such as `"fifo"`.
     fn name(&self) -> &'static str;
@@ -77,7 +81,8 @@ pub unsafe trait Scheduler: Send + Sync + 'static {
     /// Queues `g`, which has become runnable for the reason `cause`.
     fn ready(&self, g: GRef, cause: ReadyCause, p: Option<PId>);
 
-    /// Returns the next g to run on P `p`, or `None` when there is none for it.
+    /// Returns the next g to run on P `p`, or `None` when no g is queued. A g that prefers
+    /// another P still counts (see "What a scheduler must guarantee").
     fn next(&self, p: PId) -> Option<GRef>;
 
     /// Returns whether any g is queued anywhere in this scheduler.

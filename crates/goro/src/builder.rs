@@ -157,8 +157,8 @@ impl Builder {
     /// own P run the goroutines it queued. Without it, only the other Ps run them, and a loop
     /// that outpaces them piles up queued goroutines, each holding a stack. A spawn never
     /// yields between [`entersyscall`](crate::entersyscall) and
-    /// [`exitsyscall`](crate::exitsyscall), on an M's g0, in the scheduler hooks of a yield or
-    /// while a panic unwinds. The rule holds for every spawn function called from one of the
+    /// [`exitsyscall`](crate::exitsyscall), on an M's g0, in a scheduler hook other than
+    /// `start` and `on_exitsyscall`, or while a panic unwinds. The rule holds for every spawn function called from one of the
     /// runtime's goroutines. A spawn from another thread never yields.
     ///
     /// Turn it off when goroutines spawn while holding something that must not be held across

@@ -7,7 +7,7 @@
 //! no scheduler has work, the M gives its P to the idle list and sleeps on its note until
 //! another M hands it a P ([`stopm`]).
 
-use std::cell::UnsafeCell;
+use std::cell::{Cell, UnsafeCell};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -596,21 +596,38 @@ fn yield_in_syscall(goid: u64) -> ! {
 /// panicked is in no queue, and a P that `on_release_p` was handling has no M, so the program
 /// would hang. Calls on g0 and for a yield have guards of their own, and a panic in
 /// `on_entersyscall` or `on_exitsyscall` unwinds the goroutine, which holds its P.
+///
+/// The guard also counts the thread's hooks in progress, so that a spawn inside one does not
+/// yield (see [`in_hook`]).
 pub(crate) struct HookGuard {
     hook: &'static str,
+}
+
+thread_local! {
+    /// Number of guarded scheduler hooks running on this thread. A hook never switches, so
+    /// the count stays with the thread that the hook runs on.
+    static HOOKS_RUNNING: Cell<u32> = const { Cell::new(0) };
 }
 
 impl HookGuard {
     #[inline(always)]
     pub(crate) fn new(hook: &'static str) -> HookGuard {
+        HOOKS_RUNNING.with(|running| running.set(running.get() + 1));
         HookGuard { hook }
     }
 
     /// Ends the guard on the normal path.
     #[inline(always)]
     pub(crate) fn disarm(self) {
+        HOOKS_RUNNING.with(|running| running.set(running.get() - 1));
         std::mem::forget(self);
     }
+}
+
+/// Returns whether a guarded scheduler hook (`ready`, `has_work`, `on_release_p`) is running
+/// on this thread, where a goroutine must not switch: the hook may hold its scheduler's lock.
+pub(crate) fn in_hook() -> bool {
+    HOOKS_RUNNING.with(|running| running.get() != 0)
 }
 
 impl Drop for HookGuard {

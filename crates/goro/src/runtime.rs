@@ -759,13 +759,15 @@ impl Shared {
         // behind, the queued children pile up, each holding a stack that is cold in the cache
         // by the time it runs. Inside a blocking section the goroutine holds no P and cannot
         // yield. Nor does a spawn on g0 (from a drop that the M runs there), in a scheduler
-        // hook (the goroutine is not Running then), or during a panic, whose unwinding must
+        // hook (during a yield the goroutine is not Running, and `ready` may run on a running
+        // waker while it holds its scheduler's lock), or during a panic, whose unwinding must
         // stay on one thread.
         if self.spawn_yields
             && let Some(m) = m
             && m.count_spawn()
             && m.p().is_some()
             && !std::thread::panicking()
+            && !m::in_hook()
             && m::current_record().is_some_and(|record| {
                 // SAFETY: the running goroutine's record is alive while it runs.
                 let record = unsafe { record.as_ref() };

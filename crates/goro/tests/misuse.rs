@@ -242,3 +242,83 @@ fn panic_inside_blocking_call_survives_requeue() {
         assert!(!rt.block_on(std::thread::panicking).unwrap());
     });
 }
+
+/// A FIFO scheduler whose `ready` spawns `SPAWNS` goroutines once, for the first wakeup after
+/// `armed` is set, and records how many of them had run when the spawns returned.
+#[derive(Default)]
+struct SpawningReady {
+    queue: Mutex<GQueue>,
+    armed: AtomicBool,
+    children_run: Arc<AtomicUsize>,
+    /// Children that had run when the last spawn inside `ready` returned; `usize::MAX` until
+    /// then.
+    run_during_hook: AtomicUsize,
+}
+
+impl SpawningReady {
+    /// More than one spawn-yield interval, so that a yielding spawn would switch.
+    const SPAWNS: usize = 300;
+}
+
+// SAFETY: `next` pops what `ready` pushed.
+unsafe impl Scheduler for SpawningReady {
+    fn name(&self) -> &'static str {
+        "spawning-ready"
+    }
+
+    fn ready(&self, g: GRef, cause: ReadyCause, _p: Option<PId>) {
+        // Relaxed: the flag orders nothing; the test reads the results after a join.
+        if cause == ReadyCause::Wake && self.armed.swap(false, Ordering::Relaxed) {
+            for _ in 0..Self::SPAWNS {
+                let run = self.children_run.clone();
+                drop(goro::spawn(move || run.fetch_add(1, Ordering::Relaxed)).unwrap());
+            }
+            let run = self.children_run.load(Ordering::Relaxed);
+            self.run_during_hook.store(run, Ordering::Relaxed);
+        }
+        self.queue.lock().unwrap().push_back(g);
+    }
+
+    fn next(&self, _p: PId) -> Option<GRef> {
+        self.queue.lock().unwrap().pop_front()
+    }
+
+    fn has_work(&self) -> bool {
+        !self.queue.lock().unwrap().is_empty()
+    }
+}
+
+#[test]
+fn spawns_inside_ready_do_not_yield() {
+    let sched = Arc::new(SpawningReady {
+        run_during_hook: AtomicUsize::new(usize::MAX),
+        ..SpawningReady::default()
+    });
+    // One P: only a yield of the goroutine inside `ready` could run the children before the
+    // hook returns. Spawn yields are on by default.
+    let rt = Runtime::builder()
+        .procs(1)
+        // SAFETY: the test only reads what the scheduler records, through `sched`.
+        .scheduler_handle(unsafe { SchedHandle::from_arc(sched.clone()) })
+        .build()
+        .unwrap();
+    let arm = sched.clone();
+    watchdog(LIMIT, move || {
+        rt.block_on(move || {
+            let (sender, receiver) = goro::sync::channel::<()>(0);
+            let receiving = goro::spawn(move || receiver.recv().unwrap()).unwrap();
+            // Lets the receiver park, so that the send below wakes it through `ready`.
+            goro::yield_now();
+            arm.armed.store(true, Ordering::Relaxed);
+            sender.send(()).unwrap();
+            receiving.join().unwrap();
+        })
+        .unwrap();
+    });
+    // Relaxed: block_on's return ordered the runtime's writes.
+    assert_eq!(sched.run_during_hook.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        sched.children_run.load(Ordering::Relaxed),
+        SpawningReady::SPAWNS
+    );
+}
