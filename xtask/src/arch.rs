@@ -108,8 +108,19 @@ impl Arch {
         command.env(format!("{variable}_LINKER"), self.linker());
         command.env(format!("{variable}_RUNNER"), self.qemu_runner());
         command.env("GORO_TEST_RUNNER", self.qemu_runner());
+        // Keeps QEMU's fork from hanging (see docs/testing.md).
+        command.env(QEMU_FORK_SAFE_GLIB.0, QEMU_FORK_SAFE_GLIB.1);
     }
 }
+
+/// The environment setting that makes QEMU user mode safe to fork.
+///
+/// QEMU forks the whole emulator when the guest forks, and glib's slice allocator, which
+/// QEMU's code translator uses, is not fork-safe. A child forked while another guest thread
+/// held the allocator's lock hangs at its first translation, before it can exec. Tests that
+/// start processes hit this now and then. With this setting glib takes the memory from
+/// malloc, whose locks glibc keeps consistent across a fork.
+const QEMU_FORK_SAFE_GLIB: (&str, &str) = ("G_SLICE", "always-malloc");
 
 #[cfg(test)]
 mod tests {
@@ -152,6 +163,10 @@ mod tests {
         );
         assert!(
             envs.contains(&(format!("{prefix}_RUNNER"), foreign.qemu_runner())),
+            "{envs:?}"
+        );
+        assert!(
+            envs.contains(&("G_SLICE".into(), "always-malloc".into())),
             "{envs:?}"
         );
         assert!(

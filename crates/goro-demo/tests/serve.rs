@@ -158,11 +158,10 @@ impl ServerProcess {
             log,
             reader: Some(reader),
         };
-        // NOTE: once, in a CI run of the riscv64 dev tests under QEMU, a server printed
-        // nothing for the whole watchdog. 316 runs of this file under QEMU riscv64, up to
-        // eight tests at a time, did not repeat it. The process report below shows whether
-        // such a hang is in the emulator's fork, before the server binary ran, or in the
-        // server, and on which threads.
+        // Under QEMU, a fork of the emulator that hangs before it can exec prints nothing. A
+        // CI run caught one stuck in glib's slice allocator, which `G_SLICE=always-malloc`
+        // prevents (see docs/testing.md). The process report below shows whether a hang is in
+        // such a fork, before the server binary ran, or in the server, and on which threads.
         match port_receiver.recv_timeout(WATCHDOG) {
             Ok(port) => server.port = port,
             Err(_) => panic!(
