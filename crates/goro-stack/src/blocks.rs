@@ -322,10 +322,21 @@ impl fmt::Debug for BlockCache {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use std::sync::{Mutex, MutexGuard};
+
     use super::*;
+
+    /// Runs the tests of this module one at a time. A cache that one test drops leaves its
+    /// home in the process-wide orphan list, and a cache that another test creates meanwhile
+    /// would adopt it, with the blocks the first test still expects back.
+    fn one_at_a_time() -> MutexGuard<'static, ()> {
+        static CACHES: Mutex<()> = Mutex::new(());
+        CACHES.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
     #[test]
     fn freed_blocks_come_back_to_the_owner() {
+        let _serial = one_at_a_time();
         let mut cache = BlockCache::new();
         let first = cache.allocate();
         let second = cache.allocate();
@@ -350,6 +361,7 @@ mod tests {
 
     #[test]
     fn blocks_are_aligned_and_writable() {
+        let _serial = one_at_a_time();
         let mut cache = BlockCache::new();
         let blocks: Vec<NonNull<u8>> = (0..8).map(|_| cache.allocate()).collect();
         for (index, block) in blocks.iter().enumerate() {
@@ -368,6 +380,7 @@ mod tests {
 
     #[test]
     fn local_list_is_bounded() {
+        let _serial = one_at_a_time();
         let mut cache = BlockCache::new();
         let blocks: Vec<NonNull<u8>> = (0..LOCAL_LIMIT + 10).map(|_| cache.allocate()).collect();
         for block in blocks {
@@ -379,6 +392,7 @@ mod tests {
 
     #[test]
     fn remote_list_is_bounded() {
+        let _serial = one_at_a_time();
         let mut cache = BlockCache::new();
         let home = cache.home();
         let blocks: Vec<NonNull<u8>> = (0..REMOTE_LIMIT + 10).map(|_| cache.allocate()).collect();
@@ -392,13 +406,14 @@ mod tests {
 
     #[test]
     fn dropped_cache_home_is_adopted() {
+        let _serial = one_at_a_time();
         let mut cache = BlockCache::new();
         let home = cache.home();
         let block = cache.allocate();
         drop(cache);
         // SAFETY: the block came from a cache with this home and is used no more.
         unsafe { home.free(block) };
-        // Other tests create caches concurrently, so the adopter is found by its home.
+        // Earlier tests left orphans too, so the adopter is found by its home.
         let caches: Vec<BlockCache> = (0..64).map(|_| BlockCache::new()).collect();
         let mut adopter = caches
             .into_iter()
