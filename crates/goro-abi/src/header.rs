@@ -131,6 +131,14 @@ impl GHeader {
     /// Returns a header in status [`GStatus::Idle`] with no stack, no scheduler and goid 0.
     #[inline]
     pub const fn new() -> Self {
+        GHeader::with_goid(0)
+    }
+
+    /// Returns a header like [`GHeader::new`] with goroutine id `goid`, for schedulers' tests
+    /// and tools that build gs by hand. It is safe where `set_goid` is not, because no runtime
+    /// or registry can have filed the new header by its id yet.
+    #[inline]
+    pub const fn with_goid(goid: u64) -> Self {
         GHeader {
             sched_sp: UnsafeCell::new(0),
             stack_lo: AtomicUsize::new(0),
@@ -138,7 +146,7 @@ impl GHeader {
             stack_guard: AtomicUsize::new(0),
             status: AtomicU32::new(GStatus::Idle as u32),
             wait_reason: AtomicU32::new(WaitReason::None as u32),
-            goid: AtomicU64::new(0),
+            goid: AtomicU64::new(goid),
             sched_data: AtomicPtr::new(ptr::null_mut()),
             sched_vtable: AtomicPtr::new(ptr::null_mut()),
             syscall_sp: AtomicUsize::new(0),

@@ -115,12 +115,7 @@ mod tests {
     #[allow(clippy::vec_box)]
     fn gs(n: u64) -> Vec<Box<GHeader>> {
         (1..=n)
-            .map(|goid| {
-                let g = Box::new(GHeader::new());
-                // SAFETY: the header is new, and no runtime or registry knows it.
-                unsafe { g.set_goid(goid) };
-                g
-            })
+            .map(|goid| Box::new(GHeader::with_goid(goid)))
             .collect()
     }
 

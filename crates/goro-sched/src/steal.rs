@@ -115,11 +115,9 @@ pub(crate) use invariant;
 /// use goro_abi::{GHeader, GRef, PId, ReadyCause};
 /// use goro_sched::{Scheduler, WorkStealing};
 ///
-/// let headers: Vec<Box<GHeader>> = (1..=3).map(|_| Box::new(GHeader::new())).collect();
-/// for (goid, header) in (1..).zip(&headers) {
-///     // SAFETY: the header is new, and no runtime or registry knows it.
-///     unsafe { header.set_goid(goid) };
-/// }
+/// let headers: Vec<Box<GHeader>> = (1..=3)
+///     .map(|goid| Box::new(GHeader::with_goid(goid)))
+///     .collect();
 /// // SAFETY: the boxes outlive every use of the refs.
 /// let gs: Vec<GRef> = headers
 ///     .iter()
@@ -667,10 +665,7 @@ mod tests {
     use super::*;
 
     fn header(goid: u64) -> Box<GHeader> {
-        let header = Box::new(GHeader::new());
-        // SAFETY: the header is new, and no runtime or registry knows it.
-        unsafe { header.set_goid(goid) };
-        header
+        Box::new(GHeader::with_goid(goid))
     }
 
     fn gref(header: &GHeader) -> GRef {

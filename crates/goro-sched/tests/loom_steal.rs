@@ -25,14 +25,7 @@ const P2: PId = PId(2);
 /// Headers with goids 1..=count. The vector is never resized, so the refs stay valid while it
 /// lives.
 fn headers(count: u64) -> Vec<GHeader> {
-    (1..=count)
-        .map(|goid| {
-            let header = GHeader::new();
-            // SAFETY: the header is new, and no runtime or registry knows it.
-            unsafe { header.set_goid(goid) };
-            header
-        })
-        .collect()
+    (1..=count).map(GHeader::with_goid).collect()
 }
 
 fn gref(header: &GHeader) -> GRef {

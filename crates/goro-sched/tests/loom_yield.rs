@@ -38,14 +38,7 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let headers: Vec<GHeader> = (1..=2)
-            .map(|goid| {
-                let header = GHeader::new();
-                // SAFETY: the header is new, and no runtime or registry knows it.
-                unsafe { header.set_goid(goid) };
-                header
-            })
-            .collect();
+        let headers: Vec<GHeader> = (1..=2).map(GHeader::with_goid).collect();
         let saved = vec![
             Saved {
                 sp: AtomicUsize::new(0),

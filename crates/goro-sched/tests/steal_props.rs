@@ -51,14 +51,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// Headers with goids 1..=count, allocated up front so that the refs stay valid.
 fn headers(count: usize) -> Vec<GHeader> {
-    (1..=count as u64)
-        .map(|goid| {
-            let header = GHeader::new();
-            // SAFETY: the header is new, and no runtime or registry knows it.
-            unsafe { header.set_goid(goid) };
-            header
-        })
-        .collect()
+    (1..=count as u64).map(GHeader::with_goid).collect()
 }
 
 fn gref(header: &GHeader) -> GRef {

@@ -50,14 +50,7 @@ impl World {
         scheduler.start(procs);
         World {
             scheduler,
-            headers: (1..=GS as u64)
-                .map(|goid| {
-                    let header = GHeader::new();
-                    // SAFETY: the header is new, and no runtime or registry knows it.
-                    unsafe { header.set_goid(goid) };
-                    header
-                })
-                .collect(),
+            headers: (1..=GS as u64).map(GHeader::with_goid).collect(),
             queued: (0..GS).map(|_| AtomicBool::new(false)).collect(),
             runs: (0..GS).map(|_| AtomicU8::new(0)).collect(),
             finished: (0..GS).map(|_| AtomicBool::new(false)).collect(),

@@ -287,7 +287,7 @@ pub extern "C" fn recurse_forever() {
 /// Makes a leaked g header with goid 42 that records `stack`, and sets the g register to it.
 pub fn run_as_goroutine_42(stack: &Stack) {
     let g: &'static GHeader = Box::leak(Box::new(GHeader::new()));
-    // SAFETY: the header is new and no runtime knows it. `stack` is the stack that the code
+    // SAFETY: the header is new and no runtime has it. `stack` is the stack that the code
     // runs on once the g register points to this header.
     unsafe {
         g.set_goid(42);
