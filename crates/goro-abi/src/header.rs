@@ -355,7 +355,7 @@ impl GHeader {
         self.m.store(m, Ordering::Relaxed);
     }
 
-    /// Intrusive link for the queues of the g's scheduler.
+    /// Returns the intrusive link for the queues of the g's scheduler.
     ///
     /// # Safety
     ///

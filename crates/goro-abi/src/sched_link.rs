@@ -165,7 +165,8 @@ impl SchedLink {
         (self.data, self.vtable)
     }
 
-    /// The scheduler's state, as passed to every vtable function; null when the link is unset.
+    /// Returns the scheduler's state, as passed to every vtable function, or null when the
+    /// link is unset.
     #[inline]
     pub fn data(&self) -> *const () {
         self.data

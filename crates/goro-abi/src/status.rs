@@ -172,9 +172,9 @@ impl GHeader {
         );
     }
 
-    // The transitions below are unsafe fns: the runtime queues and runs gs by their status, so
-    // a change by anyone but the party that owns the g at that moment (docs/abi.md lists
-    // them) could make it queue or run a g wrongly.
+    // The transitions below are unsafe fns because the runtime queues and runs gs by their
+    // status. Only the party that owns the g at that moment may change it (docs/abi.md lists
+    // each one), or the runtime could queue or run the g wrongly.
 
     /// `Idle -> Runnable`: a new g is handed to its scheduler for the first time.
     ///

@@ -716,7 +716,7 @@ impl Shared {
         let rec = unsafe { record.as_ref() };
         let g = rec.g();
         let header = g.header();
-        // SAFETY: the g is Idle and no other thread sees it yet. The runtime holds
+        // SAFETY: the g is Idle and no other thread can reach it yet. The runtime holds
         // `scheduler` (checked above) for as long as it lives, and every record holds the
         // runtime, so the scheduler outlives the g's block.
         unsafe { header.set_sched(scheduler.link()) };

@@ -189,9 +189,9 @@ impl Record {
             (*task.as_ptr()).record.header = NonNull::from(header);
             (*task.as_ptr()).record.join = join;
         }
-        // SAFETY: the g is Idle and nobody else sees it yet. The header is the first field of
-        // the `G` placed above, `record` lives in the same block, `goid` is the caller's fresh
-        // id, and `lo..frames_hi` is the part of the g's stack below the block.
+        // SAFETY: the g is Idle and no other thread can reach it yet. The header is the first
+        // field of the `G` placed above, `record` lives in the same block, `goid` is the
+        // caller's fresh id, and `lo..frames_hi` is the part of the g's stack below the block.
         unsafe {
             header.set_gtype(G::gtype());
             header.set_runtime(record.as_ptr().cast());

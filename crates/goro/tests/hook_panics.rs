@@ -158,7 +158,7 @@ fn run_child(case: &str) -> (Option<i32>, String) {
         if start.elapsed() > LIMIT {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("case {case}: the child hung for {LIMIT:?}");
+            panic!("case {case}: the child did not exit within {LIMIT:?}, so it hung");
         }
         std::thread::sleep(Duration::from_millis(10));
     };
