@@ -125,14 +125,14 @@ impl World {
     }
 }
 
-/// Runs the model with `scheduler`: M 1 runs g 1 on P 0 with g 2 queued, and yields; a thread
-/// for P 1 asks the scheduler for work at the same time. Returns nothing; panics on a wrong
-/// frame, a lost g or a g that came out twice.
-fn yield_races_other_p<S: Scheduler>(scheduler: S) {
+/// Runs the model with `scheduler`: M 1 runs g 1 on P 0, where g 2 was readied with `cause`,
+/// and yields, while a thread for P 1 calls `next` at the same time. Panics on a wrong frame,
+/// a lost g or a g that came out twice.
+fn yield_races_other_p<S: Scheduler>(scheduler: S, cause: ReadyCause) {
     let world = Arc::new(World::new());
     let scheduler = Arc::new(scheduler);
     scheduler.start(2);
-    scheduler.ready(world.g(2), ReadyCause::Spawn, Some(PId(0)));
+    scheduler.ready(world.g(2), cause, Some(PId(0)));
 
     let other_p = {
         let (world, scheduler) = (Arc::clone(&world), Arc::clone(&scheduler));
@@ -215,11 +215,19 @@ fn two_yields_take_each_others_g() {
 /// FIFO: P 1 may pop g 1 as soon as the yield has queued it.
 #[test]
 fn fifo_yield_races_other_p() {
-    loom::model(|| yield_races_other_p(Fifo::new()));
+    loom::model(|| yield_races_other_p(Fifo::new(), ReadyCause::Spawn));
 }
 
 /// Work stealing: P 1 may steal g 1 from P 0's run queue as soon as the yield has queued it.
+/// g 2 waits in P 0's runnext slot.
 #[test]
 fn steal_yield_races_other_p() {
-    loom::model(|| yield_races_other_p(WorkStealing::new()));
+    loom::model(|| yield_races_other_p(WorkStealing::new(), ReadyCause::Spawn));
+}
+
+/// Work stealing, with g 2 in P 0's run queue instead: the yield's fast path pops g 2 and
+/// then queues g 1, while P 1 may steal g 2 before the pop or g 1 right after the push.
+#[test]
+fn steal_fast_yield_races_other_p() {
+    loom::model(|| yield_races_other_p(WorkStealing::new(), ReadyCause::Yield));
 }

@@ -1,6 +1,6 @@
 //! Property tests of the work-stealing scheduler on one thread: random sequences of `ready`,
 //! `next`, `on_release_p` and yields across 1 to 4 Ps, checked against a model of which gs are
-//! queued.
+//! queued, and yields through `on_yield_next` checked against `on_yield` followed by `next`.
 
 // Under `--cfg loom` the scheduler's atomics work only inside a loom model, so this file is
 // left out of loom builds. The models are in tests/loom_*.rs.
@@ -157,6 +157,85 @@ fn check_ops(procs: u32, ops: &[Op]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Runs `ops` against two schedulers with `procs` Ps in step: a yield is `on_yield_next` on
+/// the first and `on_yield` followed by `next` on the second. Every pick and every queue
+/// length must agree, so the fast path of `on_yield_next` changes nothing that `next` would
+/// have decided. Yields on a full run queue are skipped (see below).
+fn check_yield_next(procs: u32, ops: &[Op]) -> Result<(), TestCaseError> {
+    let new_gs: usize = ops
+        .iter()
+        .map(|op| match op {
+            Op::Ready { .. } => 1,
+            Op::Burst { count, .. } => *count,
+            _ => 0,
+        })
+        .sum();
+    // Each scheduler links its own headers: the injector chains gs through them.
+    let (fast_headers, slow_headers) = (headers(new_gs), headers(new_gs));
+    let mut fresh = fast_headers
+        .iter()
+        .map(gref)
+        .zip(slow_headers.iter().map(gref));
+    let (fast, slow) = (WorkStealing::new(), WorkStealing::new());
+    fast.start(procs as usize);
+    slow.start(procs as usize);
+    let mut running: Vec<Option<(GRef, GRef)>> = vec![None; procs as usize];
+    let goid = |g: Option<GRef>| g.map(|g| g.header().goid());
+
+    for (step, op) in ops.iter().enumerate() {
+        match *op {
+            Op::Ready { cause, p } => {
+                let (fast_g, slow_g) = fresh.next().expect("counted above");
+                fast.ready(fast_g, cause, p.map(|p| PId(p % procs)));
+                slow.ready(slow_g, cause, p.map(|p| PId(p % procs)));
+            }
+            Op::Burst { p, count } => {
+                for (fast_g, slow_g) in fresh.by_ref().take(count) {
+                    fast.ready(fast_g, ReadyCause::Yield, Some(PId(p % procs)));
+                    slow.ready(slow_g, ReadyCause::Yield, Some(PId(p % procs)));
+                }
+            }
+            Op::Next { p } => {
+                let p = p % procs;
+                let (fast_g, slow_g) = (fast.next(PId(p)), slow.next(PId(p)));
+                prop_assert_eq!(goid(fast_g), goid(slow_g), "step {}: next(p{})", step, p);
+                running[p as usize] = fast_g.zip(slow_g);
+            }
+            Op::Yield { p } => {
+                let p = p % procs;
+                // On a full run queue the two differ by design: `on_yield` overflows the
+                // older half and `g` to the injector before `next` picks, while
+                // `on_yield_next` takes the head first and then has room for `g`.
+                if fast.run_queue_len(PId(p)) == RunQueue::CAPACITY {
+                    continue;
+                }
+                if let Some((fast_g, slow_g)) = running[p as usize].take() {
+                    let fast_g = fast.on_yield_next(fast_g, PId(p));
+                    slow.on_yield(slow_g, PId(p));
+                    let slow_g = slow.next(PId(p));
+                    prop_assert_eq!(goid(fast_g), goid(slow_g), "step {}: yield on p{}", step, p);
+                    running[p as usize] = fast_g.zip(slow_g);
+                }
+            }
+            Op::Release { p } => {
+                fast.on_release_p(PId(p % procs));
+                slow.on_release_p(PId(p % procs));
+            }
+        }
+        for p in (0..procs).map(PId) {
+            prop_assert_eq!(
+                fast.local_len(p),
+                slow.local_len(p),
+                "step {}: {:?}",
+                step,
+                p
+            );
+        }
+        prop_assert_eq!(fast.injector_len(), slow.injector_len(), "step {}", step);
+    }
+    Ok(())
+}
+
 proptest! {
     // 64 cases keep the run short under QEMU; each case readies a few thousand gs.
     #![proptest_config(ProptestConfig::with_cases(64))]
@@ -167,6 +246,14 @@ proptest! {
         ops in proptest::collection::vec(op(), 0..300),
     ) {
         check_ops(procs, &ops)?;
+    }
+
+    #[test]
+    fn yield_next_matches_yield_then_next(
+        procs in 1..=4u32,
+        ops in proptest::collection::vec(op(), 0..300),
+    ) {
+        check_yield_next(procs, &ops)?;
     }
 
     /// Pushes to one P's run queue and pops from the same P come out in push order while the
