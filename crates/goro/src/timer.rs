@@ -131,19 +131,38 @@ pub(crate) fn wake_at(deadline: Instant) {
 /// `std::thread::sleep`.
 ///
 /// The goroutine wakes no earlier than `duration` from now; how much later depends on the
-/// monitor thread's wakeup latency (tens of microseconds on an idle machine).
+/// monitor thread's wakeup latency (tens of microseconds on an idle machine). Any duration is
+/// accepted: one too large for an `Instant` (such as `Duration::MAX`) sleeps in steps of a
+/// year, on a pending timer, so the goroutine does not count as deadlocked.
 pub fn sleep(duration: Duration) {
     let Some(record) = current_record() else {
         std::thread::sleep(duration);
         return;
     };
-    let deadline = Instant::now() + duration;
     if duration.is_zero() {
         crate::yield_now();
         return;
     }
     // SAFETY: the running goroutine's record is alive while it runs.
     let shared = unsafe { record.as_ref() }.shared().clone();
+    let mut remaining = duration;
+    loop {
+        let start = Instant::now();
+        if let Some(deadline) = start.checked_add(remaining) {
+            sleep_until(&shared, deadline);
+            return;
+        }
+        sleep_until(&shared, start + MAX_TIMER);
+        remaining = remaining.saturating_sub(start.elapsed());
+    }
+}
+
+/// The max duration of one timer that `sleep` arms. Far below the range of `Instant`, so that
+/// adding it to the current time cannot overflow.
+const MAX_TIMER: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Parks the running goroutine, of the runtime `shared`, on a timer until `deadline`.
+fn sleep_until(shared: &crate::runtime::Shared, deadline: Instant) {
     shared.add_timer(deadline, Waiter::current());
     wait_until(|| Instant::now() >= deadline, WaitReason::Sleep, None);
 }

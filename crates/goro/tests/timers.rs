@@ -156,3 +156,72 @@ fn deadlock_report_lists_each_goroutine() {
         "{stdout}"
     );
 }
+
+/// No `Instant` can represent `Duration::MAX` from now, so the deadline cannot be computed
+/// with `+`. The goroutine must sleep (on a timer, as Go's `time.Sleep` does) until the
+/// runtime is dropped, not panic.
+#[test]
+fn sleep_duration_max_until_shutdown() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let sleeper = watchdog(LIMIT, move || {
+        let sleeper = rt
+            .block_on(|| {
+                let sleeper = goro::spawn(|| goro::sleep(Duration::MAX)).unwrap();
+                goro::sleep(Duration::from_millis(50));
+                assert!(
+                    !sleeper.is_finished(),
+                    "sleep(Duration::MAX) returned or panicked"
+                );
+                sleeper
+            })
+            .unwrap();
+        drop(rt);
+        sleeper
+    });
+    let error = sleeper.join().unwrap_err();
+    assert!(
+        matches!(error, JoinError::Shutdown { .. }),
+        "the sleeper ended with {error:?}, not by the shutdown"
+    );
+}
+
+/// A timeout too large for an `Instant` waits without a deadline, as Rust 1.95's
+/// `std::sync::mpsc::Receiver::recv_timeout` does.
+#[test]
+fn recv_timeout_duration_max_waits() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let received = watchdog(LIMIT, move || {
+        rt.block_on(|| {
+            let (sender, receiver) = goro::sync::channel::<u32>(0);
+            let sending = goro::spawn(move || {
+                goro::sleep(Duration::from_millis(20));
+                sender.send(5).unwrap();
+            })
+            .unwrap();
+            let received = receiver.recv_timeout(Duration::MAX);
+            sending.join().unwrap();
+            received
+        })
+        .unwrap()
+    });
+    assert_eq!(received, Ok(5));
+}
+
+/// A select without cases can only time out, so it must wait out its timeout, as Go's
+/// `select { case <-time.After(d): }` does, before it runs the handler.
+#[test]
+fn empty_select_waits_out_timeout() {
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    let elapsed = watchdog(LIMIT, move || {
+        rt.block_on(|| {
+            let start = Instant::now();
+            goro::sync::Select::new().wait_timeout(Duration::from_millis(50), || ());
+            start.elapsed()
+        })
+        .unwrap()
+    });
+    assert!(
+        elapsed >= Duration::from_millis(50),
+        "the handler ran after {elapsed:?}"
+    );
+}

@@ -139,10 +139,18 @@ impl<R, L: CaseList<R>> Select<R, L> {
     /// timeout takes effect only if it claims the select before any channel does.
     ///
     /// A goroutine sleeps on the runtime's timers; a plain thread rechecks the clock at least
-    /// every millisecond.
+    /// every millisecond. A timeout too large for an `Instant` (such as `Duration::MAX`)
+    /// never expires, so the select then waits like [`wait`](Select::wait), which is also what
+    /// `std::sync::mpsc::Receiver::recv_timeout` does. Without cases, it sleeps for `timeout`
+    /// and returns `handler()`.
     pub fn wait_timeout(self, timeout: Duration, handler: impl FnOnce() -> R) -> R {
-        let deadline = Instant::now() + timeout;
-        match run(&self.cases, true, Some(deadline)) {
+        // `run` returns at once without cases, but the timeout must still pass first.
+        if L::LEN == 0 {
+            crate::sleep(timeout);
+            return handler();
+        }
+        let deadline = Instant::now().checked_add(timeout);
+        match run(&self.cases, true, deadline) {
             Some(fired) => self.cases.finish(fired),
             None => handler(),
         }
