@@ -9,10 +9,11 @@
 //!
 //! The fast path of [`blocking`] runs on every syscall a goroutine makes. It looks the g and
 //! its M up once (one `getg`) and carries them to the exit in its drop guard. The rare cases
-//! (panics, the slow exit, the first start of the monitor) stay out of line. A g cannot
-//! change M between the entry and the exit: a yield or park inside the call reaches g0 with
-//! the g still in `Syscall`, whose status check is a fatal error there, so the g is never
-//! queued.
+//! (panics, the slow exit, the first start of the monitor) stay out of line. A yield or park
+//! inside the syscall reaches g0 with the g still in `Syscall`, whose status check is a fatal
+//! error there, so the g is never queued. The g changes M inside the call only when the call
+//! itself runs `exitsyscall`, switches and runs `entersyscall` again. The exit then finds the
+//! new M through the g's `m` field.
 
 use std::mem;
 use std::ptr;
@@ -309,11 +310,26 @@ fn enter_blocking() -> Option<Current> {
 /// Leaves the syscall of [`blocking`] and [`blocking_known`], which `enter_blocking` entered.
 #[inline(never)]
 fn exit_blocking(current: Current) {
-    // The g is still on the M that entered: it has not left the call since.
     debug_assert!(
         ptr::eq(getg(), current.header),
         "exit_blocking: the g register changed inside a syscall"
     );
+    // A call that ran `exitsyscall`, switched and ran `entersyscall` again may now be on
+    // another M, whose syscall this exit must end. A g's `m` field names the M running it.
+    if !ptr::eq(current.header.m().cast::<M>(), current.m) {
+        exit_blocking_on_new_m();
+        return;
+    }
+    exit(current);
+}
+
+/// Leaves the syscall of a `blocking` call whose g changed M inside the call.
+#[cold]
+#[inline(never)]
+fn exit_blocking_on_new_m() {
+    let Some(current) = Current::get() else {
+        panic!("goro::blocking: the call ended on a thread that runs no goroutine");
+    };
     exit(current);
 }
 

@@ -271,3 +271,62 @@ fn nested_blocking_panics_and_restores_the_protocol() {
         assert_eq!(rt.block_on(|| 2).unwrap(), 2);
     });
 }
+
+/// Returns the address of the M running the calling goroutine, from the g header's `m` field.
+fn current_m_address() -> usize {
+    goro::with_g::<goro::DefaultG, _>(|g| g.header.m() as usize).expect("called from a goroutine")
+}
+
+/// A `blocking` call may leave its syscall, switch, and enter one again, which can move the
+/// goroutine to another M. The exit at the end of the call must then end the syscall of the
+/// new M, not of the M that entered first.
+#[test]
+fn blocking_call_reentered_on_another_m() {
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let (moves, stats) = watchdog(LIMIT, move || {
+        let moves = rt
+            .block_on(|| {
+                // Spinners keep both Ps busy, so that a yield can resume on either M.
+                let stop = Arc::new(AtomicBool::new(false));
+                let spinners: Vec<_> = (0..4)
+                    .map(|_| {
+                        let stop = stop.clone();
+                        goro::spawn(move || {
+                            while !stop.load(Ordering::Relaxed) {
+                                goro::yield_now();
+                            }
+                        })
+                        .unwrap()
+                    })
+                    .collect();
+                let mut moves = 0;
+                for _ in 0..100_000 {
+                    goro::blocking(|| {
+                        let before = current_m_address();
+                        goro::exitsyscall();
+                        goro::yield_now();
+                        goro::entersyscall();
+                        if current_m_address() != before {
+                            moves += 1;
+                        }
+                    });
+                    if moves >= 10 {
+                        break;
+                    }
+                }
+                stop.store(true, Ordering::Relaxed);
+                for spinner in spinners {
+                    spinner.join().unwrap();
+                }
+                moves
+            })
+            .unwrap();
+        (moves, rt.stats())
+    });
+    assert!(moves > 0, "the goroutine never changed M inside the call");
+    assert_eq!(
+        stats.syscalls_entered,
+        stats.fast_exits + stats.slow_exits,
+        "{stats:?}"
+    );
+}
