@@ -16,7 +16,7 @@ use std::time::Instant;
 use goro_abi::{GHeader, GRef, PId, ReadyCause, WaitReason, getg, setg};
 use goro_syscall::MId;
 
-use crate::runtime::{Shared, StandbyOutcome};
+use crate::runtime::{IdleRecheck, Shared, StandbyOutcome};
 use crate::task::Record;
 use crate::trace::{self, Event, StopReason};
 
@@ -845,8 +845,18 @@ fn poll_schedulers(m: &M, p: PId) -> Option<GRef> {
 /// Parks the M until another M hands it a P, or until it retakes one from a syscall it stood
 /// by for. Returns `None` when the runtime shuts down.
 fn stopm(m: &Arc<M>) -> Option<PId> {
-    if !m.shared.push_idle_m(m) {
-        return None;
+    loop {
+        if !m.shared.push_idle_m(m) {
+            return None;
+        }
+        match m.shared.recheck_after_idling(m) {
+            IdleRecheck::Run(p) => {
+                m.set_p(Some(p));
+                return Some(p);
+            }
+            IdleRecheck::Sleep => break,
+            IdleRecheck::Retry => {}
+        }
     }
     let (p, spinning) = loop {
         match m.note.wait() {

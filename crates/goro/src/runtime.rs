@@ -83,6 +83,19 @@ pub(crate) struct Shared {
 /// The maximum part of the grace period that a stand-by M polls instead of sleeping.
 const STANDBY_POLL: std::time::Duration = std::time::Duration::from_micros(100);
 
+/// The next step of an M that has just put itself on the idle list (see
+/// `Shared::recheck_after_idling`).
+pub(crate) enum IdleRecheck {
+    /// Run the P, acquired for the M, which is off the idle list.
+    Run(PId),
+    /// Sleep until another thread wakes it: the M is on the idle list, or that thread took
+    /// it off to wake it.
+    Sleep,
+    /// Go back on the idle list and recheck: the M is off the list, and another thread took
+    /// the idle P first.
+    Retry,
+}
+
 /// The result of a stand-by M's attempt to retake a P.
 pub(crate) enum StandbyOutcome {
     /// The M retook the P, now in `Transit`, and runs it.
@@ -232,8 +245,12 @@ impl Shared {
         }
         if let Err(error) = self.spawn_m(Some(p), spinning) {
             // No M for the P: it goes back to the idle list, and the Ms already running pick
-            // up the work when they next look.
-            if !self.thread_limit_reported.swap(true, Ordering::Relaxed) {
+            // up the work when they next look. At the thread limit with no M in a syscall,
+            // which is common with `max_threads` equal to `procs`, that is all that happens,
+            // so only a limit reached through syscalls is reported.
+            let report =
+                !matches!(error, SpawnError::ThreadLimit { .. }) || self.any_m_in_syscall();
+            if report && !self.thread_limit_reported.swap(true, Ordering::Relaxed) {
                 eprintln!("goro: could not start an M: {error}; continuing with the running Ms");
             }
             if spinning {
@@ -241,7 +258,21 @@ impl Shared {
             }
             self.ps[p.index()].state.transit_to_idle();
             self.pidleput(p);
+            // An M that went idle after the idle list was read above has already looked
+            // for work, so it would sleep next to the idle P. Recheck after publishing the
+            // P: `stopm` rechecks after publishing the M, and the SeqCst fences on both
+            // sides make at least one of the two see the other.
+            fence(Ordering::SeqCst);
+            if self.has_idle_m() && self.has_work() {
+                self.wakep();
+            }
         }
+    }
+
+    /// Returns whether an M is on the idle list.
+    fn has_idle_m(&self) -> bool {
+        let idle = self.idle_ms.lock().unwrap_or_else(|e| e.into_inner());
+        idle.as_ref().is_some_and(|list| !list.is_empty())
     }
 
     /// Gives P `p`, in transit from a syscall, to an M if work waits, or to the idle list.
@@ -579,6 +610,25 @@ impl Shared {
         // As in `handoffp`: work kept privately for the P becomes visible to every M.
         self.release_p_hooks(standby.p);
         (StandbyOutcome::Retook(standby.p), false)
+    }
+
+    /// Rechecks for work after M `m` has put itself on the idle list. When work waits next
+    /// to an idle P, which a `startm` that could not start an M left there, the M takes
+    /// itself off the list and runs the P. When another thread took the M off the list
+    /// first, that thread wakes it.
+    pub(crate) fn recheck_after_idling(&self, m: &Arc<M>) -> IdleRecheck {
+        // SeqCst fence: pairs with the fence in `startm`'s failure path (see there).
+        fence(Ordering::SeqCst);
+        if self.npidle.load(Ordering::Relaxed) == 0 || !self.has_work() {
+            return IdleRecheck::Sleep;
+        }
+        if !self.remove_idle_m(m) {
+            return IdleRecheck::Sleep;
+        }
+        match self.acquire_idle_p(m, None) {
+            Some(p) => IdleRecheck::Run(p),
+            None => IdleRecheck::Retry,
+        }
     }
 
     /// Takes M `m` off the idle list. Returns `false` when it is not on it.

@@ -363,3 +363,44 @@ fn stats_count_goroutines_and_switches() {
     assert!(stats.peak_live_goroutines >= 2, "{stats:?}");
     assert!(stats.ms_started >= 1, "{stats:?}");
 }
+
+/// With as many Ms allowed as Ps, the only M can go idle while a `block_on` from outside
+/// queues its goroutine: the waker takes the idle P, finds no idle M yet and cannot start
+/// one. The goroutine must still run, on the M that was going idle.
+#[test]
+fn thread_limit_does_not_strand_work() {
+    watchdog(LIMIT, || {
+        for _ in 0..2000 {
+            let rt = Runtime::builder().procs(1).max_threads(1).build().unwrap();
+            assert_eq!(rt.block_on(|| 1).unwrap(), 1);
+        }
+    });
+}
+
+/// The same limit with syscalls: each `blocking_known` call hands the only P off, and no
+/// second M can take it, so the goroutines run one after another on the one M.
+#[test]
+fn thread_limit_with_syscalls_finishes() {
+    watchdog(LIMIT, || {
+        for _ in 0..5 {
+            let rt = Runtime::builder().procs(1).max_threads(1).build().unwrap();
+            let sum = rt
+                .block_on(|| {
+                    let handles: Vec<_> = (0..3u64)
+                        .map(|i| {
+                            goro::spawn(move || {
+                                goro::blocking_known(|| {
+                                    std::thread::sleep(Duration::from_millis(20))
+                                });
+                                i
+                            })
+                            .unwrap()
+                        })
+                        .collect();
+                    handles.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+                })
+                .unwrap();
+            assert_eq!(sum, 3);
+        }
+    });
+}
