@@ -122,7 +122,9 @@ impl Builder {
     /// goroutine is in a syscall and no timer is pending, the runtime prints
     /// `all goroutines are asleep - deadlock!` with each goroutine's wait reason, and threads
     /// blocked in `join` or `block_on` get `JoinError::Deadlock`. Turn it off when goroutines
-    /// wait for wakeups from threads that run no goroutine, which the runtime cannot see.
+    /// wait for wakeups from threads that run no goroutine, which the runtime cannot see. A
+    /// goroutine of another runtime counts as such a thread, for example when it sends on a
+    /// channel, except when this runtime's goroutine waits for it in `JoinHandle::join`.
     pub fn deadlock_detection(mut self, enabled: bool) -> Builder {
         self.deadlock_detection = enabled;
         self

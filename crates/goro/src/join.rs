@@ -6,8 +6,8 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use goro_abi::WaitReason;
 
@@ -220,36 +220,54 @@ impl<T> JoinHandle<T> {
     /// Waits for the goroutine to finish and returns its value, or its panic as an error.
     ///
     /// Called from a goroutine, it parks the goroutine; from any other thread, it blocks the
-    /// thread.
+    /// thread. A goroutine may also join a goroutine of another runtime, and its own runtime
+    /// then reports no deadlock until the join returns.
+    ///
+    /// # Panics
+    ///
+    /// Panics when a goroutine joins itself, which would wait for ever.
     pub fn join(self) -> Result<T, JoinError> {
         let goid = self.goid();
         let cell = self.cell();
-        let on_thread = crate::m::current_record().is_none();
-        // A thread waits for a shutdown or a deadlock report too, and reaches the runtime
-        // through the g's record, kept alive by this handle until the wait ends. A goroutine
-        // needs no runtime: the runtime unwinds it on shutdown.
-        let (pending, target) = {
+        let me = crate::m::current_record();
+        // A thread, or a goroutine of another runtime, waits for the target runtime's
+        // shutdown or deadlock report too, and reaches that runtime through the g's record,
+        // kept alive by `target` until the wait ends. A goroutine of the same runtime needs
+        // neither: its runtime unwinds it on shutdown, and reports a deadlock of both.
+        let (pending, target, foreign_join) = {
             let mut state = cell.lock();
             if state.complete {
-                (false, None)
+                (false, None, None)
             } else {
+                if me.is_some() && state.record == me {
+                    drop(state);
+                    panic!(
+                        "JoinHandle::join: goroutine {goid} joins itself, which would wait for \
+                         ever; join it from another goroutine or thread"
+                    );
+                }
                 state.waiter = Some(Waiter::current());
-                let target = if on_thread {
+                let foreign_join = me.zip(state.record).and_then(|(me, record)| {
+                    // SAFETY: the running goroutine's record is alive while it runs, and the
+                    // target's record until its completion, which the cell's lock excludes.
+                    let (mine, theirs) =
+                        unsafe { (me.as_ref().shared(), record.as_ref().shared()) };
+                    (!Arc::ptr_eq(mine, theirs)).then(|| ForeignJoin::begin(mine.clone()))
+                });
+                let target = if me.is_none() || foreign_join.is_some() {
                     state.record.map(crate::park::Goroutine::from_record)
                 } else {
                     None
                 };
-                (true, target)
+                (true, target, foreign_join)
             }
         };
         let mut failure = None;
         if pending {
             let shared = target.as_ref().map(crate::park::Goroutine::shared);
-            if let Some(shared) = shared {
-                // Registered before the next check, so a deadlock report or a shutdown after
-                // it wakes this thread.
-                shared.add_external_waiter();
-            }
+            // Registered before the next check, so a deadlock report or a shutdown after it
+            // wakes this waiter. The guard also removes a goroutine that unwinds.
+            let _registration = shared.map(ExternalWaiter::register);
             wait_until(
                 || {
                     // The runtime's state is read before the completion. A deadlock reported
@@ -273,10 +291,8 @@ impl<T> JoinHandle<T> {
                 WaitReason::Join,
                 None,
             );
-            if let Some(shared) = shared {
-                shared.remove_external_waiter();
-            }
         }
+        drop(foreign_join);
         drop(target);
         if let Some(error) = failure {
             return Err(error);
@@ -293,6 +309,39 @@ impl<T> JoinHandle<T> {
             Some(Err(payload)) => Err(JoinError::Panicked { goid, payload }),
             None => unreachable!("JoinHandle::join: g{goid} completed without an output"),
         }
+    }
+}
+
+/// The caller's registration as an external waiter of a runtime, removed on drop.
+struct ExternalWaiter<'a>(&'a crate::runtime::Shared);
+
+impl ExternalWaiter<'_> {
+    fn register(shared: &crate::runtime::Shared) -> ExternalWaiter<'_> {
+        shared.add_external_waiter();
+        ExternalWaiter(shared)
+    }
+}
+
+impl Drop for ExternalWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.remove_external_waiter();
+    }
+}
+
+/// A join of a goroutine of another runtime, counted by the joining goroutine's runtime while
+/// the guard lives. The guard also ends the count when the joiner unwinds.
+struct ForeignJoin(Arc<crate::runtime::Shared>);
+
+impl ForeignJoin {
+    fn begin(shared: Arc<crate::runtime::Shared>) -> ForeignJoin {
+        shared.begin_foreign_join();
+        ForeignJoin(shared)
+    }
+}
+
+impl Drop for ForeignJoin {
+    fn drop(&mut self) {
+        self.0.end_foreign_join();
     }
 }
 

@@ -161,6 +161,11 @@ impl Goroutine {
         Goroutine { record }
     }
 
+    /// Returns the goroutine's record, to compare handles.
+    pub(crate) fn record_ptr(&self) -> NonNull<Record> {
+        self.record
+    }
+
     fn record(&self) -> &Record {
         // SAFETY: this handle owns a reference.
         unsafe { self.record.as_ref() }

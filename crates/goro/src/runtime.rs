@@ -67,6 +67,9 @@ pub(crate) struct Shared {
     pub(crate) timers: crate::timer::Timers,
     /// Goroutines parked (status Waiting), for deadlock detection.
     pub(crate) nwaiting: CachePadded<AtomicU64>,
+    /// Goroutines in `join` on a goroutine of another runtime. That runtime wakes them, so
+    /// this one reports no deadlock while any wait.
+    foreign_joins: AtomicU64,
     deadlock_detection: bool,
     /// Whether spawns yield now and then (`Builder::spawn_yields`).
     spawn_yields: bool,
@@ -76,8 +79,9 @@ pub(crate) struct Shared {
     deadlock_reported: AtomicBool,
     /// The goids of the last deadlock report printed, sorted.
     last_deadlock_report: Mutex<Vec<u64>>,
-    /// Threads that run no goroutine and wait in `join`, woken at a deadlock or shutdown.
-    external_waiters: Mutex<Vec<std::thread::Thread>>,
+    /// Threads that run no goroutine, and goroutines of other runtimes, that wait in `join`
+    /// for a goroutine of this runtime. They are woken at a deadlock or shutdown.
+    external_waiters: Mutex<Vec<crate::waiter::Waiter>>,
 }
 
 /// The maximum part of the grace period that a stand-by M polls instead of sleeping.
@@ -455,7 +459,21 @@ impl Shared {
             && self.npidle.load(Ordering::SeqCst) == self.ps.len()
             && !self.any_m_in_syscall()
             && self.nwaiting.load(Ordering::SeqCst) == live
+            && self.foreign_joins.load(Ordering::SeqCst) == 0
             && !self.has_work()
+    }
+
+    /// Counts a goroutine of this runtime that starts to join a goroutine of another runtime.
+    /// Called before the goroutine parks, and paired with [`Shared::end_foreign_join`].
+    pub(crate) fn begin_foreign_join(&self) {
+        // SeqCst: the increment precedes the park's SeqCst increment of `nwaiting`, so a
+        // deadlock check that counts the goroutine as waiting also reads this one.
+        self.foreign_joins.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Ends a wait counted by [`Shared::begin_foreign_join`].
+    pub(crate) fn end_foreign_join(&self) {
+        self.foreign_joins.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Returns whether a goroutine is inside a syscall on any M. Called only with every P idle:
@@ -485,34 +503,36 @@ impl Shared {
         self.deadlock_reported.load(Ordering::SeqCst)
     }
 
-    /// Registers the calling thread (which runs no goroutine) as waiting in `join`.
+    /// Registers the caller, a thread that runs no goroutine or a goroutine of another
+    /// runtime, as waiting in `join` for a goroutine of this runtime.
     pub(crate) fn add_external_waiter(&self) {
         self.external_waiters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(std::thread::current());
+            .push(crate::waiter::Waiter::current());
     }
 
-    /// Removes the calling thread from the waiters of `join`.
+    /// Removes the caller from the waiters of `join`.
     pub(crate) fn remove_external_waiter(&self) {
-        let me = std::thread::current().id();
         let mut waiters = self
             .external_waiters
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(index) = waiters.iter().position(|t| t.id() == me) {
+        if let Some(index) = waiters.iter().position(crate::waiter::Waiter::is_current) {
             waiters.swap_remove(index);
         }
     }
 
     fn wake_external_waiters(&self) {
-        for thread in self
+        // Woken outside the lock: waking a goroutine of another runtime runs that runtime's
+        // scheduler hooks.
+        let waiters = self
             .external_waiters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            thread.unpark();
+            .clone();
+        for waiter in waiters {
+            waiter.wake();
         }
     }
 
@@ -1037,6 +1057,7 @@ impl Runtime {
             thread_limit_reported: AtomicBool::new(false),
             timers: crate::timer::Timers::default(),
             nwaiting: CachePadded::new(AtomicU64::new(0)),
+            foreign_joins: AtomicU64::new(0),
             deadlock_detection: builder.deadlock_detection,
             spawn_yields: builder.spawn_yields,
             cancelling: AtomicBool::new(false),

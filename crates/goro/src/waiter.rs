@@ -6,6 +6,7 @@ use crate::m::current_record;
 use crate::park::Goroutine;
 
 /// A party blocked until an event happens, and the way to wake it.
+#[derive(Clone)]
 pub(crate) enum Waiter {
     /// A goroutine, parked on its runtime-internal permit.
     G(Goroutine),
@@ -19,6 +20,16 @@ impl Waiter {
         match current_record() {
             Some(record) => Waiter::G(Goroutine::from_record(record)),
             None => Waiter::Thread(std::thread::current()),
+        }
+    }
+
+    /// Returns whether the waiter is the calling goroutine, or the calling thread when it runs
+    /// no goroutine.
+    pub(crate) fn is_current(&self) -> bool {
+        match (self, current_record()) {
+            (Waiter::G(g), Some(record)) => g.record_ptr() == record,
+            (Waiter::Thread(thread), None) => thread.id() == std::thread::current().id(),
+            _ => false,
         }
     }
 

@@ -404,3 +404,78 @@ fn thread_limit_with_syscalls_finishes() {
         }
     });
 }
+
+#[test]
+fn join_across_runtimes_is_no_deadlock() {
+    let target_rt = runtime(1);
+    let joiner_rt = runtime(1);
+    let result = watchdog(LIMIT, move || {
+        let sleeper = target_rt
+            .spawn(|| {
+                goro::sleep(Duration::from_millis(100));
+                7u32
+            })
+            .unwrap();
+        // The joiner is the only goroutine of its runtime, and the wakeup comes from the
+        // other runtime, so its own runtime must not call the wait a deadlock.
+        let result = joiner_rt.block_on(move || sleeper.join());
+        drop(joiner_rt);
+        drop(target_rt);
+        result
+    });
+    assert_eq!(result.unwrap().unwrap(), 7);
+}
+
+#[test]
+fn join_across_runtimes_sees_their_deadlock() {
+    let target_rt = runtime(1);
+    let joiner_rt = runtime(1);
+    let result = watchdog(LIMIT, move || {
+        // The goroutine owns the only sender of the channel that it receives from, so its
+        // runtime reports a deadlock.
+        let (tx, rx) = goro::sync::channel::<u32>(0);
+        let stuck = target_rt
+            .spawn(move || {
+                let _sender = tx;
+                rx.recv().unwrap()
+            })
+            .unwrap();
+        let result = joiner_rt.block_on(move || stuck.join());
+        drop(joiner_rt);
+        drop(target_rt);
+        result
+    });
+    assert!(
+        matches!(result, Ok(Err(goro::JoinError::Deadlock { .. }))),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn goroutine_joining_itself_panics() {
+    let rt = runtime(2);
+    let (goid, message) = watchdog(LIMIT, move || {
+        let (handle_tx, handle_rx) = goro::sync::channel::<goro::JoinHandle<()>>(1);
+        let (message_tx, message_rx) = goro::sync::channel::<String>(1);
+        let handle = rt
+            .spawn(move || {
+                let own = handle_rx.recv().unwrap();
+                let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| own.join()));
+                let message = match caught {
+                    Ok(result) => format!("join returned {result:?}"),
+                    Err(payload) => *payload.downcast::<String>().unwrap(),
+                };
+                message_tx.send(message).unwrap();
+            })
+            .unwrap();
+        let goid = handle.goid();
+        handle_tx.send(handle).unwrap();
+        let message = message_rx.recv().unwrap();
+        drop(rt);
+        (goid, message)
+    });
+    assert!(
+        message.contains(&format!("goroutine {goid} joins itself")),
+        "{message}"
+    );
+}
