@@ -479,3 +479,20 @@ fn goroutine_joining_itself_panics() {
         "{message}"
     );
 }
+
+/// A goroutine that calls `block_on` of another runtime joins that runtime's goroutine, so its
+/// own runtime must not report a deadlock while the other runtime's goroutine sleeps.
+#[test]
+fn block_on_of_another_runtime_waits() {
+    let outer = runtime(1);
+    let inner = Arc::new(runtime(1));
+    let result = watchdog(LIMIT, move || {
+        outer.block_on(move || {
+            inner.block_on(|| {
+                goro::sleep(Duration::from_millis(100));
+                7
+            })
+        })
+    });
+    assert_eq!(result.unwrap().unwrap(), 7);
+}
