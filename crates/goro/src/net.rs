@@ -4,6 +4,10 @@
 //! block (`blocking_known`): the goroutine's P goes to another M at once. Writing usually
 //! completes at once, so it runs as an ordinary syscall (`blocking`) and keeps the P unless it
 //! stalls. Outside a goroutine they behave like `std::net`.
+//!
+//! A call blocked in the kernel holds its M until it returns, and dropping the runtime waits
+//! for every M (see [`Runtime`](crate::Runtime)). So a goroutine blocked in `accept` or `read`
+//! must be made to return before its runtime is dropped.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
