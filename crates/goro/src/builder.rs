@@ -78,6 +78,10 @@ impl Builder {
 
     /// Sets the usable size of each goroutine's stack in bytes, rounded up to pages. Valid:
     /// `goro_stack::MIN_STACK_SIZE..=goro_stack::MAX_STACK_SIZE`.
+    ///
+    /// The goroutine's control block (its g, the body's closure and the runtime's record)
+    /// takes the top of the stack when it fits in an eighth of it. The goroutine's own frames
+    /// then get that much less, a few hundred bytes for a default g and a small closure.
     pub fn stack_size(mut self, bytes: usize) -> Builder {
         self.stack_size = bytes;
         self
@@ -121,10 +125,12 @@ impl Builder {
     /// Turns deadlock detection on or off (on by default). When every goroutine is parked, no
     /// goroutine is in a syscall and no timer is pending, the runtime prints
     /// `all goroutines are asleep - deadlock!` with each goroutine's wait reason, and threads
-    /// blocked in `join` or `block_on` get `JoinError::Deadlock`. Turn it off when goroutines
-    /// wait for wakeups from threads that run no goroutine, which the runtime cannot see. A
-    /// goroutine of another runtime counts as such a thread, for example when it sends on a
-    /// channel, except when this runtime's goroutine waits for it in `JoinHandle::join`.
+    /// blocked in `join` or `block_on` get `JoinError::Deadlock`. A thread blocked on a
+    /// `goro::sync` channel, lock or `WaitGroup` is not woken by the report. Turn detection off
+    /// when goroutines wait for wakeups from threads that run no goroutine, which the runtime
+    /// cannot see. A goroutine of another runtime counts as such a thread, for example when it
+    /// sends on a channel, except when this runtime's goroutine waits for it in
+    /// `JoinHandle::join` or `Runtime::block_on`.
     pub fn deadlock_detection(mut self, enabled: bool) -> Builder {
         self.deadlock_detection = enabled;
         self
