@@ -157,7 +157,7 @@ pub fn sleep(duration: Duration) {
     }
 }
 
-/// The max duration of one timer that `sleep` arms. Far below the range of `Instant`, so that
+/// The maximum duration of one timer that `sleep` arms. Far below the range of `Instant`, so that
 /// adding it to the current time cannot overflow.
 const MAX_TIMER: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
