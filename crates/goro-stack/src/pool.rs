@@ -38,6 +38,11 @@ use crate::slab::{self, Arena, DEFAULT_SLAB_SIZE, MAX_SLAB_SIZE, MIN_SLAB_SIZE};
 use crate::stack::{Stack, StackMode, validate_guard_size, validate_stack_size};
 use crate::sys::round_up_to_pages;
 
+/// Stacks that a new [`LocalCache`] reserves room for up front. A cache with a larger
+/// [`PoolConfig::local_capacity`] grows its vectors as it fills, so that a capacity such as
+/// `usize::MAX`, meant as unbounded, does not try to allocate room for that many stacks.
+const LOCAL_RESERVE_LIMIT: usize = 1024;
+
 /// Settings of a [`StackPool`] other than its stack size.
 ///
 /// ```
@@ -146,6 +151,9 @@ impl PoolConfig {
 
     /// Sets how many stacks each [`LocalCache`] keeps at most. Zero makes local caches pass every
     /// call through to the global cache.
+    ///
+    /// A new cache reserves room for up to 1,024 stacks. Beyond that, `put` allocates as the
+    /// cache grows, and a large allocation can make a system call.
     pub const fn local_capacity(mut self, stacks: usize) -> PoolConfig {
         self.local_capacity = stacks;
         self
@@ -521,10 +529,11 @@ impl StackPool {
     pub fn local_cache(&self) -> LocalCache {
         let published = Arc::new(CachePadded::new(AtomicUsize::new(0)));
         self.shared.lock_locals().push(Arc::clone(&published));
+        let reserved = self.shared.local_capacity.min(LOCAL_RESERVE_LIMIT);
         LocalCache {
             shared: Arc::clone(&self.shared),
-            stacks: Vec::with_capacity(self.shared.local_capacity),
-            spill: Vec::with_capacity(self.shared.local_capacity),
+            stacks: Vec::with_capacity(reserved),
+            spill: Vec::with_capacity(reserved),
             published,
         }
     }
@@ -555,7 +564,10 @@ impl StackPool {
             local_cached_stacks: local,
             in_use_stacks: in_use,
             local_caches,
-            max_cached_stacks: shared.max_cached + local_caches * shared.local_capacity,
+            // Saturating, because `usize::MAX` is a valid setting for an unbounded cache.
+            max_cached_stacks: shared
+                .max_cached
+                .saturating_add(local_caches.saturating_mul(shared.local_capacity)),
             mapped_bytes: mapped * shared.size,
             cached_bytes: cached * shared.size,
             in_use_bytes: in_use * shared.size,
@@ -714,6 +726,30 @@ mod tests {
         let pool = StackPool::new(MIN_STACK_SIZE + 1, PoolConfig::new()).expect("valid pool");
         assert_eq!(pool.stack_size() % page_size(), 0);
         assert!(pool.stack_size() > MIN_STACK_SIZE);
+    }
+
+    #[test]
+    fn huge_local_capacity_cache_works() {
+        for capacity in [usize::MAX, 1 << 40] {
+            let pool = small_pool(4, capacity);
+            let mut cache = pool.local_cache();
+            let stack = cache.get().expect("mapping");
+            cache.put(stack);
+            assert_eq!(cache.len(), 1, "capacity {capacity}");
+        }
+    }
+
+    #[test]
+    fn stats_saturate_with_unbounded_caches() {
+        let pool = small_pool(usize::MAX, 4);
+        let _first = pool.local_cache();
+        let _second = pool.local_cache();
+        assert_eq!(pool.stats().max_cached_stacks, usize::MAX);
+
+        let pool = small_pool(4, usize::MAX);
+        let _first = pool.local_cache();
+        let _second = pool.local_cache();
+        assert_eq!(pool.stats().max_cached_stacks, usize::MAX);
     }
 
     #[test]
