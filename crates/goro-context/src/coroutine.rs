@@ -148,6 +148,10 @@ enum State {
 /// `suspend` starts an unwind that drops every value on the coroutine's stack exactly once,
 /// and the entry function catches it. A coroutine that never started drops its closure.
 /// If the closure catches the cancellation unwind, every later `suspend` starts it again.
+/// The unwind is a panic unwind, so destructors on the coroutine's stack see
+/// [`std::thread::panicking`] return true, and a `MutexGuard` held across the `suspend`
+/// poisons its mutex. Under `panic = "abort"` nothing can unwind the stack, so dropping a
+/// suspended coroutine leaks the values on it.
 ///
 /// A coroutine is neither `Send` nor `Sync`, because its stack may hold values that belong
 /// to the thread that runs it.

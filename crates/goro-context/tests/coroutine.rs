@@ -440,3 +440,47 @@ fn dropping_suspended_coroutine_without_fp_switch_unwinds() {
         "the value on the coroutine's stack was dropped once"
     );
 }
+
+#[test]
+fn cancel_unwind_counts_as_panicking() {
+    let stack = common::TestStack::new(STACK_SIZE);
+    let lock = std::sync::Arc::new(std::sync::Mutex::new(()));
+    let lock_in = lock.clone();
+    let panicking_in_drop = Rc::new(Cell::new(false));
+    let observed = panicking_in_drop.clone();
+
+    struct Observer(Rc<Cell<bool>>);
+    impl Drop for Observer {
+        fn drop(&mut self) {
+            self.0.set(std::thread::panicking());
+        }
+    }
+
+    // SAFETY: the stack outlives the coroutine and nothing else uses it.
+    let mut holder = unsafe {
+        Coroutine::new(
+            stack.lo(),
+            stack.hi(),
+            move |yielder: &Yielder<(), ()>, ()| {
+                let _observer = Observer(observed);
+                let _guard = lock_in.lock().expect("the mutex is not poisoned yet");
+                yielder.suspend(());
+            },
+        )
+    };
+    assert_eq!(holder.resume(()).unwrap(), CoroutineResult::Yield(()));
+    drop(holder);
+
+    assert!(
+        panicking_in_drop.get(),
+        "destructors run during a panic unwind"
+    );
+    assert!(
+        lock.is_poisoned(),
+        "the guard dropped by the unwind poisons"
+    );
+    assert!(
+        !std::thread::panicking(),
+        "the dropping thread is not panicking"
+    );
+}
