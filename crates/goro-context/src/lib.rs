@@ -200,12 +200,12 @@ pub unsafe fn switch_from_g0(save_sp: *mut usize, resume_sp: usize, arg: usize) 
 ///   or [`init_stack`].
 /// - Both sides must run with the default FP control state (the values listed at
 ///   [`switch_from_g0`]) whenever they switch, because nothing restores a side's own state.
+///   A fresh light context gets the defaults from its first frame.
 /// - Unlike [`switch`], it writes `*save_sp` with a plain store *before* it leaves the
 ///   suspended stack. A signal handler may therefore still run on that stack after the value
 ///   is visible, and on aarch64 and riscv64 another core may see the value before the frame.
 ///   Resume the suspended context on another thread only after the resumed side has
 ///   published it with a release store of its own, never by loading `*save_sp` directly.
-///   A fresh light context gets the defaults from its first frame.
 #[inline(always)]
 pub unsafe fn switch_without_fp(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
     debug_assert!(
