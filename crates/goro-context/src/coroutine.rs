@@ -185,7 +185,8 @@ impl<I, Y, R> Coroutine<I, Y, R> {
     ///
     /// # Panics
     ///
-    /// If the stack cannot hold the closure and the initial frame of the context.
+    /// If `stack_lo` is not below `stack_hi`, or if the stack cannot hold the closure and the
+    /// initial frame of the context.
     ///
     /// # Safety
     ///
@@ -246,6 +247,11 @@ impl<I, Y, R, M: FpMode> Coroutine<I, Y, R, M> {
     where
         F: FnOnce(&Yielder<I, Y, M>, I) -> R + 'static,
     {
+        assert!(
+            stack_lo < stack_hi,
+            "Coroutine::new: stack_lo {stack_lo:#x} is not below stack_hi {stack_hi:#x}; pass \
+             the lowest address of the stack first and the end of the stack second"
+        );
         let align = mem::align_of::<Start<F>>().max(STACK_ALIGN);
         let size = mem::size_of::<Start<F>>();
         let start_addr = stack_hi

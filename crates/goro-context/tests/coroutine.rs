@@ -368,6 +368,14 @@ fn large_closure_fits_at_stack_top() {
 }
 
 #[test]
+#[should_panic(expected = "Coroutine::new: stack_lo")]
+fn inverted_stack_bounds_are_rejected() {
+    let stack = common::TestStack::new(4096);
+    // SAFETY: Coroutine::new panics before it writes anything.
+    let _ = unsafe { Coroutine::new(stack.hi(), stack.lo(), |_: &Yielder<(), ()>, ()| 7) };
+}
+
+#[test]
 #[should_panic(expected = "Coroutine::new: the stack")]
 fn too_small_stack_is_rejected() {
     let stack = common::TestStack::new(4096);

@@ -106,6 +106,10 @@ pub use stack::{Stack, StackMode, validate_guard_size, validate_stack_size};
 pub use sys::{ThreadEntries, page_size};
 
 /// Smallest usable stack size accepted, in bytes: 16 KiB.
+///
+/// It fits small goroutines, not every panic: with `RUST_BACKTRACE` set, std's panic hook
+/// needs more than 16 KiB to print a backtrace, so a panic on such a stack overflows it and
+/// the process aborts with an overflow report. A 64 KiB stack held the hook in tests on x86_64.
 pub const MIN_STACK_SIZE: usize = 16 * 1024;
 
 /// Largest usable stack size accepted, in bytes: 1 GiB.
