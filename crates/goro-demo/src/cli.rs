@@ -64,8 +64,8 @@ always `LINES WORDS BYTES total`. Numbers are separated by single spaces, unlike
 pads them into columns. A run report of the runtime follows on standard error.
 
 A file or directory that cannot be read is reported on standard error and the rest are still
-counted. Exit status: 0 if every file was counted, 1 if one could not be, 2 for invalid
-options.";
+counted. Exit status: 0 if every file was counted, 1 if one could not be or the --trace file
+could not be written (the counts are printed all the same), 2 for invalid options.";
 
 /// Arguments of `goro-demo serve`.
 #[derive(Debug, Args)]

@@ -99,11 +99,14 @@ fn run_wc(args: WcArgs) -> ExitCode {
     let joined =
         runtime.block_on(move || wc::count_paths(&GoroFileSystem, &mut GoroutineSpawner, &roots));
     let wall_time = start.elapsed();
+    // A trace that cannot be written fails the run, but the counts are still printed,
+    // because they are the result of the job and the trace only describes how it ran.
+    let mut trace_failed = false;
     if let Some(trace) = trace
         && let Err(message) = trace.finish()
     {
         eprintln!("goro-demo: {message}");
-        return ExitCode::from(EXIT_FAILURE);
+        trace_failed = true;
     }
     let results = match joined {
         Ok(results) => results,
@@ -131,7 +134,7 @@ fn run_wc(args: WcArgs) -> ExitCode {
     // The report is informational, so a failure to write it to stderr does not fail the run.
     let _ = runtime::write_report(&mut err, &runtime, wall_time);
 
-    if summary.failed {
+    if summary.failed || trace_failed {
         ExitCode::from(EXIT_FAILURE)
     } else {
         ExitCode::SUCCESS

@@ -541,3 +541,22 @@ fn unknown_scheduler_exits_2() {
     assert!(stderr.contains("lottery"), "{stderr}");
     assert!(stderr.contains("fifo"), "{stderr}");
 }
+
+#[test]
+fn unwritable_trace_keeps_counts() {
+    let tree = TempTree::new("trace-full");
+    let file = tree.write("file", b"two words\n");
+
+    // /dev/full opens, so the trace file is created up front, but every write to it fails.
+    let mut command = goro_demo(["wc", "--trace", "/dev/full"]);
+    command.arg(&file);
+    let output = run(command);
+
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(demo_total(&output), [1, 2, 10]);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("goro-demo: failed to write the trace to /dev/full: "),
+        "{stderr}"
+    );
+}
