@@ -272,12 +272,13 @@ pub fn is_enabled() -> bool {
 /// Runtimes built while `GORO_TRACE` was set and not dropped yet, and the file to write.
 struct EnvTrace {
     runtimes: usize,
-    path: Option<PathBuf>,
+    /// The file named by `GORO_TRACE` and its path, created when the first runtime is built.
+    file: Option<(PathBuf, std::fs::File)>,
 }
 
 static ENV_TRACE: Mutex<EnvTrace> = Mutex::new(EnvTrace {
     runtimes: 0,
-    path: None,
+    file: None,
 });
 
 /// A runtime's part in the trace requested with `GORO_TRACE`; the last one dropped writes it.
@@ -285,11 +286,25 @@ pub(crate) struct EnvTraceGuard(());
 
 /// Starts the trace requested by the environment variable `GORO_TRACE=FILE`, when it is set
 /// and non-empty. Called once per runtime as it is built.
+///
+/// FILE is created here, before anything is recorded, so that a path that cannot be written
+/// is reported when the runtime is built and not after the whole run. Tracing then stays off.
 pub(crate) fn start_from_env() -> Option<EnvTraceGuard> {
     let path = std::env::var_os("GORO_TRACE").filter(|path| !path.is_empty())?;
     let mut env_trace = ENV_TRACE.lock().unwrap_or_else(|e| e.into_inner());
     if env_trace.runtimes == 0 {
-        env_trace.path = Some(PathBuf::from(path));
+        let path = PathBuf::from(path);
+        match std::fs::File::create(&path) {
+            Ok(file) => env_trace.file = Some((path, file)),
+            Err(error) => {
+                eprintln!(
+                    "goro: failed to create the trace file {} named by GORO_TRACE, so nothing \
+                     is traced: {error}. Set GORO_TRACE to a writable file path",
+                    path.display()
+                );
+                return None;
+            }
+        }
         start();
     }
     env_trace.runtimes += 1;
@@ -304,14 +319,11 @@ impl Drop for EnvTraceGuard {
             return;
         }
         let records = stop();
-        let Some(path) = env_trace.path.take() else {
+        let Some((path, file)) = env_trace.file.take() else {
             return;
         };
-        let written = std::fs::File::create(&path).and_then(|file| {
-            let mut out = io::BufWriter::new(file);
-            write_chrome_json(&records, &mut out)?;
-            out.flush()
-        });
+        let mut out = io::BufWriter::new(file);
+        let written = write_chrome_json(&records, &mut out).and_then(|()| out.flush());
         if let Err(error) = written {
             eprintln!(
                 "goro: failed to write the trace requested by GORO_TRACE to {}: {error}",

@@ -420,7 +420,51 @@ fn goro_trace_env_writes_file_at_drop() {
     );
 }
 
-/// The child of `goro_trace_env_writes_file_at_drop`: runs goroutines on a runtime built with
+#[test]
+fn goro_trace_env_bad_path_reported_at_build() {
+    let path = std::env::temp_dir()
+        .join(format!("goro-trace-missing-dir-{}", std::process::id()))
+        .join("trace.json");
+    let runner = std::env::var("GORO_TEST_RUNNER").unwrap_or_default();
+    let mut words: Vec<String> = runner.split_whitespace().map(String::from).collect();
+    words.push(std::env::current_exe().unwrap().display().to_string());
+    let output = Command::new(&words[0])
+        .args(&words[1..])
+        .args([
+            "--exact",
+            "goro_trace_env_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("GORO_TRACE", &path)
+        .env("GORO_TRACE_CHILD", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "child failed: {stderr}");
+
+    let expected = format!(
+        "goro: failed to create the trace file {} named by GORO_TRACE, so nothing is traced: ",
+        path.display()
+    );
+    let error = stderr.find(&expected);
+    let built = stderr.find(CHILD_BUILT);
+    assert!(error.is_some(), "no error naming the path: {stderr}");
+    assert!(built.is_some(), "the child built no runtime: {stderr}");
+    assert!(
+        error < built,
+        "the error came after the runtime was built, not at build: {stderr}"
+    );
+    assert!(
+        stderr.contains("Set GORO_TRACE to a writable file path"),
+        "{stderr}"
+    );
+}
+
+/// The line that `goro_trace_env_child` writes to standard error once its runtime is built.
+const CHILD_BUILT: &str = "goro_trace_env_child: runtime built";
+
+/// The child of the `goro_trace_env_*` tests: runs goroutines on a runtime built with
 /// `GORO_TRACE` set. Does nothing unless `GORO_TRACE_CHILD` is set.
 #[test]
 fn goro_trace_env_child() {
@@ -428,6 +472,7 @@ fn goro_trace_env_child() {
         return;
     }
     let rt = Runtime::builder().procs(2).build().unwrap();
+    eprintln!("{CHILD_BUILT}");
     rt.block_on(|| {
         let handles: Vec<_> = (0..10).map(|i| goro::spawn(move || i).unwrap()).collect();
         handles.into_iter().map(|h| h.join().unwrap()).sum::<i32>()
