@@ -160,6 +160,10 @@ pub fn resolve<F: Files>(
         };
         file_type = files.file_type(&path).map_err(rejection_from_io)?;
         name = INDEX_FILE.as_bytes();
+    } else if target.trailing_slash {
+        // A path that ends in `/` names a directory, so `a.txt/` is not found, as open(2)
+        // fails on it with ENOTDIR. Served, the file would resolve relative links too deep.
+        return Err(Rejection::NotFound);
     }
     if file_type != FileType::Regular {
         return Err(Rejection::Forbidden("the path is not a regular file"));
@@ -287,7 +291,7 @@ mod tests {
     #[test]
     fn missing_paths_not_found() {
         let tree = Tree::new("missing");
-        for target in ["/nope", "/sub/nope", "/a.txt/below"] {
+        for target in ["/nope", "/sub/nope", "/a.txt/below", "/a.txt/", "/a.txt%2F"] {
             assert!(
                 matches!(tree.resolve(target), Err(Rejection::NotFound)),
                 "{target}"
