@@ -15,7 +15,19 @@ pub struct TraceFile {
 
 impl TraceFile {
     /// Creates (or truncates) `path` and starts recording the trace of every runtime.
+    ///
+    /// The process records one trace at a time, and the runtime starts its own when
+    /// `GORO_TRACE` is set. Whichever of the two starts later discards the events of the other,
+    /// so one of the files would be written without events. Both together are an error.
     pub fn start(path: &Path) -> Result<TraceFile, String> {
+        let goro_trace_set = std::env::var_os("GORO_TRACE").is_some_and(|value| !value.is_empty());
+        if goro_trace_set || goro::trace::is_enabled() {
+            return Err(format!(
+                "cannot record the trace to {}: GORO_TRACE also requests a trace, and the \
+                 process records only one. Unset GORO_TRACE or drop --trace",
+                path.display()
+            ));
+        }
         let file = File::create(path)
             .map_err(|err| format!("cannot create the trace file {}: {err}", path.display()))?;
         goro::trace::start();

@@ -983,3 +983,47 @@ fn wrk_goroutines_versus_threads() {
         );
     }
 }
+
+#[test]
+fn trace_with_goro_trace_rejected() {
+    let site = Site::new("trace-both");
+    let env_trace = site.base.join("env-trace.json");
+    let option_trace = site.base.join("option-trace.json");
+    let mut command = goro_demo(["serve".as_ref(), site.www.as_os_str()]);
+    command
+        .args(["--addr", "127.0.0.1:0", "--trace"])
+        .arg(&option_trace)
+        .env("GORO_TRACE", &env_trace)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+
+    // The server must exit at once. Without the check it would serve until stopped.
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("goro-demo serve still running 30 s after it was started with both traces");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("GORO_TRACE also requests a trace"),
+        "{stderr}"
+    );
+    assert!(!option_trace.exists(), "--trace created its file anyway");
+}

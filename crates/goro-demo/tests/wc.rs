@@ -560,3 +560,29 @@ fn unwritable_trace_keeps_counts() {
         "{stderr}"
     );
 }
+
+#[test]
+fn trace_with_goro_trace_rejected() {
+    let tree = TempTree::new("trace-both");
+    let file = tree.write("file", b"two words\n");
+    let env_trace = tree.path("env-trace.json");
+    let option_trace = tree.path("option-trace.json");
+
+    let mut command = goro_demo(["wc", "--trace"]);
+    command.arg(&option_trace).arg(&file);
+    command.env("GORO_TRACE", &env_trace);
+    let output = run(command);
+
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = text(&output.stderr);
+    let expected = format!(
+        "goro-demo: cannot record the trace to {}: GORO_TRACE also requests a trace",
+        option_trace.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(
+        stderr.contains("Unset GORO_TRACE or drop --trace"),
+        "{stderr}"
+    );
+    assert!(!option_trace.exists(), "--trace created its file anyway");
+}
