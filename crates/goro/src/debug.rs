@@ -82,15 +82,17 @@ impl Observers {
     /// Starts what `GORO_DEBUG` and `GORO_TRACE` ask for, and SIGQUIT dumps when
     /// `dump_on_sigquit` is set.
     pub(crate) fn start(shared: &Arc<Shared>, dump_on_sigquit: bool) -> Observers {
-        let settings = match std::env::var("GORO_DEBUG") {
-            Ok(text) => {
-                let (settings, problems) = Settings::parse(&text);
+        let settings = match std::env::var_os("GORO_DEBUG") {
+            Some(text) => {
+                // Bytes that are not UTF-8 become U+FFFD, so the items that contain them are
+                // reported as invalid and the other items still apply.
+                let (settings, problems) = Settings::parse(&text.to_string_lossy());
                 for problem in problems {
                     eprintln!("goro: ignoring GORO_DEBUG setting {problem}");
                 }
                 settings
             }
-            Err(_) => Settings::default(),
+            None => Settings::default(),
         };
         let id = NEXT_RUNTIME_ID.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();

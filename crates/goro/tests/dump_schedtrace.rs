@@ -1,6 +1,8 @@
 //! `GORO_DEBUG=schedtrace`: periodic lines while the runtime lives, detail lines, none after
 //! the runtime drops, and a clear message for an invalid setting.
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -8,7 +10,7 @@ use goro::Runtime;
 
 /// Runs this test binary's test `name` in a child process with `GORO_DEBUG=debug`, under the
 /// runner of `GORO_TEST_RUNNER` (QEMU for cross targets) when it is set.
-fn run_child(name: &str, debug: &str) -> Output {
+fn run_child(name: &str, debug: impl AsRef<OsStr>) -> Output {
     let runner = std::env::var("GORO_TEST_RUNNER").unwrap_or_default();
     let mut words: Vec<String> = runner.split_whitespace().map(String::from).collect();
     words.push(std::env::current_exe().unwrap().display().to_string());
@@ -116,4 +118,22 @@ fn invalid_setting_is_reported() {
         "{stderr}"
     );
     assert!(!stderr.contains("SCHED "), "{stderr}");
+}
+
+#[test]
+fn non_utf8_setting_is_reported() {
+    let debug = OsStr::from_bytes(b"schedtrace=20,scheddetail=\xff");
+    let output = run_child("schedtrace_child", debug);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "child failed:\n{stderr}");
+    assert!(
+        stderr.contains(
+            "goro: ignoring GORO_DEBUG setting \"scheddetail=\u{fffd}\": the value must be 0 or 1"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("SCHED "),
+        "the valid schedtrace item still applies:\n{stderr}"
+    );
 }
