@@ -1,5 +1,6 @@
 //! `--trace FILE`: records goro's execution trace while a job runs and writes it as Chrome
-//! trace event JSON, which `chrome://tracing`, Perfetto (ui.perfetto.dev) and speedscope open.
+//! trace event JSON, which speedscope and Perfetto (ui.perfetto.dev) open, as does
+//! `chrome://tracing` in Chromium versions that still have it.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -30,7 +31,8 @@ impl TraceFile {
         }
         let file = File::create(path)
             .map_err(|err| format!("cannot create the trace file {}: {err}", path.display()))?;
-        goro::trace::start();
+        goro::trace::start()
+            .map_err(|err| format!("cannot record the trace to {}: {err}", path.display()))?;
         Ok(TraceFile {
             path: path.to_path_buf(),
             file,

@@ -229,14 +229,37 @@ fn record(event: Event) {
     });
 }
 
-/// Starts recording events of every runtime in the process, discarding any earlier trace.
-pub fn start() {
+/// The error of [`start`] while a trace is being recorded already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlreadyTracing;
+
+impl std::fmt::Display for AlreadyTracing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "a trace is already being recorded, and the process records one at a time; call \
+             goro::trace::stop first",
+        )
+    }
+}
+
+impl std::error::Error for AlreadyTracing {}
+
+/// Starts recording events of every runtime in the process. Fails while a trace is being
+/// recorded already (started by this function or by `GORO_TRACE`), as Go's `trace.Start`
+/// does, rather than discard that trace's events.
+pub fn start() -> Result<(), AlreadyTracing> {
     let mut session = SESSION.lock().unwrap_or_else(|e| e.into_inner());
+    // Relaxed: `stop` clears the flag before it takes the session lock, so a start that
+    // takes the lock after a stop's sees it clear.
+    if ENABLED.load(Ordering::Relaxed) {
+        return Err(AlreadyTracing);
+    }
     session.generation += 1;
     session.buffers.clear();
     GENERATION.store(session.generation, Ordering::Relaxed);
     START_NS.store(now_ns(), Ordering::Relaxed);
     ENABLED.store(true, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Stops recording and returns the events in the order they happened (see the module
@@ -294,9 +317,14 @@ pub(crate) fn start_from_env() -> Option<EnvTraceGuard> {
     let mut env_trace = ENV_TRACE.lock().unwrap_or_else(|e| e.into_inner());
     if env_trace.runtimes == 0 {
         let path = PathBuf::from(path);
+        if let Err(error) = start() {
+            eprintln!("goro: GORO_TRACE={} is ignored: {error}", path.display());
+            return None;
+        }
         match std::fs::File::create(&path) {
             Ok(file) => env_trace.file = Some((path, file)),
             Err(error) => {
+                drop(stop());
                 eprintln!(
                     "goro: failed to create the trace file {} named by GORO_TRACE, so nothing \
                      is traced: {error}. Set GORO_TRACE to a writable file path",
@@ -305,7 +333,6 @@ pub(crate) fn start_from_env() -> Option<EnvTraceGuard> {
                 return None;
             }
         }
-        start();
     }
     env_trace.runtimes += 1;
     Some(EnvTraceGuard(()))
@@ -676,12 +703,22 @@ mod tests {
     }
 
     #[test]
+    fn start_fails_while_tracing() {
+        let _serial = SESSION_TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        start().unwrap();
+        assert_eq!(start(), Err(AlreadyTracing));
+        drop(stop());
+        assert_eq!(start(), Ok(()));
+        drop(stop());
+    }
+
+    #[test]
     fn sessions_keep_every_finished_event() {
         let _serial = SESSION_TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let threads = 4;
         let per_thread = 10_000u64;
         for _session in 0..2 {
-            start();
+            start().unwrap();
             let workers: Vec<_> = (0..threads)
                 .map(|thread| {
                     std::thread::spawn(move || {

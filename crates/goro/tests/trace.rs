@@ -14,7 +14,7 @@ use goro::trace::{Event, StopReason};
 fn goroutine_events_are_well_nested() {
     let rt = Runtime::builder().procs(2).build().unwrap();
     let records = watchdog(LIMIT, move || {
-        goro::trace::start();
+        goro::trace::start().unwrap();
         rt.block_on(|| {
             let handles: Vec<_> = (0..200u64)
                 .map(|i| {

@@ -266,7 +266,7 @@ fn slices(trace: &Json) -> Vec<Slice> {
 fn traced_workload() -> String {
     let rt = Runtime::builder().procs(2).build().unwrap();
     let records = watchdog(LIMIT, move || {
-        goro::trace::start();
+        goro::trace::start().unwrap();
         rt.block_on(|| {
             let handles: Vec<_> = (0..100u64)
                 .map(|i| {
