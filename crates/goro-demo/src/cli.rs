@@ -46,7 +46,7 @@ pub struct WcArgs {
     pub per_file: bool,
 
     /// Record goro's execution trace while counting and write it to FILE as Chrome trace
-    /// event JSON (open it in chrome://tracing or ui.perfetto.dev)
+    /// event JSON (open it in speedscope, or in Perfetto at ui.perfetto.dev)
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
 }
