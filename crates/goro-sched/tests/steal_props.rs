@@ -59,18 +59,22 @@ fn gref(header: &GHeader) -> GRef {
     unsafe { GRef::from_raw(NonNull::from(header)) }
 }
 
-/// Runs `ops` against a fresh scheduler with `procs` Ps and checks, after every step, that
-/// `next` returns only queued gs, each once, and that `has_work` matches the model. At the
-/// end it drains every P and checks that nothing was lost.
-fn check_ops(procs: u32, ops: &[Op]) -> Result<(), TestCaseError> {
-    let new_gs: usize = ops
-        .iter()
+/// Returns the number of gs that `ops` ready for the first time.
+fn new_gs(ops: &[Op]) -> usize {
+    ops.iter()
         .map(|op| match op {
             Op::Ready { .. } => 1,
             Op::Burst { count, .. } => *count,
             _ => 0,
         })
-        .sum();
+        .sum()
+}
+
+/// Runs `ops` against a fresh scheduler with `procs` Ps and checks, after every step, that
+/// `next` returns only queued gs, each once, and that `has_work` matches the model. At the
+/// end it drains every P and checks that nothing was lost.
+fn check_ops(procs: u32, ops: &[Op]) -> Result<(), TestCaseError> {
+    let new_gs = new_gs(ops);
     let headers = headers(new_gs);
     let mut fresh = headers.iter().map(gref);
 
@@ -162,14 +166,7 @@ fn check_ops(procs: u32, ops: &[Op]) -> Result<(), TestCaseError> {
 /// length must agree, so the fast path of `on_yield_next` changes nothing that `next` would
 /// have decided. Yields on a full run queue are skipped (see below).
 fn check_yield_next(procs: u32, ops: &[Op]) -> Result<(), TestCaseError> {
-    let new_gs: usize = ops
-        .iter()
-        .map(|op| match op {
-            Op::Ready { .. } => 1,
-            Op::Burst { count, .. } => *count,
-            _ => 0,
-        })
-        .sum();
+    let new_gs = new_gs(ops);
     // Each scheduler links its own headers: the injector chains gs through them.
     let (fast_headers, slow_headers) = (headers(new_gs), headers(new_gs));
     let mut fresh = fast_headers

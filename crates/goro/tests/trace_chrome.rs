@@ -382,14 +382,13 @@ fn chrome_trace_is_consistent() {
     assert!(json.contains("\"P start\""), "P hand-overs are marked");
 }
 
-#[test]
-fn goro_trace_env_writes_file_at_drop() {
-    let path = std::env::temp_dir().join(format!("goro-trace-{}.json", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+/// Runs `goro_trace_env_child` of this test binary in a child process with `GORO_TRACE`
+/// set to `path`, under `GORO_TEST_RUNNER` when one is set.
+fn run_trace_child(path: &std::path::Path) -> std::process::Output {
     let runner = std::env::var("GORO_TEST_RUNNER").unwrap_or_default();
     let mut words: Vec<String> = runner.split_whitespace().map(String::from).collect();
     words.push(std::env::current_exe().unwrap().display().to_string());
-    let output = Command::new(&words[0])
+    Command::new(&words[0])
         .args(&words[1..])
         .args([
             "--exact",
@@ -397,10 +396,17 @@ fn goro_trace_env_writes_file_at_drop() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("GORO_TRACE", &path)
+        .env("GORO_TRACE", path)
         .env("GORO_TRACE_CHILD", "1")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn goro_trace_env_writes_file_at_drop() {
+    let path = std::env::temp_dir().join(format!("goro-trace-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let output = run_trace_child(&path);
     assert!(
         output.status.success(),
         "child failed: {}",
@@ -425,21 +431,7 @@ fn goro_trace_env_bad_path_reported_at_build() {
     let path = std::env::temp_dir()
         .join(format!("goro-trace-missing-dir-{}", std::process::id()))
         .join("trace.json");
-    let runner = std::env::var("GORO_TEST_RUNNER").unwrap_or_default();
-    let mut words: Vec<String> = runner.split_whitespace().map(String::from).collect();
-    words.push(std::env::current_exe().unwrap().display().to_string());
-    let output = Command::new(&words[0])
-        .args(&words[1..])
-        .args([
-            "--exact",
-            "goro_trace_env_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("GORO_TRACE", &path)
-        .env("GORO_TRACE_CHILD", "1")
-        .output()
-        .unwrap();
+    let output = run_trace_child(&path);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "child failed: {stderr}");
 
