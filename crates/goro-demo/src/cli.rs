@@ -38,7 +38,7 @@ pub struct WcArgs {
 
     /// Number of processors (Ps) that run goroutines at once, from 1 to the runtime's maximum
     /// [default: the number of CPUs]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub procs: Option<usize>,
 
     /// Print one line per file, sorted by path, before the total
@@ -85,7 +85,7 @@ pub struct ServeArgs {
 
     /// Number of processors (Ps) that run goroutines at once, from 1 to the runtime's maximum
     /// [default: the number of CPUs]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub procs: Option<usize>,
 
     /// Also log every connection and every request
@@ -214,6 +214,16 @@ mod tests {
         let err = parse(&["--procs", "many"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("many"), "{err}");
+    }
+
+    /// A negative count is a value of `--procs`, which it rejects by name, not an unknown
+    /// flag.
+    #[test]
+    fn negative_procs_rejected_by_name() {
+        let err = parse(&["--procs", "-1"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--procs"), "{err}");
+        assert!(err.to_string().contains("-1"), "{err}");
     }
 
     #[test]
