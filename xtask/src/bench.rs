@@ -26,8 +26,8 @@ Builds crates/goro-bench (its own workspace, target dir target/bench), its Go pr
 `go build` and goro-demo in release mode, runs every workload against its peers and writes
 docs/benchmarks.md and docs/benchmarks.svg. Each figure is the median of 5 runs, each run a
 process of its own, with min and max; ratios divide goro's median by the peer's. Takes about
-5 minutes on 2 cores once the builds are cached. Needs wrk and Go (`cargo xtask setup --bench`); without them, the
-page lists those workloads as not run.
+5 minutes on 2 cores once the builds are cached. Needs wrk and Go, which
+`cargo xtask setup --bench` installs; without them, the page lists those workloads as not run.
 
 Options:
   --quick  3 runs per figure, smaller counts, wrk for 5 s, and no 1,000,000-goroutine cases;
