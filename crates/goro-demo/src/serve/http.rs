@@ -1,7 +1,7 @@
 //! HTTP/1.1 request heads and response heads, with the message syntax of RFC 9112.
 //!
 //! The parser reads only what a file server needs: the request line, `Host`, `Connection`,
-//! `Content-Length` and `Transfer-Encoding`. It rejects what RFC 9112 requires servers to reject
+//! `Content-Length`, `Transfer-Encoding` and `Expect`. It rejects what RFC 9112 requires servers to reject
 //! (obsolete line folding, whitespace before a colon, a bare CR, an HTTP/1.1 request without
 //! exactly one `Host`) and treats every other header field as opaque.
 
@@ -144,10 +144,15 @@ pub fn parse_request(head: &[u8]) -> Result<Request, BadRequest> {
         (false, Some(0) | None) => Body::Empty,
         (false, Some(length)) => Body::Length(length),
     };
-    let keep_alive = match version {
-        Version::Http11 => !fields.close,
-        Version::Http10 => fields.keep_alive && !fields.close,
-    };
+    // The server never sends 100 (Continue), so a client that waits for it before sending
+    // the body would leave the connection stuck between the response and the body. The
+    // connection closes after the response instead, as RFC 9110 section 10.1.1 allows.
+    let awaits_continue = fields.expects_continue && matches!(body, Body::Length(_));
+    let keep_alive = !awaits_continue
+        && match version {
+            Version::Http11 => !fields.close,
+            Version::Http10 => fields.keep_alive && !fields.close,
+        };
     Ok(Request {
         method,
         target: target.to_vec(),
@@ -211,6 +216,9 @@ struct Fields {
     keep_alive: bool,
     content_length: Option<u64>,
     transfer_encoding: bool,
+    /// `Expect: 100-continue`: the client may wait for a 100 response before it sends the
+    /// body.
+    expects_continue: bool,
 }
 
 impl Fields {
@@ -246,6 +254,8 @@ impl Fields {
             self.add_content_length(value)?;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             self.transfer_encoding = true;
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            self.expects_continue |= value.eq_ignore_ascii_case(b"100-continue");
         }
         Ok(())
     }
@@ -639,6 +649,17 @@ mod tests {
             let rejected = rejection(&head);
             assert!(rejected.starts_with(reason), "{fields:?}: {rejected}");
         }
+    }
+
+    #[test]
+    fn expect_continue_with_body_closes() {
+        let with_body = b"PUT /a HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\
+                          Content-Length: 5\r\n\r\n";
+        assert!(!parse_request(with_body).unwrap().keep_alive);
+        let without_body = b"GET /a HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n";
+        assert!(parse_request(without_body).unwrap().keep_alive);
+        let without_expect = b"PUT /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n";
+        assert!(parse_request(without_expect).unwrap().keep_alive);
     }
 
     #[test]
