@@ -291,7 +291,14 @@ mod tests {
     #[test]
     fn missing_paths_not_found() {
         let tree = Tree::new("missing");
-        for target in ["/nope", "/sub/nope", "/a.txt/below", "/a.txt/", "/a.txt%2F"] {
+        for target in [
+            "/nope",
+            "/sub/nope",
+            "/a.txt/below",
+            "/a.txt/",
+            "/a.txt%2F",
+            "/a.txt/.",
+        ] {
             assert!(
                 matches!(tree.resolve(target), Err(Rejection::NotFound)),
                 "{target}"

@@ -66,7 +66,9 @@ pub fn parse_target(target: &[u8]) -> Result<Target, &'static str> {
     Ok(Target {
         raw_path: raw_path.to_vec(),
         relative,
-        trailing_slash: decoded.ends_with(b"/"),
+        // A last `.` segment stands for the directory it is in, so `/dir/.` ends in a slash
+        // once dot segments are removed (RFC 3986 section 5.2.4).
+        trailing_slash: decoded.ends_with(b"/") || decoded.ends_with(b"/."),
     })
 }
 
@@ -156,6 +158,9 @@ mod tests {
         assert!(parse_target(b"/dir/").unwrap().trailing_slash);
         assert!(!parse_target(b"/dir").unwrap().trailing_slash);
         assert!(parse_target(b"/dir%2F").unwrap().trailing_slash);
+        assert!(parse_target(b"/dir/.").unwrap().trailing_slash);
+        assert!(parse_target(b"/dir/%2E").unwrap().trailing_slash);
+        assert!(!parse_target(b"/dir/.x").unwrap().trailing_slash);
     }
 
     #[test]
