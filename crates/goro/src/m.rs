@@ -142,6 +142,15 @@ impl Note {
         true
     }
 
+    /// Takes the order to stand by that the M has not acted on, if any.
+    fn take_standby(&self) -> Option<Standby> {
+        self.slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .standby
+            .take()
+    }
+
     /// Waits until the M is woken or `timeout` has passed, leaving the wakeup for `wait`.
     /// Returns whether the M was woken.
     fn woken_within(&self, timeout: std::time::Duration) -> bool {
@@ -851,6 +860,12 @@ fn stopm(m: &Arc<M>) -> Option<PId> {
         }
         match m.shared.recheck_after_idling(m) {
             IdleRecheck::Run(p) => {
+                // The monitor may have ordered the M to stand by while it was on the list.
+                // The M runs a P instead, so the order is dropped, as `Note::wait` drops one
+                // that comes with a P.
+                if m.note.take_standby().is_some() {
+                    m.shared.monitor.standby_finished(false);
+                }
                 m.set_p(Some(p));
                 return Some(p);
             }
