@@ -978,9 +978,10 @@ impl Shared {
 /// yields, parks or exits, and the drop waits for all of them.
 ///
 /// An M whose goroutine is blocked in a syscall exits only when the call returns, so the drop
-/// waits for it: for ever for a call that never returns, such as `goro::net` accepting on a
-/// listener that no client connects to. Make such goroutines return before the drop: for
-/// example, connect to the listener once, or end a blocked read with `TcpStream::shutdown`.
+/// waits for it. A call that never returns makes the drop wait for ever, such as `goro::net`
+/// accepting on a listener that no client connects to. Make such goroutines return before the
+/// drop: for example, connect to the listener once, or end a blocked read with
+/// `TcpStream::shutdown`.
 pub struct Runtime {
     shared: Arc<Shared>,
     /// Schedtrace, the `GORO_TRACE` trace and the registration for dumps; dropped after the

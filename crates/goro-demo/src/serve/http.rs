@@ -1,9 +1,9 @@
 //! HTTP/1.1 request heads and response heads, with the message syntax of RFC 9112.
 //!
 //! The parser reads only what a file server needs: the request line, `Host`, `Connection`,
-//! `Content-Length`, `Transfer-Encoding` and `Expect`. It rejects what RFC 9112 requires servers to reject
-//! (obsolete line folding, whitespace before a colon, a bare CR, an HTTP/1.1 request without
-//! exactly one `Host`) and treats every other header field as opaque.
+//! `Content-Length`, `Transfer-Encoding` and `Expect`. It rejects what RFC 9112 requires
+//! servers to reject (obsolete line folding, whitespace before a colon, a bare CR, an
+//! HTTP/1.1 request without exactly one `Host`) and treats every other header field as opaque.
 
 use std::fmt::Write as _;
 
