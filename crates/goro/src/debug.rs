@@ -164,6 +164,8 @@ impl Settings {
                 problems.push(format!("{item:?}: expected name=value"));
                 continue;
             };
+            // Spaces around `=` are accepted, as around the commas.
+            let (name, value) = (name.trim(), value.trim());
             let flag = || match value {
                 "0" => Some(false),
                 "1" => Some(true),
@@ -302,6 +304,14 @@ mod tests {
             "{}",
             problems[4]
         );
+    }
+
+    #[test]
+    fn settings_accept_spaces_around_equals() {
+        let (settings, problems) = Settings::parse(" schedtrace = 5 , scheddetail =1");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(settings.schedtrace, Some(Duration::from_millis(5)));
+        assert!(settings.scheddetail);
     }
 
     #[test]
