@@ -165,6 +165,15 @@ class GoroCommand(gdb.Command):
     def __init__(self):
         super().__init__("goro", gdb.COMMAND_STACK, prefix=True)
 
+    def invoke(self, argument, from_tty):
+        # A bare `goro` lists the subcommands, as gdb's own prefix commands do.
+        if argument.strip():
+            raise gdb.GdbError(
+                "unknown command `goro %s`; the commands are `goro goroutines` and `goro bt ID`"
+                % argument.strip()
+            )
+        gdb.execute("help goro", from_tty)
+
 
 class GoroutinesCommand(gdb.Command):
     """List every live goroutine: id, status, wait reason, and the M that runs it."""

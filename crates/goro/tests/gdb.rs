@@ -33,6 +33,38 @@ fn parked_example() -> PathBuf {
     example
 }
 
+/// A bare `goro` lists its subcommands, and `goro` followed by an unknown word names it.
+#[test]
+fn gdb_bare_goro_lists_commands() {
+    if std::env::var_os("GORO_TEST_RUNNER").is_some() {
+        println!("skipped: the gdb test runs natively only");
+        return;
+    }
+    if Command::new("gdb").arg("--version").output().is_err() {
+        println!("skipped: gdb is not installed (apt-get install gdb)");
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("gdb/goro.py");
+    let output = Command::new("gdb")
+        .args(["-batch", "-nx", "-x"])
+        .arg(&script)
+        .args(["-ex", "goro", "-ex", "goro frobnicate"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for command in ["goro goroutines", "goro bt"] {
+        assert!(
+            stdout.contains(command),
+            "bare goro lists {command}:\n{stdout}"
+        );
+    }
+    assert!(
+        stderr.contains("unknown command `goro frobnicate`"),
+        "an unknown subcommand is named:\n{stderr}"
+    );
+}
+
 #[test]
 fn gdb_lists_goroutines_and_backtrace() {
     if !cfg!(target_arch = "x86_64") || std::env::var_os("GORO_TEST_RUNNER").is_some() {
