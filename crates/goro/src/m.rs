@@ -84,7 +84,8 @@ impl MCounters {
 }
 
 /// The hand-off slot through which an idle M receives a P (or the order to exit), or the
-/// order to stand by for a P that a syscall may soon lose.
+/// order to stand by for a P that a syscall may soon lose, and through which a pinned M gets
+/// its goroutine back.
 #[derive(Debug, Default)]
 struct Note {
     slot: Mutex<NoteSlot>,
@@ -97,6 +98,12 @@ struct NoteSlot {
     p: Option<PId>,
     spinning: bool,
     standby: Option<Standby>,
+    /// The g pinned to this M, handed back by the M that took it from its scheduler, with
+    /// that M's P (see `hand_to_pinned_m`).
+    pinned: Option<(PId, GRef)>,
+    /// Set at shutdown for every M: a pinned M waits off the idle list, so the idle list's
+    /// exit orders do not reach it.
+    exit: bool,
 }
 
 /// A syscall that may block while goroutines wait for its P: P `p`, its syscall tick when the
@@ -120,6 +127,8 @@ enum NoteWake {
     Exit,
     /// A syscall may soon have to give up its P.
     Standby(Standby),
+    /// The g pinned to this M, to run on the P that comes with it.
+    Pinned(PId, GRef),
 }
 
 impl Note {
@@ -140,6 +149,20 @@ impl Note {
         slot.standby = Some(standby);
         self.wakeup.notify_one();
         true
+    }
+
+    /// Hands the pinned M its g back, with P `p` in transit.
+    fn hand_pinned(&self, p: PId, g: GRef) {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        slot.pinned = Some((p, g));
+        self.wakeup.notify_one();
+    }
+
+    /// Orders the M to exit when it next waits without a P or a g to run.
+    fn order_exit(&self) {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        slot.exit = true;
+        self.wakeup.notify_one();
     }
 
     /// Takes the order to stand by that the M has not acted on, if any.
@@ -166,6 +189,9 @@ impl Note {
     fn wait(&self) -> NoteWake {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         loop {
+            if let Some((p, g)) = slot.pinned.take() {
+                return NoteWake::Pinned(p, g);
+            }
             if slot.woken {
                 slot.woken = false;
                 // NOTE: the exit order (no P) drops a stand-by order without releasing the
@@ -178,6 +204,9 @@ impl Note {
             }
             if let Some(standby) = slot.standby.take() {
                 return NoteWake::Standby(standby);
+            }
+            if slot.exit {
+                return NoteWake::Exit;
             }
             slot = self.wakeup.wait(slot).unwrap_or_else(|e| e.into_inner());
         }
@@ -290,6 +319,11 @@ impl M {
     /// Hands this idle M a P (or `None`: exit) and wakes it, as a spinning M if `spinning`.
     pub(crate) fn wake(&self, p: Option<PId>, spinning: bool) {
         self.note.wake(p, spinning);
+    }
+
+    /// Orders this M to exit at shutdown when it next waits on its note; see `Note::exit`.
+    pub(crate) fn order_exit(&self) {
+        self.note.order_exit();
     }
 
     /// Wakes this idle M to retake the P of a syscall that may block; see
@@ -512,7 +546,12 @@ pub(crate) unsafe fn gosched(this: GRef) {
     if header.status() == goro_abi::GStatus::Syscall {
         yield_in_syscall(header.goid());
     }
-    let Some(p) = m.p().filter(|_| !shared.is_shutdown()) else {
+    // An unwinding g takes the path through g0, which pins it to this M (see
+    // `pin_if_unwinding`).
+    let Some(p) = m
+        .p()
+        .filter(|_| !shared.is_shutdown() && !std::thread::panicking())
+    else {
         mcall(Request::Yield);
         return;
     };
@@ -555,6 +594,13 @@ pub(crate) unsafe fn gosched(this: GRef) {
                 goid: header.goid(),
             });
         }
+        // `next` may be pinned to another M: g0 checks (see `hand_to_pinned_m`). Relaxed: see
+        // `Shared::pinned_gs`.
+        // SAFETY: as below.
+        Some(next) if shared.pinned_gs.load(Ordering::Relaxed) != 0 => unsafe {
+            *m.handover.get() = Some(next);
+            switch_to_g0(m, g, Request::Switched);
+        },
         Some(next) => match try_take_saved_sp(next) {
             // SAFETY: `next` came from its scheduler, which hands each g out once, and its
             // switch has saved it. This is still `g`'s thread.
@@ -884,6 +930,7 @@ fn stopm(m: &Arc<M>) -> Option<PId> {
                 break (p, spinning);
             }
             NoteWake::Exit => return None,
+            NoteWake::Pinned(..) => unreachable!("stopm: an idle M was handed a pinned g"),
             NoteWake::Standby(standby) => match m.shared.retake_on_standby(m, standby) {
                 StandbyOutcome::Retook(p) => break (p, false),
                 StandbyOutcome::Idle => {}
@@ -902,6 +949,9 @@ fn stopm(m: &Arc<M>) -> Option<PId> {
 fn execute(m: &M, g: GRef) {
     let mut next = Some(g);
     while let Some(g) = next.take() {
+        if hand_to_pinned_m(m, g) {
+            return;
+        }
         // SAFETY: g0 runs only runtime code, which keeps the default FP control state that
         // switch_from_g0 requires. `g` came from its scheduler (see `start_g`).
         let (request, current) = unsafe {
@@ -985,6 +1035,7 @@ fn handle(m: &M, g: GRef, request: Request) -> Option<GRef> {
             Request::Switched => unreachable!("M::handle: `execute` acts on Switched itself"),
         },
     });
+    let pinned = !matches!(request, Request::Exit | Request::Switched) && pin_if_unwinding(m, g);
     let p = || {
         held_p.unwrap_or_else(|| {
             panic!(
@@ -1013,6 +1064,9 @@ fn handle(m: &M, g: GRef, request: Request) -> Option<GRef> {
             // SAFETY: the commit function's data lives in the suspended g's record or stack,
             // which nobody can free while the g is parked and not yet published.
             if !unsafe { commit(data, g) } {
+                if pinned {
+                    take_pin(m, g);
+                }
                 header.set_wait_reason(WaitReason::None);
                 // SAFETY: the commit kept the g, so no waker has it: this M still owns it.
                 let _ = unsafe { header.wake() };
@@ -1050,7 +1104,111 @@ fn handle(m: &M, g: GRef, request: Request) -> Option<GRef> {
             unsafe { sched.ready(g, ReadyCause::SyscallExit, Some(p())) };
         }
     }
+    if pinned {
+        return stop_pinned(m);
+    }
     next_in_place(m)
+}
+
+/// Pins `g`, which has just switched to the g0 of `m`, to `m` when it is unwinding, before
+/// `handle` queues it or parks it. Returns whether it did; the caller then stops the M with
+/// [`stop_pinned`] instead of running other gs.
+///
+/// std counts panics per OS thread: the panic raised the count of this thread, and the catch
+/// lowers the count of the thread it runs on. A g that resumed its unwind on another M would
+/// leave this thread's count at 1, so that the goroutines running here see
+/// `thread::panicking()` (which poisons the std mutexes they unlock), and take the other
+/// thread's count below 0. g0 runs on the g's thread, so `thread::panicking()` here is the
+/// g's. This is Go's `LockOSThread`, held for as long as the unwind lasts.
+///
+/// NOTE: when the M holds a P that no other M could take over (the thread limit is reached
+/// and no M is idle), the g is not pinned, and resumes on whichever M takes it, rather than
+/// wait for a thread that may never come.
+fn pin_if_unwinding(m: &M, g: GRef) -> bool {
+    if !std::thread::panicking() {
+        return false;
+    }
+    let shared = &*m.shared;
+    if m.p().is_some() && !shared.has_spare_m() {
+        return false;
+    }
+    // SAFETY: every g an M runs was spawned by its runtime, and its record lives until the g
+    // exits.
+    let record = unsafe { Record::of(g).as_ref() };
+    // Relaxed: see `Record::pinned_m` and `Shared::pinned_gs`.
+    record
+        .pinned_m
+        .store(m as *const M as *mut M, Ordering::Relaxed);
+    shared.pinned_gs.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+/// Unpins `g`, which M `m` owns, and returns the M it was pinned to, if any.
+fn take_pin(m: &M, g: GRef) -> Option<NonNull<M>> {
+    // SAFETY: as in `pin_if_unwinding`.
+    let record = unsafe { Record::of(g).as_ref() };
+    // Relaxed: see `Record::pinned_m`.
+    let pinned = NonNull::new(record.pinned_m.load(Ordering::Relaxed))?;
+    record.pinned_m.store(ptr::null_mut(), Ordering::Relaxed);
+    m.shared.pinned_gs.fetch_sub(1, Ordering::Relaxed);
+    Some(pinned)
+}
+
+/// Stops M `m` after `handle` queued or parked its unwinding g pinned to it: gives the M's P,
+/// if any, to another M, and waits until the M that takes the g from its scheduler hands it
+/// back (see [`hand_to_pinned_m`]). Returns the g, to run on the P that came with it, or
+/// `None` when the runtime shuts down. Meanwhile the M runs no other g, since it would see
+/// `thread::panicking()`.
+fn stop_pinned(m: &M) -> Option<GRef> {
+    let shared = &*m.shared;
+    if let Some(p) = m.p() {
+        trace::emit(|| Event::PStop { p: p.0 });
+        shared.ps[p.index()].state.handoff(m.id);
+        m.set_p(None);
+        shared.handoffp(p);
+    }
+    match m.note.wait() {
+        NoteWake::Pinned(p, g) => {
+            shared.ps[p.index()].state.accept(m.id);
+            m.set_p(Some(p));
+            trace::emit(|| Event::PStart { p: p.0 });
+            Some(g)
+        }
+        NoteWake::Exit => None,
+        NoteWake::P(..) | NoteWake::Standby(_) => {
+            unreachable!("stop_pinned: only an M on the idle list gets a P or a stand-by order")
+        }
+    }
+}
+
+/// Hands `g`, which M `m` has just taken from its scheduler, to the M that it is pinned to,
+/// together with `m`'s P, when that is another M (Go's `startlockedm`). Returns whether it
+/// did: `m` then holds no P, and stops at the top of its loop.
+#[inline]
+fn hand_to_pinned_m(m: &M, g: GRef) -> bool {
+    // Relaxed: see `Shared::pinned_gs`.
+    m.shared.pinned_gs.load(Ordering::Relaxed) != 0 && hand_to_pinned_m_slow(m, g)
+}
+
+#[cold]
+#[inline(never)]
+fn hand_to_pinned_m_slow(m: &M, g: GRef) -> bool {
+    let Some(pinned) = take_pin(m, g) else {
+        return false;
+    };
+    if ptr::eq(pinned.as_ptr(), m) {
+        return false;
+    }
+    let p = m
+        .p()
+        .expect("hand_to_pinned_m: an M took a g from its scheduler without a P");
+    trace::emit(|| Event::PStop { p: p.0 });
+    m.shared.ps[p.index()].state.handoff(m.id);
+    m.set_p(None);
+    // SAFETY: the pinned M is an M of this runtime, which keeps every M it started in
+    // `all_ms` until its threads are joined, and it waits in `stop_pinned` for this g.
+    unsafe { pinned.as_ref() }.note.hand_pinned(p, g);
+    true
 }
 
 /// Returns the next g for the M's P without a pass through the scheduling loop, or `None` when

@@ -111,7 +111,8 @@ fn unwind_if_cancelled() {
 /// Unwinds the running goroutine, whose record is `record`, if its runtime is being dropped,
 /// unless it is unwinding already.
 ///
-/// A goroutine that parks in a destructor while it unwinds may resume on another M, where
+/// A goroutine that parks in a destructor while it unwinds resumes on its own M, but at the
+/// thread limit it may resume on another one (see `m::pin_if_unwinding`), where
 /// `std::thread::panicking()` is false (std counts panics per thread). So the goroutine's own
 /// flag, not only the thread's count, records that the cancellation unwind has started.
 fn unwind_if_runtime_cancelling(record: &Record) {

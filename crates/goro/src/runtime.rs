@@ -67,6 +67,11 @@ pub(crate) struct Shared {
     pub(crate) timers: crate::timer::Timers,
     /// Goroutines parked (status Waiting), for deadlock detection.
     pub(crate) nwaiting: CachePadded<AtomicU64>,
+    /// Goroutines pinned to an M (see `Record::pinned_m`) that no M has taken back from their
+    /// schedulers yet. While it is 0, an M that takes a g skips reading the g's pin.
+    /// Relaxed: a pin is counted before its g is queued, and the queue orders the increment
+    /// before the load of the M that takes the g.
+    pub(crate) pinned_gs: AtomicUsize,
     /// Goroutines in `join` on a goroutine of another runtime. That runtime wakes them, so
     /// this one reports no deadlock while any wait.
     foreign_joins: AtomicU64,
@@ -277,6 +282,13 @@ impl Shared {
     fn has_idle_m(&self) -> bool {
         let idle = self.idle_ms.lock().unwrap_or_else(|e| e.into_inner());
         idle.as_ref().is_some_and(|list| !list.is_empty())
+    }
+
+    /// Returns whether another M could run a P that the calling M gives up: an idle M waits
+    /// on the list, or the thread limit allows one more. A snapshot, for `m::pin_if_unwinding`.
+    pub(crate) fn has_spare_m(&self) -> bool {
+        self.has_idle_m()
+            || self.threads.lock().unwrap_or_else(|e| e.into_inner()).len() < self.max_threads
     }
 
     /// Gives P `p`, in transit from a syscall, to an M if work waits, or to the idle list.
@@ -1064,6 +1076,7 @@ impl Runtime {
             timers: crate::timer::Timers::default(),
             nwaiting: CachePadded::new(AtomicU64::new(0)),
             foreign_joins: AtomicU64::new(0),
+            pinned_gs: AtomicUsize::new(0),
             deadlock_detection: builder.deadlock_detection,
             spawn_yields: builder.spawn_yields,
             cancelling: AtomicBool::new(false),
@@ -1167,6 +1180,11 @@ impl Drop for Runtime {
             .take();
         for m in idle.into_iter().flatten() {
             m.wake(None, false);
+        }
+        // An M pinned to an unwinding goroutine waits off the idle list for its goroutine,
+        // which no M takes from the schedulers any more.
+        for m in self.shared.all_ms() {
+            m.order_exit();
         }
         self.shared.monitor.stop();
         self.shared.wake_external_waiters();

@@ -94,6 +94,12 @@ pub(crate) struct Record {
     /// park in a destructor during that unwind does not start a second one. Only the
     /// goroutine itself reads and writes it; Relaxed.
     pub(crate) cancel_unwinding: std::sync::atomic::AtomicBool,
+    /// The M that the g is pinned to, or null. std counts panics per OS thread, so a g that
+    /// switches away while it unwinds must resume on the thread where the unwind began (see
+    /// `m::pin_if_unwinding`). Set by that M's g0 before the g is queued or published to a
+    /// waker, and cleared by the M that takes the g from its scheduler. Both are Relaxed,
+    /// because the queue or the waker's lock that hands the g over orders them.
+    pub(crate) pinned_m: std::sync::atomic::AtomicPtr<M>,
     /// The join cell of the g's [`JoinHandle`](crate::JoinHandle). The g holds one reference
     /// to it until `Shared::finish` completes it.
     join: NonNull<JoinCell>,
@@ -161,6 +167,7 @@ impl Record {
                 permit: Permit::new(),
                 internal_permit: Permit::new(),
                 cancel_unwinding: std::sync::atomic::AtomicBool::new(false),
+                pinned_m: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
                 join: NonNull::dangling(),
                 debug: crate::dump::GDebug::new(),
             },

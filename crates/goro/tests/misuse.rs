@@ -188,16 +188,10 @@ fn unmasked_fp_exception_stays_with_its_goroutine() {
     assert!(dividers.iter().all(|&rounds| rounds > 0), "{dividers:?}");
 }
 
-/// A goroutine whose blocking call panics, with its P retaken and none idle, finishes the
-/// unwind on another M; join still gets the panic and later goroutines are not panicking.
-///
-/// NOTE: this fails. std counts panics per OS thread, so a g that parks or requeues during an
-/// unwind and resumes on another M leaves one thread's count at 1 and takes the other's below
-/// 0. While any other panic is in flight, goroutines on both threads then see
-/// `thread::panicking()`, which poisons std mutexes they unlock and skips the shutdown
-/// unwind in `park`.
+/// A goroutine whose blocking call panics, with its P retaken and none idle, requeues during
+/// its unwind. It resumes on the M where the unwind began (std counts panics per OS thread),
+/// so join gets the panic, and no other goroutine sees `thread::panicking()`.
 #[test]
-#[ignore = "std's per-thread panic count breaks when an unwinding g changes M"]
 fn panic_inside_blocking_call_survives_requeue() {
     let rt = Runtime::builder().procs(1).build().unwrap();
     watchdog(LIMIT, move || {
