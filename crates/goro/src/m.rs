@@ -1064,8 +1064,9 @@ fn handle(m: &M, g: GRef, request: Request) -> Option<GRef> {
             // SAFETY: the commit function's data lives in the suspended g's record or stack,
             // which nobody can free while the g is parked and not yet published.
             if !unsafe { commit(data, g) } {
-                if pinned {
-                    take_pin(m, g);
+                // No other thread has seen the g, so the pin is still this M's.
+                if pinned && clear_own_pin(m, g) {
+                    m.shared.remove_pinned_m(NonNull::from(m));
                 }
                 header.set_wait_reason(WaitReason::None);
                 // SAFETY: the commit kept the g, so no waker has it: this M still owns it.
@@ -1105,7 +1106,7 @@ fn handle(m: &M, g: GRef, request: Request) -> Option<GRef> {
         }
     }
     if pinned {
-        return stop_pinned(m);
+        return stop_pinned(m, g);
     }
     next_in_place(m)
 }
@@ -1121,20 +1122,20 @@ fn handle(m: &M, g: GRef, request: Request) -> Option<GRef> {
 /// thread's count below 0. g0 runs on the g's thread, so `thread::panicking()` here is the
 /// g's. This is Go's `LockOSThread`, held for as long as the unwind lasts.
 ///
-/// NOTE: when the M holds a P that no other M could take over (the thread limit is reached
-/// and no M is idle), the g is not pinned, and resumes on whichever M takes it, rather than
-/// wait for a thread that may never come.
+/// The pin costs a thread, which counts against `Builder::max_threads`. When `startm` can
+/// start no M, it takes a pinned M off the runtime's list instead, and that M gives up its
+/// pin (see [`stop_pinned`]).
 fn pin_if_unwinding(m: &M, g: GRef) -> bool {
     if !std::thread::panicking() {
         return false;
     }
     let shared = &*m.shared;
-    if m.p().is_some() && !shared.has_spare_m() {
-        return false;
-    }
     // SAFETY: every g an M runs was spawned by its runtime, and its record lives until the g
     // exits.
     let record = unsafe { Record::of(g).as_ref() };
+    // Listed before the g is published, so that the M that takes the g finds the M listed
+    // unless `startm` took it off.
+    shared.add_pinned_m(m);
     // Relaxed: see `Record::pinned_m` and `Shared::pinned_gs`.
     record
         .pinned_m
@@ -1143,42 +1144,80 @@ fn pin_if_unwinding(m: &M, g: GRef) -> bool {
     true
 }
 
-/// Unpins `g`, which M `m` owns, and returns the M it was pinned to, if any.
-fn take_pin(m: &M, g: GRef) -> Option<NonNull<M>> {
-    // SAFETY: as in `pin_if_unwinding`.
+/// Unpins `g` from M `m`, which pinned it, unless the M that took `g` from its scheduler has
+/// unpinned it first (see [`hand_to_pinned_m`]). Returns whether this call unpinned it.
+fn clear_own_pin(m: &M, g: GRef) -> bool {
+    // SAFETY: as in `pin_if_unwinding`; the g cannot exit while it is pinned.
     let record = unsafe { Record::of(g).as_ref() };
-    // Relaxed: see `Record::pinned_m`.
-    let pinned = NonNull::new(record.pinned_m.load(Ordering::Relaxed))?;
-    record.pinned_m.store(ptr::null_mut(), Ordering::Relaxed);
-    m.shared.pinned_gs.fetch_sub(1, Ordering::Relaxed);
-    Some(pinned)
+    // Relaxed: the race with the swap in `hand_to_pinned_m_slow` is decided by the order of
+    // the two read-modify-writes on the word, which carries no other data.
+    let cleared = record
+        .pinned_m
+        .compare_exchange(
+            m as *const M as *mut M,
+            ptr::null_mut(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        )
+        .is_ok();
+    if cleared {
+        m.shared.pinned_gs.fetch_sub(1, Ordering::Relaxed);
+    }
+    cleared
 }
 
-/// Stops M `m` after `handle` queued or parked its unwinding g pinned to it: gives the M's P,
-/// if any, to another M, and waits until the M that takes the g from its scheduler hands it
-/// back (see [`hand_to_pinned_m`]). Returns the g, to run on the P that came with it, or
-/// `None` when the runtime shuts down. Meanwhile the M runs no other g, since it would see
-/// `thread::panicking()`.
-fn stop_pinned(m: &M) -> Option<GRef> {
+/// Stops M `m` after `handle` queued or parked its unwinding g `g` pinned to it: gives the
+/// M's P, if any, to another M, and waits until the M that takes `g` from its scheduler hands
+/// it back (see [`hand_to_pinned_m`]). Meanwhile the M runs no other g, since it would see
+/// `thread::panicking()`. Returns `g`, to run on the P that came with it.
+///
+/// Returns `None`, for the M's loop to go on, when the runtime shuts down, and when a `startm`
+/// at the thread limit hands the M a P to run (see `Shared::startm`). The M then unpins `g`,
+/// which may finish its unwind on another M, with wrong panic counts on both threads. When
+/// the M that took `g` unpinned it first, `g` is on its way back: this M gives the P away
+/// again and waits for `g`.
+fn stop_pinned(m: &M, g: GRef) -> Option<GRef> {
     let shared = &*m.shared;
-    if let Some(p) = m.p() {
-        trace::emit(|| Event::PStop { p: p.0 });
-        shared.ps[p.index()].state.handoff(m.id);
-        m.set_p(None);
-        shared.handoffp(p);
-    }
-    match m.note.wait() {
-        NoteWake::Pinned(p, g) => {
-            shared.ps[p.index()].state.accept(m.id);
-            m.set_p(Some(p));
-            trace::emit(|| Event::PStart { p: p.0 });
-            Some(g)
+    give_p_away(m);
+    loop {
+        match m.note.wait() {
+            NoteWake::Pinned(p, handed) => {
+                give_p_away(m);
+                shared.ps[p.index()].state.accept(m.id);
+                m.set_p(Some(p));
+                trace::emit(|| Event::PStart { p: p.0 });
+                return Some(handed);
+            }
+            NoteWake::Exit => return None,
+            NoteWake::P(p, spinning, _) => {
+                shared.ps[p.index()].state.accept(m.id);
+                m.set_p(Some(p));
+                m.set_spinning(spinning);
+                trace::emit(|| Event::PStart { p: p.0 });
+                if clear_own_pin(m, g) {
+                    return None;
+                }
+            }
+            NoteWake::Standby(_) => {
+                unreachable!("stop_pinned: only an M on the idle list gets a stand-by order")
+            }
         }
-        NoteWake::Exit => None,
-        NoteWake::P(..) | NoteWake::Standby(_) => {
-            unreachable!("stop_pinned: only an M on the idle list gets a P or a stand-by order")
-        }
     }
+}
+
+/// Gives the P of M `m`, if any, to another M, or to the idle list if no work waits.
+fn give_p_away(m: &M) {
+    let Some(p) = m.p() else {
+        return;
+    };
+    let shared = &*m.shared;
+    if m.is_spinning() {
+        shared.stop_spinning(m);
+    }
+    trace::emit(|| Event::PStop { p: p.0 });
+    shared.ps[p.index()].state.handoff(m.id);
+    m.set_p(None);
+    shared.handoffp(p);
 }
 
 /// Hands `g`, which M `m` has just taken from its scheduler, to the M that it is pinned to,
@@ -1193,12 +1232,17 @@ fn hand_to_pinned_m(m: &M, g: GRef) -> bool {
 #[cold]
 #[inline(never)]
 fn hand_to_pinned_m_slow(m: &M, g: GRef) -> bool {
-    let Some(pinned) = take_pin(m, g) else {
+    // SAFETY: as in `pin_if_unwinding`.
+    let record = unsafe { Record::of(g).as_ref() };
+    // Relaxed: see `clear_own_pin`.
+    let Some(pinned) = NonNull::new(record.pinned_m.swap(ptr::null_mut(), Ordering::Relaxed))
+    else {
         return false;
     };
-    if ptr::eq(pinned.as_ptr(), m) {
-        return false;
-    }
+    m.shared.pinned_gs.fetch_sub(1, Ordering::Relaxed);
+    m.shared.remove_pinned_m(pinned);
+    // A pinned M runs no scheduler until it has unpinned its g, so it never takes the g.
+    debug_assert!(!ptr::eq(pinned.as_ptr(), m), "an M took the g pinned to it");
     let p = m
         .p()
         .expect("hand_to_pinned_m: an M took a g from its scheduler without a P");

@@ -1,6 +1,7 @@
 //! The runtime: its Ps, idle lists, M start-up and shutdown, and spawning.
 
 use std::fmt;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle as ThreadHandle;
@@ -72,6 +73,9 @@ pub(crate) struct Shared {
     /// Relaxed: a pin is counted before its g is queued, and the queue orders the increment
     /// before the load of the M that takes the g.
     pub(crate) pinned_gs: AtomicUsize,
+    /// Ms pinned to an unwinding g that no M has handed back yet. `startm` wakes one with a P
+    /// when it cannot start an M.
+    pinned_ms: Mutex<Vec<PinnedM>>,
     /// Goroutines in `join` on a goroutine of another runtime. That runtime wakes them, so
     /// this one reports no deadlock while any wait.
     foreign_joins: AtomicU64,
@@ -88,6 +92,12 @@ pub(crate) struct Shared {
     /// for a goroutine of this runtime. They are woken at a deadlock or shutdown.
     external_waiters: Mutex<Vec<crate::waiter::Waiter>>,
 }
+
+/// An M on the list of pinned Ms.
+struct PinnedM(NonNull<M>);
+
+// SAFETY: an M is Sync, and the list only hands the pointer to threads of the M's runtime.
+unsafe impl Send for PinnedM {}
 
 /// The maximum part of the grace period that a stand-by M polls instead of sleeping.
 const STANDBY_POLL: std::time::Duration = std::time::Duration::from_micros(100);
@@ -253,6 +263,13 @@ impl Shared {
             return;
         }
         if let Err(error) = self.spawn_m(Some(p), spinning) {
+            // An M pinned to an unwinding g gives up its pin to run the P (see
+            // `m::stop_pinned`): the g may then finish its unwind on another thread, but no
+            // work waits for a thread that the limit forbids.
+            if let Some(pinned) = self.take_pinned_m() {
+                pinned.wake(Some(p), spinning);
+                return;
+            }
             // No M for the P: it goes back to the idle list, and the Ms already running pick
             // up the work when they next look. At the thread limit with no M in a syscall,
             // which is common with `max_threads` equal to `procs`, that is all that happens,
@@ -284,11 +301,32 @@ impl Shared {
         idle.as_ref().is_some_and(|list| !list.is_empty())
     }
 
-    /// Returns whether another M could run a P that the calling M gives up: an idle M waits
-    /// on the list, or the thread limit allows one more. A snapshot, for `m::pin_if_unwinding`.
-    pub(crate) fn has_spare_m(&self) -> bool {
-        self.has_idle_m()
-            || self.threads.lock().unwrap_or_else(|e| e.into_inner()).len() < self.max_threads
+    /// Lists M `m` as pinned to an unwinding g (see `m::pin_if_unwinding`).
+    pub(crate) fn add_pinned_m(&self, m: &M) {
+        self.pinned_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(PinnedM(NonNull::from(m)));
+    }
+
+    /// Takes M `m` off the list of pinned Ms, if it is on it.
+    pub(crate) fn remove_pinned_m(&self, m: NonNull<M>) {
+        let mut pinned = self.pinned_ms.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(index) = pinned.iter().position(|listed| listed.0 == m) {
+            pinned.swap_remove(index);
+        }
+    }
+
+    /// Takes a pinned M off the list, for `startm` to run a P when it cannot start an M.
+    fn take_pinned_m(&self) -> Option<&M> {
+        let pinned = self
+            .pinned_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()?;
+        // SAFETY: every M of the runtime stays in `all_ms` until the runtime's threads are
+        // joined, and this runtime is alive.
+        Some(unsafe { pinned.0.as_ref() })
     }
 
     /// Gives P `p`, in transit from a syscall, to an M if work waits, or to the idle list.
@@ -1077,6 +1115,7 @@ impl Runtime {
             nwaiting: CachePadded::new(AtomicU64::new(0)),
             foreign_joins: AtomicU64::new(0),
             pinned_gs: AtomicUsize::new(0),
+            pinned_ms: Mutex::new(Vec::new()),
             deadlock_detection: builder.deadlock_detection,
             spawn_yields: builder.spawn_yields,
             cancelling: AtomicBool::new(false),
