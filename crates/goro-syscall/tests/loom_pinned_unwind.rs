@@ -267,3 +267,88 @@ fn pinned_unwind_woken_by_an_m_comes_back() {
 fn pinned_unwind_woken_by_a_thread_comes_back() {
     pinned_unwind_comes_back_to_its_m(false);
 }
+
+/// The race of `startm`'s fallback at the thread limit with the M that takes the pinned g.
+///
+/// M1 waits pinned, listed with its g as a pinned M. `startm`, which could start no M for P1,
+/// unpins the g with a CAS under the list's lock and, if that wins, takes M1 off the list and
+/// hands it P1. Meanwhile M2, holding P2, takes the g from the queue, unpins it with a swap,
+/// takes M1 off the list (under the lock) and hands the g back with P2. Exactly one of them
+/// wakes M1, and the g runs exactly once: on M1, or on M2 when `startm` unpinned it first.
+#[test]
+fn startm_fallback_races_the_handback() {
+    loom::model(|| {
+        let ps = Arc::new([PState::new_idle(), PState::new_idle()]);
+        ps[1].acquire(M2).unwrap();
+        ps[0].reserve().unwrap();
+        let pin = Arc::new(AtomicUsize::new(M1.0 as usize));
+        let listed = Arc::new(Mutex::new(true));
+        let note = Arc::new(Note::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+
+        let startm = {
+            let (ps, pin, listed, note) = (
+                Arc::clone(&ps),
+                Arc::clone(&pin),
+                Arc::clone(&listed),
+                Arc::clone(&note),
+            );
+            thread::spawn(move || {
+                let mut listed = listed.lock().unwrap();
+                let unpinned = *listed
+                    && pin
+                        .compare_exchange(M1.0 as usize, 0, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok();
+                if unpinned {
+                    *listed = false;
+                    drop(listed);
+                    note.wake(Wake::P(0));
+                } else {
+                    // The failure path: P1 goes to the idle list.
+                    drop(listed);
+                    ps[0].transit_to_idle();
+                }
+            })
+        };
+        let taker = {
+            let (ps, pin, listed, note, runs) = (
+                Arc::clone(&ps),
+                Arc::clone(&pin),
+                Arc::clone(&listed),
+                Arc::clone(&note),
+                Arc::clone(&runs),
+            );
+            thread::spawn(move || {
+                if pin.swap(0, Ordering::Relaxed) == 0 {
+                    // `startm` unpinned the g first: this M runs it.
+                    runs.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                *listed.lock().unwrap() = false;
+                ps[1].handoff(M2);
+                note.wake(Wake::Pinned(1, G));
+            })
+        };
+
+        // M1 in `stop_pinned`: one wake, with a P in transit.
+        match note.wait() {
+            Wake::Pinned(p, g) => {
+                assert_eq!(g, G);
+                ps[p].accept(M1);
+                runs.fetch_add(1, Ordering::Relaxed);
+            }
+            Wake::P(p) => ps[p].accept(M1),
+            Wake::Exit => unreachable!("no shutdown in this model"),
+        }
+        startm.join().unwrap();
+        taker.join().unwrap();
+        assert_eq!(runs.load(Ordering::Relaxed), 1, "the g ran once");
+        assert_eq!(pin.load(Ordering::Relaxed), 0);
+        assert_eq!(note.slot.lock().unwrap().wake, None, "M1 was woken twice");
+        let owned = ps
+            .iter()
+            .filter(|p| p.owner() == POwner::Running(M1))
+            .count();
+        assert_eq!(owned, 1, "M1 ends with exactly one P");
+    });
+}

@@ -1065,7 +1065,7 @@ fn handle(m: &M, g: GRef, request: Request) -> Option<GRef> {
             // which nobody can free while the g is parked and not yet published.
             if !unsafe { commit(data, g) } {
                 // No other thread has seen the g, so the pin is still this M's.
-                if pinned && clear_own_pin(m, g) {
+                if pinned && clear_pin(NonNull::from(m), g) {
                     m.shared.remove_pinned_m(NonNull::from(m));
                 }
                 header.set_wait_reason(WaitReason::None);
@@ -1106,7 +1106,7 @@ fn handle(m: &M, g: GRef, request: Request) -> Option<GRef> {
         }
     }
     if pinned {
-        return stop_pinned(m, g);
+        return stop_pinned(m);
     }
     next_in_place(m)
 }
@@ -1135,7 +1135,7 @@ fn pin_if_unwinding(m: &M, g: GRef) -> bool {
     let record = unsafe { Record::of(g).as_ref() };
     // Listed before the g is published, so that the M that takes the g finds the M listed
     // unless `startm` took it off.
-    shared.add_pinned_m(m);
+    shared.add_pinned_m(m, g);
     // Relaxed: see `Record::pinned_m` and `Shared::pinned_gs`.
     record
         .pinned_m
@@ -1144,9 +1144,11 @@ fn pin_if_unwinding(m: &M, g: GRef) -> bool {
     true
 }
 
-/// Unpins `g` from M `m`, which pinned it, unless the M that took `g` from its scheduler has
-/// unpinned it first (see [`hand_to_pinned_m`]). Returns whether this call unpinned it.
-fn clear_own_pin(m: &M, g: GRef) -> bool {
+/// Unpins `g` from M `m`, unless the M that took `g` from its scheduler has unpinned it first
+/// (see [`hand_to_pinned_m`]). Returns whether this call unpinned it. Called by `m` itself for
+/// a park that its commit cancelled, and by `startm` at the thread limit, under the lock of
+/// the list of pinned Ms.
+pub(crate) fn clear_pin(m: NonNull<M>, g: GRef) -> bool {
     // SAFETY: as in `pin_if_unwinding`; the g cannot exit while it is pinned.
     let record = unsafe { Record::of(g).as_ref() };
     // Relaxed: the race with the swap in `hand_to_pinned_m_slow` is decided by the order of
@@ -1154,14 +1156,16 @@ fn clear_own_pin(m: &M, g: GRef) -> bool {
     let cleared = record
         .pinned_m
         .compare_exchange(
-            m as *const M as *mut M,
+            m.as_ptr(),
             ptr::null_mut(),
             Ordering::Relaxed,
             Ordering::Relaxed,
         )
         .is_ok();
     if cleared {
-        m.shared.pinned_gs.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: a pinned M is an M of the g's runtime, alive while the runtime is.
+        let shared = unsafe { &m.as_ref().shared };
+        shared.pinned_gs.fetch_sub(1, Ordering::Relaxed);
     }
     cleared
 }
@@ -1172,37 +1176,26 @@ fn clear_own_pin(m: &M, g: GRef) -> bool {
 /// `thread::panicking()`. Returns `g`, to run on the P that came with it.
 ///
 /// Returns `None`, for the M's loop to go on, when the runtime shuts down, and when a `startm`
-/// at the thread limit hands the M a P to run (see `Shared::startm`). The M then unpins `g`,
-/// which may finish its unwind on another M, with wrong panic counts on both threads. When
-/// the M that took `g` unpinned it first, `g` is on its way back: this M gives the P away
-/// again and waits for `g`.
-fn stop_pinned(m: &M, g: GRef) -> Option<GRef> {
+/// at the thread limit unpinned `g` and handed the M a P to run (see `Shared::startm`). `g`
+/// may then finish its unwind on another M, with wrong panic counts on both threads. Exactly
+/// one of the two wakes the M, because the unpinning (a CAS or a swap on the g's pin word)
+/// decides.
+fn stop_pinned(m: &M) -> Option<GRef> {
     let shared = &*m.shared;
     give_p_away(m);
-    loop {
-        match m.note.wait() {
-            NoteWake::Pinned(p, handed) => {
-                give_p_away(m);
-                shared.ps[p.index()].state.accept(m.id);
-                m.set_p(Some(p));
-                trace::emit(|| Event::PStart { p: p.0 });
-                return Some(handed);
-            }
-            NoteWake::Exit => return None,
-            NoteWake::P(p, spinning, _) => {
-                shared.ps[p.index()].state.accept(m.id);
-                m.set_p(Some(p));
-                m.set_spinning(spinning);
-                trace::emit(|| Event::PStart { p: p.0 });
-                if clear_own_pin(m, g) {
-                    return None;
-                }
-            }
-            NoteWake::Standby(_) => {
-                unreachable!("stop_pinned: only an M on the idle list gets a stand-by order")
-            }
+    let (p, g, spinning) = match m.note.wait() {
+        NoteWake::Pinned(p, g) => (p, Some(g), false),
+        NoteWake::P(p, spinning, _) => (p, None, spinning),
+        NoteWake::Exit => return None,
+        NoteWake::Standby(_) => {
+            unreachable!("stop_pinned: only an M on the idle list gets a stand-by order")
         }
-    }
+    };
+    shared.ps[p.index()].state.accept(m.id);
+    m.set_p(Some(p));
+    m.set_spinning(spinning);
+    trace::emit(|| Event::PStart { p: p.0 });
+    g
 }
 
 /// Gives the P of M `m`, if any, to another M, or to the idle list if no work waits.
@@ -1234,7 +1227,7 @@ fn hand_to_pinned_m(m: &M, g: GRef) -> bool {
 fn hand_to_pinned_m_slow(m: &M, g: GRef) -> bool {
     // SAFETY: as in `pin_if_unwinding`.
     let record = unsafe { Record::of(g).as_ref() };
-    // Relaxed: see `clear_own_pin`.
+    // Relaxed: see `clear_pin`.
     let Some(pinned) = NonNull::new(record.pinned_m.swap(ptr::null_mut(), Ordering::Relaxed))
     else {
         return false;

@@ -93,10 +93,14 @@ pub(crate) struct Shared {
     external_waiters: Mutex<Vec<crate::waiter::Waiter>>,
 }
 
-/// An M on the list of pinned Ms.
-struct PinnedM(NonNull<M>);
+/// An M on the list of pinned Ms, with the g pinned to it.
+struct PinnedM {
+    m: NonNull<M>,
+    g: GRef,
+}
 
-// SAFETY: an M is Sync, and the list only hands the pointer to threads of the M's runtime.
+// SAFETY: an M is Sync, and the list only hands the pointers to threads of the M's runtime,
+// which touch the g only through its atomic pin word while the M is listed.
 unsafe impl Send for PinnedM {}
 
 /// The maximum part of the grace period that a stand-by M polls instead of sleeping.
@@ -266,7 +270,7 @@ impl Shared {
             // An M pinned to an unwinding g gives up its pin to run the P (see
             // `m::stop_pinned`): the g may then finish its unwind on another thread, but no
             // work waits for a thread that the limit forbids.
-            if let Some(pinned) = self.take_pinned_m() {
+            if let Some(pinned) = self.unpin_a_pinned_m() {
                 pinned.wake(Some(p), spinning);
                 return;
             }
@@ -301,32 +305,39 @@ impl Shared {
         idle.as_ref().is_some_and(|list| !list.is_empty())
     }
 
-    /// Lists M `m` as pinned to an unwinding g (see `m::pin_if_unwinding`).
-    pub(crate) fn add_pinned_m(&self, m: &M) {
+    /// Lists M `m` as pinned to the unwinding g `g` (see `m::pin_if_unwinding`).
+    pub(crate) fn add_pinned_m(&self, m: &M, g: GRef) {
         self.pinned_ms
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(PinnedM(NonNull::from(m)));
+            .push(PinnedM {
+                m: NonNull::from(m),
+                g,
+            });
     }
 
     /// Takes M `m` off the list of pinned Ms, if it is on it.
     pub(crate) fn remove_pinned_m(&self, m: NonNull<M>) {
         let mut pinned = self.pinned_ms.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(index) = pinned.iter().position(|listed| listed.0 == m) {
+        if let Some(index) = pinned.iter().position(|listed| listed.m == m) {
             pinned.swap_remove(index);
         }
     }
 
-    /// Takes a pinned M off the list, for `startm` to run a P when it cannot start an M.
-    fn take_pinned_m(&self) -> Option<&M> {
-        let pinned = self
-            .pinned_ms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop()?;
+    /// Takes a pinned M off the list and unpins its g, for `startm` to run a P on the M when
+    /// it cannot start one. Skips an M whose g was unpinned by the M that took the g from its
+    /// scheduler: that M is handing the g back.
+    fn unpin_a_pinned_m(&self) -> Option<&M> {
+        let mut pinned = self.pinned_ms.lock().unwrap_or_else(|e| e.into_inner());
+        // The g stays alive while its M is listed: the M that unpins it with its swap takes
+        // this lock, to take the M off the list, before it hands the g back.
+        let index = pinned
+            .iter()
+            .rposition(|listed| crate::m::clear_pin(listed.m, listed.g))?;
+        let listed = pinned.swap_remove(index);
         // SAFETY: every M of the runtime stays in `all_ms` until the runtime's threads are
         // joined, and this runtime is alive.
-        Some(unsafe { pinned.0.as_ref() })
+        Some(unsafe { listed.m.as_ref() })
     }
 
     /// Gives P `p`, in transit from a syscall, to an M if work waits, or to the idle list.
