@@ -352,6 +352,18 @@ impl M {
         f(cache.get_or_insert_with(|| self.shared.pool.local_cache()))
     }
 
+    /// Moves the stacks cached by this M to the pool's global cache.
+    ///
+    /// # Safety
+    ///
+    /// As for [`M::with_stack_cache`].
+    unsafe fn flush_stack_cache(&self) {
+        // SAFETY: the caller's contract: this M's thread, outside `with_stack_cache`.
+        if let Some(cache) = unsafe { &mut *self.stack_cache.get() } {
+            cache.flush();
+        }
+    }
+
     /// Counts a spawn by the goroutine running on this M, and returns whether it is one of
     /// every [`SPAWN_YIELD_INTERVAL`].
     pub(crate) fn count_spawn(&self) -> bool {
@@ -900,6 +912,11 @@ fn poll_schedulers(m: &M, p: PId) -> Option<GRef> {
 /// Parks the M until another M hands it a P, or until it retakes one from a syscall it stood
 /// by for. Returns `None` when the runtime shuts down.
 fn stopm(m: &Arc<M>) -> Option<PId> {
+    // The stacks of the gs that exited here go back to the pool. Left in the M's cache while
+    // it sleeps, they would be out of reach of the Ms that run the Ps, and a spawn there could
+    // fail to map a stack with the mapping table full.
+    // SAFETY: `stopm` runs on the M's g0, outside `with_stack_cache`.
+    unsafe { m.flush_stack_cache() };
     loop {
         if !m.shared.push_idle_m(m) {
             return None;

@@ -343,3 +343,34 @@ fn blocked_goroutines_leave_room_for_threads() {
     assert_eq!(blocked, 1_000, "every blocked goroutine finishes");
     assert!(rest > 0, "the parked goroutines finish");
 }
+
+/// An M that goes idle returns the stacks it cached to the pool. A spawn on another M finds
+/// them there, and would otherwise map new stacks, or fail to with the mapping table full,
+/// while they sit with a sleeping M.
+#[test]
+fn idle_ms_return_cached_stacks() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    rt.block_on(|| {
+        let handles: Vec<_> = (0..200)
+            .map(|_| goro::spawn(goro::yield_now).unwrap())
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+    })
+    .unwrap();
+    // Nothing runs any more, so both Ms go idle once they have spun for a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let stats = rt.stack_stats();
+        if stats.local_cached_stacks == 0 {
+            assert!(stats.cached_stacks > 0, "{stats:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "idle Ms still cache {} stacks: {stats:?}",
+            stats.local_cached_stacks
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
