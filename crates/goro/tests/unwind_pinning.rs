@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{LIMIT, gettid, watchdog};
+use common::{LIMIT, build_with_scheduler, gettid, watchdog};
 use goro::Runtime;
 use goro::sync::{Receiver, channel};
 
@@ -117,16 +117,7 @@ fn spawn_bystanders(count: usize, stop: &Arc<AtomicBool>) -> Vec<goro::JoinHandl
 }
 
 fn runtime(procs: usize, scheduler: &str) -> Runtime {
-    runtime_with_builder(Runtime::builder().procs(procs), scheduler)
-}
-
-fn runtime_with_builder(builder: goro::Builder, scheduler: &str) -> Runtime {
-    match scheduler {
-        "fifo" => builder.scheduler(goro_sched::Fifo::new()),
-        _ => builder.scheduler(goro_sched::WorkStealing::new()),
-    }
-    .build()
-    .unwrap()
+    build_with_scheduler(Runtime::builder().procs(procs), scheduler)
 }
 
 #[test]
@@ -161,7 +152,7 @@ fn park_and_yield_keep_thread() {
 fn unwind_at_thread_limit_finishes() {
     watchdog(LIMIT, || {
         for scheduler in ["fifo", "steal"] {
-            let rt = runtime_with_builder(Runtime::builder().procs(1).max_threads(1), scheduler);
+            let rt = build_with_scheduler(Runtime::builder().procs(1).max_threads(1), scheduler);
             let seen = Arc::new(Mutex::new(None));
             let outcome = rt
                 .block_on({

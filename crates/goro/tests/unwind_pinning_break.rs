@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{LIMIT, gettid, watchdog};
+use common::{LIMIT, build_with_scheduler, gettid, watchdog};
 use goro::Runtime;
 use goro::sync::{Select, channel};
 
@@ -17,12 +17,7 @@ fn runtime(procs: usize, max_threads: Option<usize>, scheduler: &str) -> Runtime
     if let Some(max_threads) = max_threads {
         builder = builder.max_threads(max_threads);
     }
-    match scheduler {
-        "fifo" => builder.scheduler(goro_sched::Fifo::new()),
-        _ => builder.scheduler(goro_sched::WorkStealing::new()),
-    }
-    .build()
-    .unwrap()
+    build_with_scheduler(builder, scheduler)
 }
 
 /// One goroutine unwinds and, in a destructor, sleeps in `goro::blocking_known`, which hands

@@ -41,6 +41,17 @@ pub fn runtime_without_deadlock_detection(procs: usize) -> goro::Runtime {
         .expect("runtime builds")
 }
 
+/// Builds a runtime from `builder` with a reference scheduler: `"fifo"` for `Fifo`, any other
+/// name for `WorkStealing`.
+pub fn build_with_scheduler(builder: goro::Builder, scheduler: &str) -> goro::Runtime {
+    match scheduler {
+        "fifo" => builder.scheduler(goro_sched::Fifo::new()),
+        _ => builder.scheduler(goro_sched::WorkStealing::new()),
+    }
+    .build()
+    .expect("runtime builds")
+}
+
 /// The hang limit used by most tests.
 pub const LIMIT: Duration = Duration::from_secs(120);
 
