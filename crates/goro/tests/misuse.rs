@@ -190,7 +190,7 @@ fn unmasked_fp_exception_stays_with_its_goroutine() {
 
 /// A goroutine whose blocking call panics, with its P retaken and none idle, requeues during
 /// its unwind. It resumes on the M where the unwind began (std counts panics per OS thread),
-/// so join gets the panic, and no other goroutine sees `thread::panicking()`.
+/// so join gets the panic, and `thread::panicking()` returns false in every other goroutine.
 #[test]
 fn panic_inside_blocking_call_survives_requeue() {
     let rt = Runtime::builder().procs(1).build().unwrap();

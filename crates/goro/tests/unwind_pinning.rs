@@ -232,8 +232,8 @@ fn drop_stops_pinned_m() {
 }
 
 /// Several goroutines unwind at once, each parking and yielding in its destructor, next to
-/// goroutines that keep yielding: every unwind ends on its own thread, and no other goroutine
-/// sees `thread::panicking()`.
+/// goroutines that keep yielding. Every unwind ends on its own thread, and
+/// `thread::panicking()` returns false in every other goroutine.
 #[test]
 fn concurrent_unwinds_keep_threads() {
     const PANICKERS: usize = 8;
