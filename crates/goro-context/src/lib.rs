@@ -142,8 +142,8 @@ pub unsafe fn switch(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize
 /// It stores the goroutine's FP control state and installs the one in g0's frame, which
 /// contains the defaults because g0 suspends itself only with [`switch_from_g0`]. So g0 runs
 /// with the defaults whatever the goroutine installed. Together with [`switch_from_g0`], a
-/// round trip reads the FP control registers once, on the goroutine's side. On x86_64 that
-/// read (`stmxcsr`) is the one costly step, and g0 has nothing worth reading.
+/// round trip reads the FP control registers once, on the goroutine's side: g0 has nothing
+/// worth reading, and on AMD x86_64 cores that read (`stmxcsr`) is the costliest step.
 ///
 /// # Safety
 ///
@@ -159,9 +159,12 @@ pub unsafe fn switch_to_g0(save_sp: *mut usize, resume_sp: usize, arg: usize) ->
 /// Switches from an M's g0 to a goroutine: like [`switch`], but the suspended side does not
 /// read its own FP control state. Its frame records the defaults instead.
 ///
-/// The resumed context gets the FP control state that its frame records, as with [`switch`].
-/// When something resumes the suspended g0 with [`switch_to_g0`] or [`switch`], g0 runs with
-/// the defaults again.
+/// The resumed context gets the FP control state that its frame records, as with [`switch`],
+/// but the switch compares that state with the defaults, which the caller runs with, instead
+/// of reading the registers. So on x86_64, when the frame records the defaults, the resumed
+/// context keeps whatever MXCSR status flags the caller raised; the psABI makes them
+/// caller-saved. When something resumes the suspended g0 with [`switch_to_g0`] or [`switch`],
+/// g0 runs with the defaults again.
 ///
 /// # Safety
 ///
@@ -360,4 +363,8 @@ pub unsafe fn on_stack(
 /// is inline asm and has no function here.
 pub mod raw {
     pub use crate::arch::{on_stack, switch, switch_load_fp};
+    /// On x86_64, `switch` with each of the two ways of installing the resumed side's FP
+    /// control state fixed, rather than chosen by CPU vendor: for tests and measurements.
+    #[cfg(target_arch = "x86_64")]
+    pub use crate::arch::{switch_always_load_fp, switch_compare_fp};
 }

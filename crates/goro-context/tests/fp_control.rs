@@ -406,3 +406,119 @@ mod mxcsr_flags {
         assert_eq!(flags(), INVALID, "main's flags after the second switch");
     }
 }
+
+/// States that differ from the defaults in one part only, through every x86_64 switch form:
+/// a form that skips its FP loads must compare every part of the state.
+#[cfg(target_arch = "x86_64")]
+mod one_part_differs {
+    use super::*;
+
+    type RawSwitch = unsafe extern "C" fn(*mut usize, usize, usize) -> usize;
+
+    /// Round toward zero in the x87 control word only.
+    const X87_ONLY: FpControl = FpControl {
+        mxcsr: 0x1F80,
+        x87_control_word: 0x037F | 0x0C00,
+    };
+    /// Round toward zero in MXCSR only.
+    const MXCSR_ONLY: FpControl = FpControl {
+        mxcsr: 0x1F80 | 0x6000,
+        x87_control_word: 0x037F,
+    };
+    /// The MXCSR inexact flag only.
+    const FLAG_ONLY: FpControl = FpControl {
+        mxcsr: 0x1F80 | 0x20,
+        x87_control_word: 0x037F,
+    };
+
+    const STATES: [(&str, FpControl); 4] = [
+        ("x87 control word only", X87_ONLY),
+        ("MXCSR control bits only", MXCSR_ONLY),
+        ("MXCSR flag only", FLAG_ONLY),
+        ("nothing", FpControl::DEFAULT),
+    ];
+
+    /// The forms a main thread with the defaults may suspend itself with.
+    const MAIN_SWITCHES: [(&str, RawSwitch); 4] = [
+        ("switch", goro_context::raw::switch),
+        (
+            "switch_always_load_fp",
+            goro_context::raw::switch_always_load_fp,
+        ),
+        ("switch_compare_fp", goro_context::raw::switch_compare_fp),
+        ("switch_load_fp", goro_context::raw::switch_load_fp),
+    ];
+
+    /// The forms a context with any state may suspend itself with.
+    const CONTEXT_SWITCHES: [(&str, RawSwitch); 3] = [
+        ("switch", goro_context::raw::switch),
+        (
+            "switch_always_load_fp",
+            goro_context::raw::switch_always_load_fp,
+        ),
+        ("switch_compare_fp", goro_context::raw::switch_compare_fp),
+    ];
+
+    struct Scene {
+        main_sp: usize,
+        context_sp: usize,
+        state: FpControl,
+        context_switch: RawSwitch,
+        seen_after_resume: Option<FpControl>,
+    }
+
+    /// Installs the scene's state, switches to main, and records the state after its resume.
+    unsafe extern "C" fn install_then_switch(_arg: usize, data: usize) -> ! {
+        let scene = data as *mut Scene;
+        // SAFETY: the Scene outlives the context, and only the running side touches it.
+        unsafe {
+            (*scene).state.install();
+            ((*scene).context_switch)(&raw mut (*scene).context_sp, (*scene).main_sp, 0);
+            (*scene).seen_after_resume = Some(FpControl::read());
+            FpControl::DEFAULT.install();
+            loop {
+                ((*scene).context_switch)(&raw mut (*scene).context_sp, (*scene).main_sp, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn every_part_of_the_state_switches() {
+        let _restore = RestoreDefaults;
+        for (state_name, state) in STATES {
+            for (main_name, main_switch) in MAIN_SWITCHES {
+                for (context_name, context_switch) in CONTEXT_SWITCHES {
+                    let case = format!(
+                        "a context that differs in {state_name}, suspending with \
+                         {context_name}, resumed by main with {main_name}"
+                    );
+                    let stack = common::TestStack::new(STACK_SIZE);
+                    let mut scene = Scene {
+                        main_sp: 0,
+                        context_sp: 0,
+                        state,
+                        context_switch,
+                        seen_after_resume: None,
+                    };
+                    let scene_ptr = &raw mut scene;
+                    // SAFETY: installing the defaults is what switch_load_fp requires of main,
+                    // and the stack and the Scene outlive the context, which is suspended for
+                    // good after the second switch.
+                    unsafe {
+                        FpControl::DEFAULT.install();
+                        (*scene_ptr).context_sp = init_stack(
+                            stack.lo(),
+                            stack.hi(),
+                            install_then_switch,
+                            scene_ptr as usize,
+                        );
+                        main_switch(&raw mut (*scene_ptr).main_sp, (*scene_ptr).context_sp, 0);
+                        assert_eq!(FpControl::read(), FpControl::DEFAULT, "main, after {case}");
+                        main_switch(&raw mut (*scene_ptr).main_sp, (*scene_ptr).context_sp, 0);
+                    }
+                    assert_eq!(scene.seen_after_resume, Some(state), "{case}");
+                }
+            }
+        }
+    }
+}

@@ -70,6 +70,36 @@ impl RingMode {
         member_fp_controls: [FpControl::ROUND_TO_ZERO_FLUSH, FpControl::ROUND_DOWN],
     };
 
+    /// `switch_always_load_fp` everywhere, which `switch` runs on CPUs other than Intel's.
+    #[cfg(target_arch = "x86_64")]
+    const ALWAYS_LOAD_FP: RingMode = RingMode {
+        main_switch: goro_context::raw::switch_always_load_fp,
+        member_switch: goro_context::raw::switch_always_load_fp,
+        ..RingMode::FULL
+    };
+
+    /// `switch_compare_fp` everywhere, with the same state on main and member 0, so that the
+    /// switch between them skips the FP loads while the others make them.
+    #[cfg(target_arch = "x86_64")]
+    const COMPARE_FP: RingMode = RingMode {
+        init_stack,
+        main_switch: goro_context::raw::switch_compare_fp,
+        member_switch: goro_context::raw::switch_compare_fp,
+        main_fp_control: FpControl::ROUND_DOWN,
+        member_fp_controls: [FpControl::ROUND_DOWN, FpControl::ROUND_TO_ZERO_FLUSH],
+    };
+
+    /// Main is a g0 that enters the ring with `switch_from_g0` and a member with the defaults,
+    /// so that switch skips the FP loads; the members compare with `switch_compare_fp`.
+    #[cfg(target_arch = "x86_64")]
+    const G0_COMPARE_FP: RingMode = RingMode {
+        init_stack,
+        main_switch: goro_context::raw::switch_load_fp,
+        member_switch: goro_context::raw::switch_compare_fp,
+        main_fp_control: FpControl::DEFAULT,
+        member_fp_controls: [FpControl::DEFAULT, FpControl::ROUND_TO_ZERO_FLUSH],
+    };
+
     /// `switch_without_fp` everywhere, on light contexts, and the defaults on every side.
     const WITHOUT_FP: RingMode = RingMode {
         init_stack: init_stack_without_fp,
@@ -145,6 +175,24 @@ fn junk_survives_ring_of_contexts() {
 #[test]
 fn junk_survives_g0_ring() {
     check_ring(RingMode::G0);
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn junk_survives_ring_of_always_loading_switches() {
+    check_ring(RingMode::ALWAYS_LOAD_FP);
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn junk_survives_ring_of_comparing_switches() {
+    check_ring(RingMode::COMPARE_FP);
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn junk_survives_g0_ring_of_comparing_switches() {
+    check_ring(RingMode::G0_COMPARE_FP);
 }
 
 #[test]

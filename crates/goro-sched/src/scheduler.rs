@@ -45,7 +45,9 @@ use goro_abi::{ABI_VERSION, GRef, PId, ReadyCause, SchedVTable, SyscallExit};
 ///
 /// Hooks that run on g0 must also leave the FP control state (MXCSR and the x87 control word,
 /// FPCR, `frm`) as they found it. g0 runs with the defaults, and the switch into a g does not
-/// read them back (see `goro_context::switch_from_g0`).
+/// read them back (see `goro_context::switch_from_g0`). On x86_64 the MXCSR status flags that
+/// a hook's floating-point arithmetic raises may reach the g that runs next. The psABI makes
+/// those flags caller-saved, so no code relies on them across a call.
 ///
 /// # What a scheduler must guarantee
 ///

@@ -16,36 +16,50 @@
 //! thread. The direction flag is clear at every call boundary, so it needs no saving either.
 //!
 //! The MXCSR status flags (bits 0-5) are caller-saved, so the ABI allows any value after a
-//! switch. goro gives each context its own flags, because that is the cheapest correct choice.
-//! Keeping the flags with the thread would mean merging them into the loaded value, and
-//! skipping the loads when the control bits match means reading back the value that `stmxcsr`
-//! has just stored, which stalls. The measurements behind this choice come from a throwaway
-//! ping-pong loop (10 million round trips, best of 5 runs) on a shared 2-vCPU AMD EPYC VM. In
-//! every run, the compare-and-skip form was 15-35% slower than loading both values
-//! unconditionally, and the loads added about 1 ns or less to the stores. `stmxcsr` alone
-//! costs 5-8 ns there, which dominates the round trip of 11-21 ns.
-//! NOTE: only the AMD machine above was measured. On Intel cores the loads may cost more than
-//! a read-back, so there the compare-and-skip form may be faster.
+//! switch. [`switch`] gives each context its own flags: the slot contains the whole MXCSR, and
+//! the switch installs the resumed side's, or skips the load only when the whole value is
+//! the one just stored. [`switch_load_fp`] compares with the defaults instead (see below), so
+//! flags that g0 raised reach a resumed side whose slot holds the defaults.
 //!
 //! # Switch variants and their FP contract
 //!
-//! Two naked functions share the frame below, so either may resume a context that the other
-//! suspended. They differ only in the FP control slot:
+//! The naked functions below share the frame drawn further down, so any of them may resume a
+//! context that another suspended. They differ only in the FP control slot:
 //!
 //! | function | suspended side's slot | resumed side's slot |
 //! |---|---|---|
-//! | [`switch`] | `stmxcsr`, `fnstcw` | `ldmxcsr`, `fldcw` |
-//! | [`switch_load_fp`] | the defaults, by one `push` | `ldmxcsr`, `fldcw` |
+//! | [`switch_always_load_fp`] | `stmxcsr`, `fnstcw` | `ldmxcsr`, `fldcw` |
+//! | [`switch_compare_fp`] | `stmxcsr`, `fnstcw` | loaded only when it differs from the stored one |
+//! | [`switch`] | `stmxcsr`, `fnstcw` | as one of the two above, by [`FP_POLICY`] |
+//! | [`switch_load_fp`] | the defaults, by one `push` | loaded only when it differs from the defaults |
 //!
-//! `stmxcsr` is microcoded and costs more than the rest of the switch on the AMD EPYC above
-//! (4.2 ns alone in a throwaway loop of 20 million runs, against about 0.55 ns each for
-//! `ldmxcsr`, `fnstcw` and `fldcw`). The runtime therefore reads the FP control registers
-//! on one side only. A g suspends itself with [`switch`] (as `switch_to_g0`), which stores
-//! its state and loads g0's slot. g0 suspends itself with [`switch_load_fp`] (as
-//! `switch_from_g0`), which writes the defaults into g0's slot instead of reading the
-//! registers. That is sound because g0 runs only runtime code, which never changes the FP
-//! control state, and each M thread installs the defaults when it starts. The crate's
-//! wrappers state each contract.
+//! Which of the first two is faster depends on the core. On the AMD EPYC of a shared 2-vCPU
+//! VM, `stmxcsr` is microcoded and costs more than the rest of the switch: 4.2 ns alone in a
+//! throwaway loop of 20 million runs, against about 0.55 ns each for `ldmxcsr`, `fnstcw` and
+//! `fldcw`. There, reading back the value that `stmxcsr` has just stored stalls. In ping-pong
+//! loops of 10 million round trips (best of 5 runs) the compare-and-skip form was 15-35%
+//! slower than loading unconditionally. On the Intel Xeon of another shared 2-vCPU VM the
+//! stores are cheap and the loads are not. In throwaway loops of 20 million runs, storing
+//! both values took 0.75 ns, loading both 1.5 ns, storing then loading both 4.0 ns, and
+//! storing, reading back and comparing them 1.0 ns. [`switch`] therefore reads a policy that
+//! the first [`init_frame`] of the process sets from the CPUID vendor string: compare on
+//! Intel cores, load on all others. The choice sits inside the naked function rather than
+//! in a Rust wrapper because a wrapper with two call sites made the compiler stop inlining
+//! `Coroutine::send`, and the extra return, after the stacks had changed, missed in the
+//! return-address predictor on every round trip: `goro-bench switch goro-coroutine` went
+//! from 8.5 ns to 17 ns. With the choice here, on the Intel Xeon (medians of 5 interleaved
+//! runs), `goro-bench switch` went from 7.6 ns to 5.5 ns per round trip for `goro-switch`,
+//! from 7.0 ns to 3.9 ns for the g0 pair and from 8.5 ns to 6.3 ns for `goro-coroutine`.
+//!
+//! The runtime reads the FP control registers on one side only. A g suspends itself with
+//! [`crate::switch_to_g0`], which stores its state and installs g0's slot. g0 suspends itself
+//! with [`switch_load_fp`] (as `switch_from_g0`), which writes the defaults into g0's slot
+//! instead of reading the registers. That is sound because g0 runs only runtime code and
+//! scheduler hooks, which leave the FP control state alone, and each M thread installs the
+//! defaults when it starts. The same contract lets [`switch_load_fp`] compare the resumed
+//! side's slot with the defaults instead of with the registers, so it never reads them back.
+//! The runtime does no floating-point arithmetic on g0, so its status flags stay clear unless
+//! a scheduler hook raises one. The crate's wrappers state each contract.
 //!
 //! # Light frames
 //!
@@ -100,6 +114,7 @@
 //! ```
 
 use core::arch::{asm, naked_asm};
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::EntryFn;
 
@@ -126,7 +141,9 @@ macro_rules! define_switch {
         $(#[$attr:meta])*
         fn $name:ident;
         save: [$($save:literal),*];
+        check: [$($check:literal),*];
         load: [$($load:literal),*];
+        slow: [$($slow:literal),*];
         $($operand:tt)*
     ) => {
         $(#[$attr])*
@@ -158,6 +175,8 @@ macro_rules! define_switch {
                 // Push the FP control slot, the lowest word of the frame.
                 $($save,)*
                 ".cfi_adjust_cfa_offset 8",
+                ".cfi_remember_state",
+                $($check,)*
                 // Move onto the resumed side's stack, then publish our saved stack pointer.
                 // From the moment it is visible another thread may resume us, so this thread,
                 // a signal handler included, must already be off our stack. The resumed side's
@@ -200,6 +219,9 @@ macro_rules! define_switch {
                 ".cfi_adjust_cfa_offset -8",
                 ".cfi_register rip, rcx",
                 "jmp rcx",
+                // Out-of-line code of the variant, which `check` jumps to with the frame pushed.
+                ".cfi_restore_state",
+                $($slow,)*
                 ".cfi_endproc",
                 $($operand)*
             )
@@ -210,7 +232,8 @@ macro_rules! define_switch {
 define_switch! {
     /// Saves the current context on its stack, stores its stack pointer into `*save_sp` and
     /// resumes the context whose saved stack pointer is `resume_sp`, which receives `arg`.
-    /// Stores this context's MXCSR and x87 control word and installs the resumed side's.
+    /// Stores this context's MXCSR and x87 control word and installs the resumed side's: on
+    /// Intel cores only when they differ, on others always (see the file's documentation).
     ///
     /// # Safety
     ///
@@ -218,7 +241,62 @@ define_switch! {
     fn switch;
     // `fnstcw` is the form that does not wait for pending x87 exceptions.
     save: ["sub rsp, 8", "stmxcsr [rsp]", "fnstcw [rsp + 4]"];
+    // The resumed side's slot is at [rsi], on a stack that this thread owns until it resumes
+    // that side, so it can be read before the move. A plain load of the policy suffices: the
+    // byte changes once, from 0 to its final value, and 0 takes the path that is correct
+    // everywhere.
+    check: [
+        "cmp byte ptr [rip + {policy}], {compare}",
+        "jne 3f",
+        "mov ecx, [rsp]",
+        "cmp ecx, [rsi]",
+        "jne 3f",
+        "movzx ecx, word ptr [rsp + 4]",
+        "cmp cx, [rsi + 4]",
+        "jne 3f",
+        "2:"
+    ];
+    load: [];
+    slow: ["3:", "ldmxcsr [rsi]", "fldcw [rsi + 4]", "jmp 2b"];
+    policy = sym FP_POLICY,
+    compare = const FP_COMPARE,
+}
+
+define_switch! {
+    /// [`switch`] with the policy of CPUs other than Intel's: always loads the resumed side's
+    /// MXCSR and x87 control word.
+    ///
+    /// # Safety
+    ///
+    /// The same as [`crate::switch`].
+    fn switch_always_load_fp;
+    save: ["sub rsp, 8", "stmxcsr [rsp]", "fnstcw [rsp + 4]"];
+    check: [];
     load: ["ldmxcsr [rsp]", "fldcw [rsp + 4]"];
+    slow: [];
+}
+
+define_switch! {
+    /// [`switch`] with the policy of Intel CPUs: skips the loads when the resumed side's
+    /// MXCSR and x87 control word equal the ones just stored.
+    ///
+    /// # Safety
+    ///
+    /// The same as [`crate::switch`].
+    fn switch_compare_fp;
+    save: ["sub rsp, 8", "stmxcsr [rsp]", "fnstcw [rsp + 4]"];
+    // As in `switch`.
+    check: [
+        "mov ecx, [rsp]",
+        "cmp ecx, [rsi]",
+        "jne 3f",
+        "movzx ecx, word ptr [rsp + 4]",
+        "cmp cx, [rsi + 4]",
+        "jne 3f",
+        "2:"
+    ];
+    load: [];
+    slow: ["3:", "ldmxcsr [rsi]", "fldcw [rsi + 4]", "jmp 2b"];
 }
 
 define_switch! {
@@ -230,8 +308,21 @@ define_switch! {
     /// The same as [`crate::switch_from_g0`].
     fn switch_load_fp;
     save: ["mov rcx, {default_slot}", "push rcx"];
-    load: ["ldmxcsr [rsp]", "fldcw [rsp + 4]"];
+    // This side runs with the defaults, so the resumed side needs no load when its slot
+    // records them too. Bytes 6 and 7 of a slot are not compared, because the forms that
+    // store with `stmxcsr` leave them undefined.
+    check: [
+        "cmp dword ptr [rsi], {default_mxcsr}",
+        "jne 3f",
+        "cmp word ptr [rsi + 4], {default_control_word}",
+        "jne 3f",
+        "2:"
+    ];
+    load: [];
+    slow: ["3:", "ldmxcsr [rsi]", "fldcw [rsi + 4]", "jmp 2b"];
     default_slot = const DEFAULT_FP_SLOT,
+    default_mxcsr = const DEFAULT_MXCSR,
+    default_control_word = const DEFAULT_X87_CONTROL_WORD,
 }
 
 /// Bottom frame of every fresh context: calls `entry(arg, data)` and never returns.
@@ -243,7 +334,8 @@ define_switch! {
 ///
 /// # Safety
 ///
-/// Only [`switch`] may enter this function, through a frame written by [`init_frame`].
+/// Only a naked switch of this file may enter this function, through a frame written by
+/// [`init_frame`].
 #[unsafe(naked)]
 pub unsafe extern "C" fn trampoline() -> ! {
     naked_asm!(
@@ -437,6 +529,7 @@ pub(crate) fn install_default_fp_control() {
 /// `top` must be 16-byte aligned, and the [`INIT_FRAME_SIZE`] bytes below it must be valid for
 /// writes and owned by the new context.
 pub(crate) unsafe fn init_frame(top: usize, entry: EntryFn, data: usize) -> usize {
+    choose_fp_policy();
     let sp = top - INIT_FRAME_SIZE;
     let words: [usize; INIT_FRAME_SIZE / 8] = [
         DEFAULT_FP_SLOT as usize,
@@ -454,4 +547,28 @@ pub(crate) unsafe fn init_frame(top: usize, entry: EntryFn, data: usize) -> usiz
     // because `top` is and INIT_FRAME_SIZE is a multiple of 16.
     unsafe { (sp as *mut [usize; INIT_FRAME_SIZE / 8]).write(words) };
     sp
+}
+
+/// The way [`switch`] installs the resumed side's FP control state on this CPU: 0 until the
+/// first [`init_frame`] of the process, then [`FP_LOAD`] or [`FP_COMPARE`]. 0 and [`FP_LOAD`]
+/// take the same path, which is correct on every CPU, so a switch that reads a stale 0 is only
+/// slower.
+static FP_POLICY: AtomicU8 = AtomicU8::new(0);
+/// Load the resumed side's state unconditionally: the faster policy on AMD cores.
+const FP_LOAD: u8 = 1;
+/// Compare it with the state just stored, and load it only when it differs: the faster policy
+/// on Intel cores.
+const FP_COMPARE: u8 = 2;
+
+/// Sets [`FP_POLICY`] from the CPUID vendor string, once per process.
+fn choose_fp_policy() {
+    // Relaxed: the value is a pure function of the CPU, so every thread that computes it
+    // stores the same one, and `switch` is correct whichever value it reads.
+    if FP_POLICY.load(Ordering::Relaxed) != 0 {
+        return;
+    }
+    let vendor = core::arch::x86_64::__cpuid(0);
+    let intel = (vendor.ebx, vendor.edx, vendor.ecx) == (0x756e_6547, 0x4965_6e69, 0x6c65_746e);
+    let policy = if intel { FP_COMPARE } else { FP_LOAD };
+    FP_POLICY.store(policy, Ordering::Relaxed);
 }
