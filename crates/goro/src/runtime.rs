@@ -269,8 +269,11 @@ impl Shared {
         if let Err(error) = self.spawn_m(Some(p), spinning) {
             // An M pinned to an unwinding g gives up its pin to run the P (see
             // `m::stop_pinned`): the g may then finish its unwind on another thread, but no
-            // work waits for a thread that the limit forbids.
-            if let Some(pinned) = self.unpin_a_pinned_m() {
+            // work waits for a thread that the limit forbids. After the shutdown no M runs
+            // goroutines any more, so none is unpinned.
+            if !matches!(error, SpawnError::Shutdown)
+                && let Some(pinned) = self.unpin_a_pinned_m()
+            {
                 pinned.wake(Some(p), spinning);
                 return;
             }
@@ -278,8 +281,11 @@ impl Shared {
             // up the work when they next look. At the thread limit with no M in a syscall,
             // which is common with `max_threads` equal to `procs`, that is all that happens,
             // so only a limit reached through syscalls is reported.
-            let report =
-                !matches!(error, SpawnError::ThreadLimit { .. }) || self.any_m_in_syscall();
+            let report = match error {
+                SpawnError::Shutdown => false,
+                SpawnError::ThreadLimit { .. } => self.any_m_in_syscall(),
+                _ => true,
+            };
             if report && !self.thread_limit_reported.swap(true, Ordering::Relaxed) {
                 eprintln!("goro: could not start an M: {error}; continuing with the running Ms");
             }
@@ -750,6 +756,13 @@ impl Shared {
     /// Starts a new M, optionally with P `p` in transit.
     fn spawn_m(&self, p: Option<PId>, spinning: bool) -> Result<(), SpawnError> {
         let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        // `Runtime::drop` sets the flag before it takes the thread list to join it, under this
+        // lock. Checked under the lock, the flag keeps every thread that this function starts
+        // in the list that the drop joins. A thread started after the shutdown would only
+        // exit again.
+        if self.is_shutdown() {
+            return Err(SpawnError::Shutdown);
+        }
         if threads.len() >= self.max_threads {
             return Err(SpawnError::ThreadLimit {
                 max_threads: self.max_threads,

@@ -214,3 +214,71 @@ fn g0_spawn_during_drop_runs_or_fails() {
         );
     }
 }
+
+/// Returns a dump of the runtime of the calling goroutine, found by its goroutine id, which
+/// is unique in the process.
+fn own_runtime_dump() -> goro::debug::RuntimeDump {
+    let own = goro::current().goid();
+    goro::debug::dump()
+        .runtimes
+        .into_iter()
+        .find(|runtime| runtime.goroutines.iter().any(|g| g.goid == own))
+        .expect("no runtime lists the calling goroutine")
+}
+
+#[test]
+fn blocking_calls_start_no_ms_after_shutdown() {
+    watchdog(LIMIT, || {
+        let rt = runtime(1);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (counts_tx, counts_rx) = std::sync::mpsc::channel();
+        // Blocked in a syscall, so the drop's cancellation does not reach it. Released after
+        // the shutdown while the other goroutine holds the only P, it ends up queued. No M
+        // runs that work any more, so each P handoff below asks for an M to run it.
+        let ready = ready_tx.clone();
+        drop(rt.spawn(move || {
+            ready.send(()).unwrap();
+            goro::blocking_known(|| release_rx.recv().unwrap());
+        }));
+        drop(rt.spawn(move || {
+            ready_tx.send(()).unwrap();
+            // Ten times as long as the drop waits for its goroutines to finish (100 ms without
+            // one finishing), so the runtime is shut down when this returns.
+            goro::blocking_known(|| std::thread::sleep(Duration::from_secs(1)));
+            let own = goro::current().goid();
+            release_tx.send(()).unwrap();
+            // Waits, holding the P, until the released goroutine is queued. It would take the
+            // P while this one is in a blocking call below, and this one would then be queued
+            // behind it, with no M left to run either.
+            let before = loop {
+                let dump = own_runtime_dump();
+                let blocked = dump
+                    .goroutines
+                    .iter()
+                    .any(|g| g.goid != own && g.status == goro::GStatus::Syscall);
+                if !blocked {
+                    break dump.ms.len();
+                }
+                std::hint::spin_loop();
+            };
+            for _ in 0..20 {
+                goro::blocking_known(|| ());
+            }
+            counts_tx
+                .send((before, own_runtime_dump().ms.len()))
+                .unwrap();
+        }));
+        ready_rx.recv().unwrap();
+        ready_rx.recv().unwrap();
+        drop(rt);
+        let (before, after) = counts_rx.recv_timeout(Duration::from_secs(10)).expect(
+            "the goroutine that made blocking calls after the shutdown never reported: an M \
+             started for its P took the P, and the goroutine was queued with no M to run it",
+        );
+        assert_eq!(
+            after, before,
+            "Ms started by 20 blocking calls after the runtime shut down"
+        );
+    });
+}
