@@ -1177,6 +1177,10 @@ impl Runtime {
     /// which must be the runtime's default scheduler or one added with
     /// [`Builder::add_scheduler`]. Called from one of the runtime's goroutines, it may yield
     /// as [`crate::spawn`] does.
+    ///
+    /// `g` is dropped after the goroutine exits, often on the g0 of the M that ran it. Like a
+    /// scheduler hook there, its `Drop` must leave the FP control state as it found it (see
+    /// `goro_sched::Scheduler`).
     pub fn spawn_g<G, F, T>(
         &self,
         g: G,
