@@ -64,6 +64,13 @@ impl MonitorHandle {
         if self.started.swap(true, Ordering::AcqRel) {
             return;
         }
+        // Held until the handle is stored, so that `stop`, which sets the stop flag before it
+        // takes this lock, either finds the handle and joins the thread or makes this call
+        // start none: a monitor started after the runtime stopped it would not be joined.
+        let mut thread = self.thread.lock().unwrap_or_else(|e| e.into_inner());
+        if self.control.lock().unwrap_or_else(|e| e.into_inner()).stop {
+            return;
+        }
         let shared = shared.arc();
         let spawned = std::thread::Builder::new()
             .name("goro-monitor".into())
@@ -74,7 +81,7 @@ impl MonitorHandle {
                 run(&shared)
             });
         match spawned {
-            Ok(thread) => *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread),
+            Ok(spawned) => *thread = Some(spawned),
             Err(error) => {
                 // Release: pairs with the AcqRel swap of the next `start`, which tries again.
                 self.started.store(false, Ordering::Release);
@@ -323,6 +330,24 @@ mod tests {
                 body(&shared);
             })
             .unwrap();
+    }
+
+    #[test]
+    fn stopped_monitor_never_starts() {
+        let runtime = crate::Runtime::builder().procs(1).build().unwrap();
+        let started = runtime
+            .block_on(|| {
+                let shared = &current_m().expect("a goroutine runs on an M").shared;
+                shared.monitor.stop();
+                shared.monitor.ensure_started(shared);
+                let thread = shared.monitor.thread.lock().unwrap().take();
+                thread.map(|thread| thread.join())
+            })
+            .unwrap();
+        assert!(
+            started.is_none(),
+            "a monitor thread started after the stop, which nothing would join"
+        );
     }
 
     /// Waits up to 5 s for `condition`.
