@@ -1277,7 +1277,10 @@ impl Drop for Runtime {
         // syscall returns, forever for one that never does. Goroutines that stay queued behind
         // one that runs without switching for over 100 ms, or that caught the cancellation
         // unwind and parked again, are not resumed: their blocks and stacks stay allocated,
-        // and their joiners get `JoinError::Shutdown`.
+        // and their joiners get `JoinError::Shutdown`. The same holds for a goroutine that
+        // yields or parks after the shutdown, or leaves a syscall then and finds no idle P.
+        // A destructor that runs after the shutdown gets `SpawnError::Shutdown` from a spawn,
+        // which one that runs during the cancellation does not.
     }
 }
 
