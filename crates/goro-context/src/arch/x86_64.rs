@@ -567,7 +567,10 @@ fn choose_fp_policy() {
     if FP_POLICY.load(Ordering::Relaxed) != 0 {
         return;
     }
-    let vendor = core::arch::x86_64::__cpuid(0);
+    // SAFETY: every x86_64 CPU has `cpuid`, and leaf 0 only reads the vendor string. Newer
+    // compilers declare the intrinsic safe, older ones within `rust-version` do not.
+    #[allow(unused_unsafe)]
+    let vendor = unsafe { core::arch::x86_64::__cpuid(0) };
     let intel = (vendor.ebx, vendor.edx, vendor.ecx) == (0x756e_6547, 0x4965_6e69, 0x6c65_746e);
     let policy = if intel { FP_COMPARE } else { FP_LOAD };
     FP_POLICY.store(policy, Ordering::Relaxed);
