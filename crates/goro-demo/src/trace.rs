@@ -22,10 +22,17 @@ impl TraceFile {
     /// so one of the files would be written without events. Both together are an error.
     pub fn start(path: &Path) -> Result<TraceFile, String> {
         let goro_trace_set = std::env::var_os("GORO_TRACE").is_some_and(|value| !value.is_empty());
-        if goro_trace_set || goro::trace::is_enabled() {
+        if goro_trace_set {
             return Err(format!(
                 "cannot record the trace to {}: GORO_TRACE also requests a trace, and the \
                  process records only one. Unset GORO_TRACE or drop --trace",
+                path.display()
+            ));
+        }
+        if goro::trace::is_enabled() {
+            return Err(format!(
+                "cannot record the trace to {}: this process is recording a trace already, \
+                 and it records one at a time",
                 path.display()
             ));
         }
@@ -57,10 +64,17 @@ impl TraceFile {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
+
+    /// Lock that each test of this module holds: the trace is one per process, so a test that
+    /// records one would make the others' starts fail.
+    static TRACE_SESSION: Mutex<()> = Mutex::new(());
 
     #[test]
     fn unwritable_path_rejected_up_front() {
+        let _session = TRACE_SESSION.lock().unwrap_or_else(|e| e.into_inner());
         let message = TraceFile::start(Path::new("/nonexistent/dir/trace.json")).unwrap_err();
         assert!(
             message.starts_with("cannot create the trace file /nonexistent/dir/trace.json: "),
@@ -69,7 +83,25 @@ mod tests {
     }
 
     #[test]
+    fn second_trace_in_process_rejected() {
+        let _session = TRACE_SESSION.lock().unwrap_or_else(|e| e.into_inner());
+        let path =
+            std::env::temp_dir().join(format!("goro-demo-second-{}.json", std::process::id()));
+        goro::trace::start().unwrap();
+        let result = TraceFile::start(&path);
+        goro::trace::stop();
+        let message = result.unwrap_err();
+        assert!(message.contains("recording a trace already"), "{message}");
+        assert!(
+            !path.exists(),
+            "the rejected start created {}",
+            path.display()
+        );
+    }
+
+    #[test]
     fn writes_json_of_a_runtime() {
+        let _session = TRACE_SESSION.lock().unwrap_or_else(|e| e.into_inner());
         let path =
             std::env::temp_dir().join(format!("goro-demo-trace-{}.json", std::process::id()));
         let trace = TraceFile::start(&path).unwrap();
