@@ -1,19 +1,19 @@
 //! Break tests for `Runtime::drop` after Ms stopped starting at shutdown: goroutines whose
 //! syscalls outlive the drop's cancellation finish their bodies, also when they panic and
-//! their destructors make blocking calls, and the shutdown prints no M start error.
+//! their destructors make blocking calls.
 
 mod common;
 
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{LIMIT, build_with_scheduler, self_command, watchdog};
+use common::{LIMIT, build_with_scheduler, watchdog};
 use goro::{Runtime, SpawnError};
 
 /// How long the helper thread waits after the drop began before it ends the blocking calls.
-/// Four times the 100 ms without progress after which the drop gives up on its goroutines, so
-/// the runtime has shut down when the calls return.
-const RELEASE_AFTER: Duration = Duration::from_millis(400);
+/// Ten times the 100 ms without progress after which the drop gives up on its goroutines, so
+/// the runtime has shut down when the calls return, also on a loaded machine.
+const RELEASE_AFTER: Duration = Duration::from_secs(1);
 
 /// What a goroutine that left its syscall after the shutdown did next.
 #[derive(Debug)]
@@ -175,24 +175,4 @@ fn panic_after_shutdown_finishes_unwind() {
             );
         }
     }
-}
-
-/// The late-syscalls test, run in a child process, prints no "could not start an M" message.
-#[test]
-fn late_syscalls_print_no_m_errors() {
-    let output = watchdog(LIMIT, || {
-        self_command("late_syscalls_finish_after_shutdown")
-            .output()
-            .expect("failed to run the test binary in a child process")
-    });
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the child run failed: {}\nstderr:\n{stderr}",
-        output.status
-    );
-    assert!(
-        !stderr.contains("could not start an M"),
-        "the shutdown printed an M start error:\n{stderr}"
-    );
 }
