@@ -90,7 +90,7 @@ impl RingMode {
     };
 
     /// Main is a g0 that enters the ring with `switch_from_g0` and a member with the defaults,
-    /// so that switch skips the FP loads; the members compare with `switch_compare_fp`.
+    /// so that switch skips the FP loads. The members switch with `switch_compare_fp`.
     #[cfg(target_arch = "x86_64")]
     const G0_COMPARE_FP: RingMode = RingMode {
         init_stack,

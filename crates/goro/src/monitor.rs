@@ -64,9 +64,9 @@ impl MonitorHandle {
         if self.started.swap(true, Ordering::AcqRel) {
             return;
         }
-        // Held until the handle is stored, so that `stop`, which sets the stop flag before it
-        // takes this lock, either finds the handle and joins the thread or makes this call
-        // start none: a monitor started after the runtime stopped it would not be joined.
+        // Held until the handle is stored. `stop` sets the stop flag before it takes this lock,
+        // so it either finds the handle and joins the thread, or this call starts none. A
+        // monitor started after the runtime stopped it would never be joined.
         let mut thread = self.thread.lock().unwrap_or_else(|e| e.into_inner());
         if self.control.lock().unwrap_or_else(|e| e.into_inner()).stop {
             return;

@@ -235,7 +235,7 @@ fn blocking_calls_start_no_ms_after_shutdown() {
         let (counts_tx, counts_rx) = std::sync::mpsc::channel();
         // Blocked in a syscall, so the drop's cancellation does not reach it. Released after
         // the shutdown while the other goroutine holds the only P, it ends up queued. No M
-        // runs that work any more, so each P handoff below asks for an M to run it.
+        // runs that work any more, so each P handoff below requests an M to run it.
         let ready = ready_tx.clone();
         drop(rt.spawn(move || {
             ready.send(()).unwrap();

@@ -19,7 +19,7 @@
 //! switch. [`switch`] gives each context its own flags: the slot contains the whole MXCSR, and
 //! the switch installs the resumed side's, or skips the load only when the whole value is
 //! the one just stored. [`switch_load_fp`] compares with the defaults instead (see below), so
-//! flags that g0 raised reach a resumed side whose slot holds the defaults.
+//! flags that g0 raised reach a resumed side whose slot contains the defaults.
 //!
 //! # Switch variants and their FP contract
 //!
@@ -34,9 +34,9 @@
 //! | [`switch_load_fp`] | the defaults, by one `push` | loaded only when it differs from the defaults |
 //!
 //! Which of the first two is faster depends on the core. On the AMD EPYC of a shared 2-vCPU
-//! VM, `stmxcsr` is microcoded and costs more than the rest of the switch: 4.2 ns alone in a
-//! throwaway loop of 20 million runs, against about 0.55 ns each for `ldmxcsr`, `fnstcw` and
-//! `fldcw`. There, reading back the value that `stmxcsr` has just stored stalls. In ping-pong
+//! VM, `stmxcsr` is microcoded and costs more than the rest of the switch. It took 4.2 ns
+//! alone in a throwaway loop of 20 million runs, and `ldmxcsr`, `fnstcw` and `fldcw` about
+//! 0.55 ns each. There, reading back the value that `stmxcsr` has just stored stalls. In ping-pong
 //! loops of 10 million round trips (best of 5 runs) the compare-and-skip form was 15-35%
 //! slower than loading unconditionally. On the Intel Xeon of another shared 2-vCPU VM the
 //! stores are cheap and the loads are not. In throwaway loops of 20 million runs, storing
