@@ -44,10 +44,11 @@ impl SchedHandle {
     ///
     /// # Safety
     ///
-    /// While a runtime uses the handle, the caller must not call the scheduler's `ready`,
-    /// `next`, `on_yield`, `on_yield_next`, `on_park` or `on_release_p` through those other
-    /// references. A g passed to `ready` twice, or taken by `next` from outside the runtime,
-    /// would run on two threads at once or never run at all.
+    /// Through those other references, the caller must never call the scheduler's `start`,
+    /// or any hook that takes a g or a P (every hook but `name`, `has_work` and
+    /// `local_len`): the runtime that starts the scheduler becomes its only user (see
+    /// [`Scheduler::start`]). A g passed to `ready` twice, or taken by `next` from outside
+    /// the runtime, would run on two threads at once or never run at all.
     pub unsafe fn from_arc<S: Scheduler>(scheduler: Arc<S>) -> SchedHandle {
         let data = Arc::as_ptr(&scheduler) as *const ();
         // SAFETY: `vtable_of::<S>()` calls `S`'s methods on a `*const S`, which `data` is. The
@@ -111,10 +112,13 @@ impl SchedHandle {
     ///
     /// # Safety
     ///
-    /// Only the runtime that uses the handle may call it, once, before any other hook.
+    /// Only the runtime that uses the handle may call it, once, before any other hook, and
+    /// that runtime must then keep the terms of [`Scheduler::start`]: it calls every hook
+    /// that takes a P on the thread that holds the P.
     #[inline]
     pub unsafe fn start(&self, procs: usize) {
-        // SAFETY: the handle owns the scheduler behind the link.
+        // SAFETY: the handle owns the scheduler behind the link, and the caller keeps the
+        // terms of `Scheduler::start`.
         unsafe { self.link.start(procs) }
     }
 
@@ -123,7 +127,8 @@ impl SchedHandle {
     /// # Safety
     ///
     /// `g` must be a stopped g of the runtime that uses this handle, linked to this
-    /// scheduler and in no scheduler's queue. Only that runtime can know this.
+    /// scheduler and in no scheduler's queue. Only that runtime can know this. With
+    /// `Some(p)`, the caller holds P `p` (see [`Scheduler::start`]).
     #[inline]
     pub unsafe fn ready(&self, g: GRef, cause: ReadyCause, p: Option<PId>) {
         // SAFETY: as in `start`.

@@ -76,7 +76,26 @@ pub unsafe trait Scheduler: Send + Sync + 'static {
 
     /// Called once when a runtime starts using this scheduler, with its number of Ps. A
     /// scheduler with per-P queues sizes them here.
-    fn start(&self, procs: usize) {
+    ///
+    /// The call hands the scheduler to one runtime, so a started scheduler may keep state
+    /// for each P that only the P's holder touches, with no lock or atomic read-modify-write
+    /// around it. `WorkStealing` keeps its run queues' producer side so, and `Fifo` its whole
+    /// queue when the runtime has one P.
+    ///
+    /// # Safety
+    ///
+    /// The caller is the runtime that owns the scheduler (through a
+    /// [`SchedHandle`](crate::SchedHandle)), or code that stands in for one, and calls
+    /// `start` before any other hook. From then on:
+    ///
+    /// * the caller is the scheduler's only user: nothing else calls a hook on it;
+    /// * each hook that takes a P `p` (`next`, `on_yield`, `on_yield_next`, `on_park`,
+    ///   `on_entersyscall`, `on_exitsyscall`, `on_release_p`, `on_exit`, and `ready` with
+    ///   `Some(p)`) runs on the thread that holds P `p`, and a P moves between threads only
+    ///   through a Release by its last holder that the next holder's Acquire reads. So two
+    ///   threads never run such hooks for the same P at once, and each holder sees what the
+    ///   previous one wrote.
+    unsafe fn start(&self, procs: usize) {
         let _ = procs;
     }
 
@@ -199,8 +218,9 @@ unsafe fn name<S: Scheduler>(data: *const ()) -> &'static str {
     unsafe { this::<S>(data) }.name()
 }
 unsafe fn start<S: Scheduler>(data: *const (), procs: usize) {
-    // SAFETY: see the comment above the shims.
-    unsafe { this::<S>(data) }.start(procs)
+    // SAFETY: see the comment above the shims. The runtime calls `start` through the link on
+    // the terms of `Scheduler::start` (see `SchedHandle::start`).
+    unsafe { this::<S>(data).start(procs) }
 }
 unsafe fn ready<S: Scheduler>(data: *const (), g: GRef, cause: ReadyCause, p: Option<PId>) {
     // SAFETY: see the comment above the shims.

@@ -104,9 +104,12 @@ pub(crate) use invariant;
 ///
 /// # Contract with the runtime
 ///
-/// `ready(g, cause, Some(p))`, `next(p)` and `on_release_p(p)` must be called by the thread
-/// that holds P `p`, which is what the [`Scheduler`] trait asks of the runtime. They panic
-/// when two threads use the same P at once, because the run queue has a single producer.
+/// `ready(g, cause, Some(p))`, `next(p)`, `on_yield_next(g, p)` and `on_release_p(p)` run on
+/// the thread that holds P `p`, as [`Scheduler::start`] requires of the caller. They take no
+/// lock and make no atomic read-modify-write to own the P: the run queue has a single
+/// producer, and the runtime's handoff of the P orders one holder's writes before the next
+/// holder's reads. Debug builds check that two threads never use the same P at once, and
+/// panic when they do.
 ///
 /// # Example
 ///
@@ -125,7 +128,8 @@ pub(crate) use invariant;
 ///     .collect();
 ///
 /// let scheduler = WorkStealing::new();
-/// scheduler.start(2);
+/// // SAFETY: this thread is the scheduler's only user and acts as both Ps.
+/// unsafe { scheduler.start(2) };
 /// scheduler.ready(gs[0], ReadyCause::Yield, Some(PId(0))); // P 0's run queue
 /// scheduler.ready(gs[1], ReadyCause::Wake, Some(PId(0))); // P 0's runnext slot
 /// scheduler.ready(gs[2], ReadyCause::Spawn, None); // the injector
@@ -149,13 +153,15 @@ struct Proc {
     /// stealers take it by swapping in null.
     runnext: AtomicPtr<GHeader>,
     queue: RunQueue,
-    /// Set while a thread is in an owner operation on this P (see `Proc::claim`).
+    /// Set while a thread is in an owner operation on this P, in debug builds (see
+    /// `Proc::claim`).
+    #[cfg(debug_assertions)]
     busy: AtomicBool,
     /// Number of `next` calls on this P before the next one that looks at the injector first.
     ///
     /// This and the next two fields are read and written only by the P's owner, in Relaxed
-    /// order: the Acquire and Release on `busy` order one owner's accesses before the next
-    /// owner's. They are std atomics even under loom, because they take no part in the
+    /// order: the runtime's handoff of the P orders one owner's accesses before the next
+    /// owner's (see `Scheduler::start`). They are std atomics even under loom, because they take no part in the
     /// protocol between threads.
     ticks_to_injector: std::sync::atomic::AtomicU32,
     /// Number of picks in a row that came from the runnext slot.
@@ -420,7 +426,7 @@ unsafe impl Scheduler for WorkStealing {
     /// # Panics
     ///
     /// Panics when `procs` is 0, or when called again with a different number of Ps.
-    fn start(&self, procs: usize) {
+    unsafe fn start(&self, procs: usize) {
         assert!(
             procs > 0,
             "WorkStealing::start: procs is 0; a runtime needs at least one P"
@@ -442,8 +448,8 @@ unsafe impl Scheduler for WorkStealing {
     ///
     /// # Panics
     ///
-    /// With `p = Some(p)`: panics before `start`, when `p` is out of range, and when another
-    /// thread is using P `p` at the same time.
+    /// With `p = Some(p)`: panics before `start`, when `p` is out of range, and in debug
+    /// builds when another thread is using P `p` at the same time.
     fn ready(&self, g: GRef, cause: ReadyCause, p: Option<PId>) {
         let Some(p) = p else {
             self.injector.push(g);
@@ -465,8 +471,8 @@ unsafe impl Scheduler for WorkStealing {
     ///
     /// # Panics
     ///
-    /// Panics before `start`, when `p` is out of range, and when another thread is using P
-    /// `p` at the same time.
+    /// Panics before `start`, when `p` is out of range, and in debug builds when another
+    /// thread is using P `p` at the same time.
     fn next(&self, p: PId) -> Option<GRef> {
         let proc = self.proc(p, "WorkStealing::next");
         let owner = proc.claim(p, "WorkStealing::next");
@@ -474,7 +480,7 @@ unsafe impl Scheduler for WorkStealing {
     }
 
     /// Queues `g` at the tail of P `p`'s run queue, as `ready` does for a yield, and returns
-    /// the next g for P `p`, with one claim of the P for both.
+    /// the next g for P `p`, in one owner operation on the P.
     ///
     /// When the pick is the head of the run queue, the head leaves before `g` joins, so a
     /// full run queue overflows nothing into the injector here.
@@ -483,16 +489,10 @@ unsafe impl Scheduler for WorkStealing {
     ///
     /// As `next`.
     fn on_yield_next(&self, g: GRef, p: PId) -> Option<GRef> {
-        // NOTE: a yield costs about 23.1 ns with this scheduler against 20.3 ns with Fifo, in
-        // interleaved `goro-bench yield` runs pinned to one CPU of a 2-vCPU AMD EPYC VM. The
-        // fast path below saves about 0.3 ns. Builds made only to measure saved 0.9 ns more
-        // without the claim's exchange, which would need hooks that only the runtime can call,
-        // and nothing further without the pop's CAS. callgrind counts about 75 instructions
-        // per yield here, against 34 for Fifo. On a 2-vCPU Intel Xeon VM, where a locked
-        // instruction costs more, a build without the claim's exchange yielded in 29.9 ns
-        // against 34.9 ns (medians of 5 interleaved runs). The exchange cannot simply go: a
-        // safe caller's claim excludes only other claims, so the runtime's calls must claim
-        // too, unless the owner hooks become unsafe methods that only the runtime calls.
+        // NOTE: on a 2-vCPU Intel Xeon VM a yield costs about 30 ns with this scheduler
+        // (medians of 7 interleaved `goro-bench yield` runs), against 34 ns when release
+        // builds still claimed the P with a locked exchange. The remaining locked instruction
+        // is the pop's CAS on the run queue's head, which a thief may race for the same g.
         let proc = self.proc(p, "WorkStealing::on_yield_next");
         let owner = proc.claim(p, "WorkStealing::on_yield_next");
         // Fast path: no injector check is due and the runnext slot is empty, so the pick is the
@@ -553,8 +553,8 @@ unsafe impl Scheduler for WorkStealing {
     ///
     /// # Panics
     ///
-    /// Panics before `start`, when `p` is out of range, and when another thread is using P
-    /// `p` at the same time.
+    /// Panics before `start`, when `p` is out of range, and in debug builds when another
+    /// thread is using P `p` at the same time.
     fn on_release_p(&self, p: PId) {
         let proc = self.proc(p, "WorkStealing::on_release_p");
         let _owner = proc.claim(p, "WorkStealing::on_release_p");
@@ -582,6 +582,7 @@ impl Proc {
         Proc {
             runnext: AtomicPtr::new(ptr::null_mut()),
             queue: RunQueue::new(),
+            #[cfg(debug_assertions)]
             busy: AtomicBool::new(false),
             ticks_to_injector: std::sync::atomic::AtomicU32::new(
                 WorkStealing::INJECTOR_CHECK_INTERVAL - 1,
@@ -593,16 +594,26 @@ impl Proc {
 
     /// Marks this thread as the P's owner until the guard drops.
     ///
+    /// Ownership needs no synchronization here: the terms of `Scheduler::start` have the
+    /// caller hold the P, and the runtime's handoff of a P orders one holder's writes before
+    /// the next holder's reads. Debug builds check the first half with an exchange. Release
+    /// builds skip it, because a locked exchange costs about 5 ns of a 35 ns yield on an
+    /// Intel Xeon.
+    ///
     /// # Panics
     ///
-    /// Panics when another thread is in an owner operation on the P: the runtime passed a P
-    /// that the calling thread does not hold.
+    /// In debug builds, panics when another thread is in an owner operation on the P: the
+    /// runtime passed a P that the calling thread does not hold.
+    #[inline(always)]
     fn claim(&self, p: PId, hook: &'static str) -> OwnerGuard<'_> {
-        // Acquire: pairs with the Release store in `OwnerGuard::drop`, so the previous
-        // owner's run queue writes and bookkeeping happen before this owner's.
+        // Acquire: pairs with the Release store in `OwnerGuard::drop`. The check needs only
+        // the exchange's atomicity; the ordering mirrors a lock's for clarity.
+        #[cfg(debug_assertions)]
         if self.busy.swap(true, Ordering::Acquire) {
             p_in_use(hook, p);
         }
+        #[cfg(not(debug_assertions))]
+        let _ = (p, hook);
         OwnerGuard { proc: self }
     }
 
@@ -635,8 +646,10 @@ struct OwnerGuard<'a> {
 }
 
 impl Drop for OwnerGuard<'_> {
+    #[inline(always)]
     fn drop(&mut self) {
         // Release: pairs with the Acquire swap in `Proc::claim` of the next owner.
+        #[cfg(debug_assertions)]
         self.proc.busy.store(false, Ordering::Release);
     }
 }
@@ -699,11 +712,19 @@ mod tests {
         unsafe { GRef::from_raw(NonNull::from(header)) }
     }
 
+    /// Starts `scheduler` with `procs` Ps.
+    fn start(scheduler: &WorkStealing, procs: usize) {
+        // SAFETY: each test is its scheduler's only user and calls the hooks of every P on
+        // its own thread.
+        unsafe { scheduler.start(procs) };
+    }
+
     #[test]
+    #[cfg(debug_assertions)]
     #[should_panic(expected = "WorkStealing::ready: P p1 is in use by another thread")]
     fn ready_rejects_a_busy_p() {
         let scheduler = WorkStealing::new();
-        scheduler.start(2);
+        start(&scheduler, 2);
         let g = header(1);
         let proc = scheduler.proc(PId(1), "test");
         let _other_thread = proc.claim(PId(1), "test");
@@ -711,19 +732,21 @@ mod tests {
     }
 
     #[test]
+    #[cfg(debug_assertions)]
     #[should_panic(expected = "WorkStealing::next: P p0 is in use by another thread")]
     fn next_rejects_a_busy_p() {
         let scheduler = WorkStealing::new();
-        scheduler.start(1);
+        start(&scheduler, 1);
         let proc = scheduler.proc(PId(0), "test");
         let _other_thread = proc.claim(PId(0), "test");
         scheduler.next(PId(0));
     }
 
     #[test]
+    #[cfg(debug_assertions)]
     fn owner_guard_releases_the_p() {
         let scheduler = WorkStealing::new();
-        scheduler.start(1);
+        start(&scheduler, 1);
         let g = header(1);
         scheduler.ready(gref(&g), ReadyCause::Wake, Some(PId(0)));
         scheduler.on_release_p(PId(0));
@@ -735,7 +758,7 @@ mod tests {
     #[test]
     fn has_work_counts_a_running_transfer() {
         let scheduler = WorkStealing::new();
-        scheduler.start(1);
+        start(&scheduler, 1);
         assert!(!scheduler.has_work());
         let transfer = scheduler.transfers.begin();
         assert!(scheduler.has_work());

@@ -38,6 +38,12 @@ fn goid(g: GRef) -> u64 {
     g.header().goid()
 }
 
+fn start(scheduler: &WorkStealing, procs: usize) {
+    // SAFETY: each model is its scheduler's only user, and runs each P's hooks on one thread,
+    // or on the main thread after a join.
+    unsafe { scheduler.start(procs) };
+}
+
 /// Takes everything left in the scheduler, asking each P in turn until none returns a g.
 fn drain(scheduler: &WorkStealing, procs: u32) -> Vec<u64> {
     let mut taken = Vec::new();
@@ -73,7 +79,7 @@ fn steal_races_pop_and_overflow() {
         let headers = headers(5);
         let gs: Vec<GRef> = headers.iter().map(gref).collect();
         let scheduler = Arc::new(WorkStealing::new());
-        scheduler.start(2);
+        start(&scheduler, 2);
         for &g in &gs[..3] {
             scheduler.ready(g, ReadyCause::Yield, Some(P0));
         }
@@ -109,7 +115,7 @@ fn two_stealers_and_owner() {
         let headers = headers(5);
         let gs: Vec<GRef> = headers.iter().map(gref).collect();
         let scheduler = Arc::new(WorkStealing::new());
-        scheduler.start(3);
+        start(&scheduler, 3);
         for &g in &gs[..4] {
             scheduler.ready(g, ReadyCause::Yield, Some(P0));
         }
@@ -142,7 +148,7 @@ fn injector_batch_is_visible_to_has_work() {
         let headers = headers(2);
         let gs: Vec<GRef> = headers.iter().map(gref).collect();
         let scheduler = Arc::new(WorkStealing::new());
-        scheduler.start(1);
+        start(&scheduler, 1);
         for &g in &gs {
             scheduler.ready(g, ReadyCause::Spawn, None);
         }
@@ -171,7 +177,7 @@ fn steal_is_visible_to_has_work() {
         let headers = headers(3);
         let gs: Vec<GRef> = headers.iter().map(gref).collect();
         let scheduler = Arc::new(WorkStealing::new());
-        scheduler.start(2);
+        start(&scheduler, 2);
         for &g in &gs {
             scheduler.ready(g, ReadyCause::Yield, Some(P0));
         }
@@ -207,7 +213,7 @@ fn overflow_is_visible_to_has_work() {
         let headers = headers(5);
         let gs: Vec<GRef> = headers.iter().map(gref).collect();
         let scheduler = Arc::new(WorkStealing::new());
-        scheduler.start(3);
+        start(&scheduler, 3);
         for &g in &gs[..4] {
             scheduler.ready(g, ReadyCause::Yield, Some(P0));
         }
@@ -247,7 +253,7 @@ fn runnext_moves_race_a_stealer() {
         let headers = headers(2);
         let gs: Vec<GRef> = headers.iter().map(gref).collect();
         let scheduler = Arc::new(WorkStealing::new());
-        scheduler.start(2);
+        start(&scheduler, 2);
         scheduler.ready(gs[0], ReadyCause::Wake, Some(P0));
 
         let thief = {
@@ -277,7 +283,7 @@ fn injector_push_races_next() {
         let headers = headers(3);
         let gs: Vec<GRef> = headers.iter().map(gref).collect();
         let scheduler = Arc::new(WorkStealing::new());
-        scheduler.start(1);
+        start(&scheduler, 1);
         scheduler.ready(gs[0], ReadyCause::Spawn, None);
 
         let (g2, g3) = (gs[1], gs[2]);

@@ -131,7 +131,9 @@ impl World {
 fn yield_races_other_p<S: Scheduler>(scheduler: S, cause: ReadyCause) {
     let world = Arc::new(World::new());
     let scheduler = Arc::new(scheduler);
-    scheduler.start(2);
+    // SAFETY: the model is the scheduler's only user: P 0's hooks run on this thread, P 1's
+    // on the spawned one, and the drain after the join.
+    unsafe { scheduler.start(2) };
     scheduler.ready(world.g(2), cause, Some(PId(0)));
 
     let other_p = {

@@ -40,10 +40,18 @@ fn take(scheduler: &WorkStealing, p: PId, count: usize) -> Vec<u64> {
         .collect()
 }
 
+/// A scheduler started with `procs` Ps, whose hooks the calling test runs on one thread (or
+/// hands between threads through joins).
 fn started(procs: usize) -> WorkStealing {
     let scheduler = WorkStealing::new();
-    scheduler.start(procs);
+    start(&scheduler, procs);
     scheduler
+}
+
+fn start(scheduler: &WorkStealing, procs: usize) {
+    // SAFETY: each test is its scheduler's only user, and runs the hooks of each P on one
+    // thread at a time, with a join between threads.
+    unsafe { scheduler.start(procs) };
 }
 
 #[test]
@@ -51,9 +59,9 @@ fn name_and_procs() {
     let scheduler = WorkStealing::new();
     assert_eq!(scheduler.name(), "steal");
     assert_eq!(scheduler.procs(), 0);
-    scheduler.start(3);
+    start(&scheduler, 3);
     assert_eq!(scheduler.procs(), 3);
-    scheduler.start(3);
+    start(&scheduler, 3);
     assert_eq!(
         scheduler.procs(),
         3,
@@ -336,14 +344,14 @@ fn has_work_sees_every_place() {
 #[test]
 #[should_panic(expected = "WorkStealing::start: procs is 0")]
 fn start_rejects_zero_procs() {
-    WorkStealing::new().start(0);
+    start(&WorkStealing::new(), 0);
 }
 
 #[test]
 #[should_panic(expected = "WorkStealing::start: called with 3 Ps after 2 Ps")]
 fn start_rejects_another_count() {
     let scheduler = started(2);
-    scheduler.start(3);
+    start(&scheduler, 3);
 }
 
 #[test]

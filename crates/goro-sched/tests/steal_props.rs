@@ -79,7 +79,8 @@ fn check_ops(procs: u32, ops: &[Op]) -> Result<(), TestCaseError> {
     let mut fresh = headers.iter().map(gref);
 
     let scheduler = WorkStealing::new();
-    scheduler.start(procs as usize);
+    // SAFETY: this thread is the scheduler's only user and acts as every P.
+    unsafe { scheduler.start(procs as usize) };
     let mut queued: HashSet<u64> = HashSet::new();
     let mut running: Vec<Option<GRef>> = vec![None; procs as usize];
 
@@ -174,8 +175,11 @@ fn check_yield_next(procs: u32, ops: &[Op]) -> Result<(), TestCaseError> {
         .map(gref)
         .zip(slow_headers.iter().map(gref));
     let (fast, slow) = (WorkStealing::new(), WorkStealing::new());
-    fast.start(procs as usize);
-    slow.start(procs as usize);
+    // SAFETY: this thread is each scheduler's only user and acts as every P.
+    unsafe {
+        fast.start(procs as usize);
+        slow.start(procs as usize);
+    }
     let mut running: Vec<Option<(GRef, GRef)>> = vec![None; procs as usize];
     let goid = |g: Option<GRef>| g.map(|g| g.header().goid());
 
@@ -263,7 +267,8 @@ proptest! {
         let headers = headers(pushes.len());
         let mut fresh = headers.iter().map(gref);
         let scheduler = WorkStealing::new();
-        scheduler.start(procs as usize);
+        // SAFETY: this thread is the scheduler's only user and acts as every P.
+        unsafe { scheduler.start(procs as usize) };
         let mut expected = std::collections::VecDeque::new();
         for push in pushes {
             if push && expected.len() < RunQueue::CAPACITY {
@@ -291,7 +296,8 @@ proptest! {
     ) {
         let headers = headers(count);
         let scheduler = WorkStealing::new();
-        scheduler.start(procs as usize);
+        // SAFETY: this thread is the scheduler's only user and acts as every P.
+        unsafe { scheduler.start(procs as usize) };
         for g in headers.iter().map(gref) {
             scheduler.ready(g, ReadyCause::Yield, Some(PId(0)));
         }

@@ -47,7 +47,10 @@ struct World {
 impl World {
     fn new(procs: usize) -> World {
         let scheduler = WorkStealing::new();
-        scheduler.start(procs);
+        // SAFETY: the world is the scheduler's only user. Each P's hooks run on that P's
+        // thread alone; the producer thread passes `None`; the final checks run after the
+        // joins.
+        unsafe { scheduler.start(procs) };
         World {
             scheduler,
             headers: (1..=GS as u64).map(GHeader::with_goid).collect(),
