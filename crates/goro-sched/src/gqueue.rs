@@ -59,6 +59,26 @@ impl GQueue {
         self.len += 1;
     }
 
+    /// Moves every g of `other` to the back of this queue, in their order, and leaves `other`
+    /// empty. Takes constant time.
+    pub fn append(&mut self, other: &mut GQueue) {
+        if other.head.is_null() {
+            return;
+        }
+        if self.tail.is_null() {
+            self.head = other.head;
+        } else {
+            // SAFETY: `tail` is a queued g, alive while queued (GRef's contract), and the gs
+            // of `other` are queued behind it from now on.
+            let tail_link = unsafe { (*self.tail).sched_next() };
+            // Relaxed: as in `push_back`.
+            tail_link.store(other.head, Ordering::Relaxed);
+        }
+        self.tail = other.tail;
+        self.len += other.len;
+        *other = GQueue::new();
+    }
+
     /// Removes and returns the g at the front.
     pub fn pop_front(&mut self) -> Option<GRef> {
         let head = NonNull::new(self.head)?;
@@ -78,5 +98,46 @@ impl GQueue {
 impl Default for GQueue {
     fn default() -> Self {
         GQueue::new()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::ptr::NonNull;
+
+    use super::*;
+
+    fn goids(queue: &mut GQueue) -> Vec<u64> {
+        std::iter::from_fn(|| queue.pop_front())
+            .map(|g| g.header().goid())
+            .collect()
+    }
+
+    #[test]
+    fn append_keeps_both_orders() {
+        let headers: Vec<GHeader> = (1..=5).map(GHeader::with_goid).collect();
+        // SAFETY: the headers outlive every use of the refs.
+        let g = |i: usize| unsafe { GRef::from_raw(NonNull::from(&headers[i])) };
+        let (mut front, mut back) = (GQueue::new(), GQueue::new());
+        front.append(&mut back);
+        assert!(front.is_empty());
+        for i in 0..2 {
+            front.push_back(g(i));
+        }
+        for i in 2..5 {
+            back.push_back(g(i));
+        }
+        front.append(&mut back);
+        assert_eq!((front.len(), back.len()), (5, 0));
+        assert_eq!(goids(&mut front), [1, 2, 3, 4, 5]);
+        // The queue left empty takes pushes again, and appending onto an empty queue moves
+        // everything.
+        back.push_back(g(0));
+        back.append(&mut GQueue::new());
+        let mut empty = GQueue::new();
+        empty.append(&mut back);
+        empty.push_back(g(1));
+        assert_eq!(goids(&mut empty), [1, 2]);
+        assert!(back.is_empty());
     }
 }

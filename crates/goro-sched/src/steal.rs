@@ -161,8 +161,8 @@ struct Proc {
     ///
     /// This and the next two fields are read and written only by the P's owner, in Relaxed
     /// order: the runtime's handoff of the P orders one owner's accesses before the next
-    /// owner's (see `Scheduler::start`). They are std atomics even under loom, because they take no part in the
-    /// protocol between threads.
+    /// owner's (see `Scheduler::start`). They are std atomics even under loom, because they
+    /// take no part in the protocol between threads.
     ticks_to_injector: std::sync::atomic::AtomicU32,
     /// Number of picks in a row that came from the runnext slot.
     runnext_streak: std::sync::atomic::AtomicU32,
@@ -606,8 +606,7 @@ impl Proc {
     /// runtime passed a P that the calling thread does not hold.
     #[inline(always)]
     fn claim(&self, p: PId, hook: &'static str) -> OwnerGuard<'_> {
-        // Acquire: pairs with the Release store in `OwnerGuard::drop`. The check needs only
-        // the exchange's atomicity; the ordering mirrors a lock's for clarity.
+        // Acquire: pairs with the Release store in `OwnerGuard::drop`, as a lock's would.
         #[cfg(debug_assertions)]
         if self.busy.swap(true, Ordering::Acquire) {
             p_in_use(hook, p);

@@ -1,6 +1,6 @@
-//! Stress of the syscall protocol: 2 Ps and 10,000 goroutines mixing blocking pipe reads (with
-//! their writers), sleeps, yields and compute. Every goroutine must finish, and the counters
-//! must agree: every syscall entered was exited, by the fast or the slow path.
+//! Stress of the syscall protocol: 1 or 2 Ps and 10,000 goroutines mixing blocking pipe reads
+//! (with their writers), sleeps, yields and compute. Every goroutine must finish, and the
+//! counters must agree: every syscall entered was exited, by the fast or the slow path.
 
 mod common;
 
@@ -44,6 +44,13 @@ fn compute(rounds: u64) -> u64 {
 #[test]
 fn ten_thousand_goroutines_mix_syscalls_fifo() {
     stress(Runtime::builder().procs(2).build().unwrap());
+}
+
+/// With one P, `Fifo` keeps the P holder's queue without a lock, and every goroutine that
+/// leaves a blocking call after losing its P comes back through the locked queue.
+#[test]
+fn ten_thousand_goroutines_mix_syscalls_fifo_one_p() {
+    stress(Runtime::builder().procs(1).build().unwrap());
 }
 
 #[test]
