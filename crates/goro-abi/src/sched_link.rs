@@ -216,13 +216,17 @@ impl SchedLink {
 /// # Safety
 ///
 /// For every method: the scheduler behind the link must be alive, which the runtime
-/// guarantees by holding an owner of it while any g links to it.
+/// guarantees by holding an owner of it while any g links to it. `has_work` and `local_len`
+/// ask nothing more. Every other method must be called only by the runtime that owns the
+/// scheduler, on the terms of `Scheduler::start` in goro-sched: `start` once and first, and
+/// each hook that takes a P on the thread that holds the P. A scheduler may keep per-P state
+/// without locks on those terms, so a call from anywhere else can corrupt its queues.
 impl SchedLink {
     /// Calls `start`.
     ///
     /// # Safety
     ///
-    /// See the impl block: the scheduler must be alive.
+    /// See the impl block: the scheduler must be alive, and the caller must be its runtime.
     #[inline]
     pub unsafe fn start(&self, procs: usize) {
         // SAFETY: the caller keeps the scheduler alive; the link pairs data and vtable.
@@ -233,7 +237,7 @@ impl SchedLink {
     ///
     /// # Safety
     ///
-    /// See the impl block: the scheduler must be alive.
+    /// See the impl block: the scheduler must be alive, and the caller must be its runtime.
     #[inline]
     pub unsafe fn ready(&self, g: GRef, cause: ReadyCause, p: Option<PId>) {
         // SAFETY: as in `start`.
@@ -244,7 +248,7 @@ impl SchedLink {
     ///
     /// # Safety
     ///
-    /// See the impl block: the scheduler must be alive.
+    /// See the impl block: the scheduler must be alive, and the caller must be its runtime.
     #[inline]
     pub unsafe fn next(&self, p: PId) -> Option<GRef> {
         // SAFETY: as in `start`.
@@ -266,7 +270,7 @@ impl SchedLink {
     ///
     /// # Safety
     ///
-    /// See the impl block: the scheduler must be alive.
+    /// See the impl block: the scheduler must be alive, and the caller must be its runtime.
     #[inline]
     pub unsafe fn on_yield(&self, g: GRef, p: PId) {
         // SAFETY: as in `start`.
@@ -277,7 +281,7 @@ impl SchedLink {
     ///
     /// # Safety
     ///
-    /// See the impl block: the scheduler must be alive.
+    /// See the impl block: the scheduler must be alive, and the caller must be its runtime.
     #[inline]
     pub unsafe fn on_yield_next(&self, g: GRef, p: PId) -> Option<GRef> {
         // SAFETY: as in `start`.
@@ -288,7 +292,7 @@ impl SchedLink {
     ///
     /// # Safety
     ///
-    /// See the impl block: the scheduler must be alive.
+    /// See the impl block: the scheduler must be alive, and the caller must be its runtime.
     #[inline]
     pub unsafe fn on_park(&self, g: GRef, p: PId) {
         // SAFETY: as in `start`.
@@ -299,7 +303,7 @@ impl SchedLink {
     ///
     /// # Safety
     ///
-    /// See the impl block: the scheduler must be alive.
+    /// See the impl block: the scheduler must be alive, and the caller must be its runtime.
     #[inline]
     pub unsafe fn on_entersyscall(&self, g: GRef, p: PId) {
         if let Some(hook) = self.vtable().on_entersyscall {
@@ -313,7 +317,7 @@ impl SchedLink {
     ///
     /// # Safety
     ///
-    /// See the impl block: the scheduler must be alive.
+    /// See the impl block: the scheduler must be alive, and the caller must be its runtime.
     #[inline]
     pub unsafe fn on_exitsyscall(&self, g: GRef, p: PId) -> SyscallExit {
         match self.vtable().on_exitsyscall {
@@ -327,7 +331,7 @@ impl SchedLink {
     ///
     /// # Safety
     ///
-    /// See the impl block: the scheduler must be alive.
+    /// See the impl block: the scheduler must be alive, and the caller must be its runtime.
     #[inline]
     pub unsafe fn on_release_p(&self, p: PId) {
         // SAFETY: as in `start`.
@@ -349,7 +353,7 @@ impl SchedLink {
     ///
     /// # Safety
     ///
-    /// See the impl block: the scheduler must be alive.
+    /// See the impl block: the scheduler must be alive, and the caller must be its runtime.
     #[inline]
     pub unsafe fn on_exit(&self, g: GRef, p: PId) {
         // SAFETY: as in `start`.

@@ -38,6 +38,8 @@ pub struct Fifo {
     local_len: AtomicUsize,
     /// Set by `start` when the runtime has one P: the holder then uses `local`.
     one_p: AtomicBool,
+    /// Set by `start`, which a Fifo accepts once.
+    started: AtomicBool,
     /// Set while a thread works on `local`, in debug builds, to catch two at once.
     #[cfg(debug_assertions)]
     local_busy: AtomicBool,
@@ -58,6 +60,7 @@ impl Fifo {
             local: UnsafeCell::new(GQueue::new()),
             local_len: AtomicUsize::new(0),
             one_p: AtomicBool::new(false),
+            started: AtomicBool::new(false),
             #[cfg(debug_assertions)]
             local_busy: AtomicBool::new(false),
         }
@@ -176,7 +179,20 @@ unsafe impl Scheduler for Fifo {
         "fifo"
     }
 
+    /// Chooses the queue's layout for `procs` Ps (see "One P" on the type).
+    ///
+    /// # Panics
+    ///
+    /// Panics when called a second time: a runtime's Ps may be using the layout already.
     unsafe fn start(&self, procs: usize) {
+        // Relaxed: the swap alone decides which call is first; the runtime orders the hooks
+        // after `start` (see `one_p`).
+        if self.started.swap(true, Ordering::Relaxed) {
+            panic!(
+                "Fifo::start: called a second time (procs = {procs}); a Fifo serves one \
+                 runtime, so create one per runtime"
+            );
+        }
         // Relaxed: see `one_p`.
         self.one_p.store(procs == 1, Ordering::Relaxed);
     }
@@ -388,6 +404,15 @@ mod tests {
         assert_eq!(fifo.next(PId(1)).map(|g| g.header().goid()), Some(1));
         assert_eq!(fifo.next(PId(0)).map(|g| g.header().goid()), Some(2));
         assert!(fifo.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "Fifo::start: called a second time (procs = 2)")]
+    fn second_start_rejected() {
+        let fifo = one_p();
+        // SAFETY: none: the call breaks `start`'s terms on purpose, and `start` must reject it
+        // before it changes anything.
+        unsafe { fifo.start(2) };
     }
 
     #[test]

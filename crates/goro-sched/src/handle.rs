@@ -44,10 +44,9 @@ impl SchedHandle {
     ///
     /// # Safety
     ///
-    /// Through those other references, the caller must never call the scheduler's `start`,
-    /// or any hook that takes a g or a P (every hook but `name`, `has_work` and
-    /// `local_len`): the runtime that starts the scheduler becomes its only user (see
-    /// [`Scheduler::start`]). A g passed to `ready` twice, or taken by `next` from outside
+    /// Through those other references, the caller must never call the scheduler's `start` or
+    /// any other hook but `name`, `has_work` and `local_len`: the runtime that starts the
+    /// scheduler becomes its only user (see [`Scheduler::start`]). A g passed to `ready` twice, or taken by `next` from outside
     /// the runtime, would run on two threads at once or never run at all.
     pub unsafe fn from_arc<S: Scheduler>(scheduler: Arc<S>) -> SchedHandle {
         let data = Arc::as_ptr(&scheduler) as *const ();

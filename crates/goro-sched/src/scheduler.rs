@@ -10,7 +10,8 @@ use goro_abi::{ABI_VERSION, GRef, PId, ReadyCause, SchedVTable, SyscallExit};
 /// * [`ready`](Scheduler::ready) runs on any thread and any stack: on a g's own stack when a g
 ///   spawns or wakes another, on an M's g0 when a g yields or leaves a syscall without a P, and
 ///   on threads that run no g at all (a `block_on` caller, the monitor thread that fires
-///   timers). `p` is the caller's P when it holds one, a hint for schedulers with per-P queues.
+///   timers). `p` is the caller's P when it holds one (see [`start`](Scheduler::start)), and
+///   `None` otherwise.
 /// * [`next`](Scheduler::next) runs on the M that holds P `p`, between goroutines: on its g0,
 ///   or on the stack of a g that yields.
 /// * [`has_work`](Scheduler::has_work) runs on any thread: on g0s, on the stack of a g that
@@ -25,9 +26,11 @@ use goro_abi::{ABI_VERSION, GRef, PId, ReadyCause, SchedVTable, SyscallExit};
 /// * [`on_entersyscall`](Scheduler::on_entersyscall) and
 ///   [`on_exitsyscall`](Scheduler::on_exitsyscall) run on the g's own stack, on the fast path of
 ///   every syscall wrapper: keep them cheap.
-/// * [`on_release_p`](Scheduler::on_release_p) runs before P `p` changes hands. It runs on
-///   the M that gives the P away (to the idle list or to another M), or on the monitor thread
-///   when it takes the P back from an M stuck in a syscall.
+/// * [`on_release_p`](Scheduler::on_release_p) runs before P `p` goes to the idle list or,
+///   after a syscall, to another M. It runs on the M that gives the P away, or on the monitor
+///   thread or a stand-by M that takes the P back from an M stuck in a syscall. A P that an M
+///   hands straight to the M of a pinned goroutine keeps its work and skips the hook, as does
+///   a P that its M drops at shutdown.
 ///
 /// No hook may switch goroutines, park or block the thread on something a goroutine must do:
 /// they run inside the runtime's own protocol. Short critical sections on a lock are fine.
@@ -79,16 +82,17 @@ pub unsafe trait Scheduler: Send + Sync + 'static {
     ///
     /// The call hands the scheduler to one runtime, so a started scheduler may keep state
     /// for each P that only the P's holder touches, with no lock or atomic read-modify-write
-    /// around it. `WorkStealing` keeps its run queues' producer side so, and `Fifo` its whole
-    /// queue when the runtime has one P.
+    /// around it. `WorkStealing` keeps its run queues' producer side so, and `Fifo` the P
+    /// holder's part of its queue when the runtime has one P.
     ///
     /// # Safety
     ///
     /// The caller is the runtime that owns the scheduler (through a
-    /// [`SchedHandle`](crate::SchedHandle)), or code that stands in for one, and calls
+    /// [`SchedHandle`](crate::SchedHandle)), or code that acts as one (as tests do), and calls
     /// `start` before any other hook. From then on:
     ///
-    /// * the caller is the scheduler's only user: nothing else calls a hook on it;
+    /// * the caller is the scheduler's only user: nothing else calls its hooks, except
+    ///   `name`, `has_work` and `local_len`, which any thread may call;
     /// * each hook that takes a P `p` (`next`, `on_yield`, `on_yield_next`, `on_park`,
     ///   `on_entersyscall`, `on_exitsyscall`, `on_release_p`, `on_exit`, and `ready` with
     ///   `Some(p)`) runs on the thread that holds P `p`, and a P moves between threads only

@@ -18,7 +18,9 @@ pub use queue::RunQueue;
 
 use crate::gqueue::GQueue;
 use crate::scheduler::Scheduler;
-use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+#[cfg(debug_assertions)]
+use crate::sync::AtomicBool;
+use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 
 /// Panics with the message for a broken internal invariant of this module.
 #[cold]
@@ -221,7 +223,7 @@ impl WorkStealing {
     /// queue.
     fn put_runnext(&self, proc: &Proc, g: GRef) {
         // Relaxed: only an owner stores a g here (this thread, or an earlier owner ordered by
-        // `busy`). So a null read is current, and the swap below copes with a stale g.
+        // the P's handoff). So a null read is current, and the swap below copes with a stale g.
         if proc.runnext.load(Ordering::Relaxed).is_null() {
             // Release: pairs with the Acquire swap in `Proc::take_runnext`, which publishes
             // the g's header to the thread that takes it.
@@ -373,6 +375,7 @@ fn p_out_of_range(hook: &'static str, p: PId, procs: usize) -> ! {
 
 #[cold]
 #[inline(never)]
+#[cfg(debug_assertions)]
 fn p_in_use(hook: &'static str, p: PId) -> ! {
     panic!(
         "{hook}: P {p:?} is in use by another thread; pass Some(p) to ready, and call next \
@@ -702,10 +705,12 @@ fn runnext_ref(g: *mut GHeader) -> Option<GRef> {
 mod tests {
     use super::*;
 
+    #[cfg(debug_assertions)]
     fn header(goid: u64) -> Box<GHeader> {
         Box::new(GHeader::with_goid(goid))
     }
 
+    #[cfg(debug_assertions)]
     fn gref(header: &GHeader) -> GRef {
         // SAFETY: the boxes outlive every use of the refs in these tests.
         unsafe { GRef::from_raw(NonNull::from(header)) }

@@ -583,8 +583,8 @@ pub(crate) unsafe fn gosched(this: GRef) {
     // about to resume. A scheduler hook that panics is fatal anyway (it would be on g0).
     let abort = AbortOnUnwind;
     let next = if shared.schedulers.len() == 1 {
-        // SAFETY: the runtime keeps every linked scheduler alive. The g's scheduler is the
-        // only one, so `next` of the pair would ask it too.
+        // SAFETY: the runtime keeps every linked scheduler alive, and this M holds P `p`. The
+        // g's scheduler is the only one, so `next` of the pair would ask it too.
         unsafe { header.sched().on_yield_next(this, p) }
     } else {
         // SAFETY: as above.
@@ -778,7 +778,8 @@ pub(crate) fn ready(g: GRef, cause: ReadyCause) {
         crate::dump::note_status(g, goro_abi::GStatus::Runnable, true);
     }
     let guard = HookGuard::new("ready");
-    // SAFETY: the runtime holds the handle of every scheduler its gs link to.
+    // SAFETY: the runtime holds the handle of every scheduler its gs link to, and `p` is
+    // this thread's P of the g's runtime, if any.
     unsafe { g.header().sched().ready(g, cause, p) };
     guard.disarm();
     shared.note_progress();
@@ -1067,7 +1068,7 @@ fn handle(m: &M, g: GRef, request: Request) -> Option<GRef> {
             // SAFETY: this M ran the g, which has switched to its g0.
             let _ = unsafe { header.stop_running() };
             crate::dump::note_status(g, goro_abi::GStatus::Runnable, false);
-            // SAFETY: the runtime keeps every linked scheduler alive.
+            // SAFETY: the runtime keeps every linked scheduler alive, and this M holds the P.
             unsafe { sched.on_yield(g, p()) };
         }
         Request::Park => {

@@ -1300,13 +1300,28 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let Some(m) = current_m() else {
+    let Some(shared) = calling_runtime() else {
         panic!("goro::spawn called from a thread that runs no goroutine; use Runtime::spawn");
     };
+    shared.spawn_g(DefaultG::new(), &shared.schedulers[0], body)
+}
+
+/// Returns the runtime of the calling goroutine, or `None` on a thread that runs none.
+///
+/// Usually that is the runtime of the goroutine's M. A yield calls its scheduler hook on the
+/// goroutine's stack after detaching the goroutine from its M, so a spawn from that hook
+/// finds the runtime through the goroutine's record instead.
+#[inline]
+fn calling_runtime() -> Option<&'static Arc<Shared>> {
     // The M keeps its runtime alive, and the runtime its schedulers: no reference counts are
     // touched here, since each is an atomic read-modify-write on a line that Ms share.
-    m.shared
-        .spawn_g(DefaultG::new(), &m.shared.schedulers[0], body)
+    if let Some(m) = current_m() {
+        return Some(&m.shared);
+    }
+    let record = m::current_record()?;
+    // SAFETY: the running goroutine's record is alive while the goroutine runs its hook, and
+    // keeps its runtime alive. The reference does not outlive the caller's spawn.
+    Some(unsafe { record.as_ref() }.shared())
 }
 
 /// Spawns a goroutine whose control block is the custom g `g`, scheduled by `scheduler`, on
@@ -1321,10 +1336,10 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let Some(m) = current_m() else {
+    let Some(shared) = calling_runtime() else {
         panic!("goro::spawn_g called from a thread that runs no goroutine; use Runtime::spawn_g");
     };
-    m.shared.spawn_g(g, scheduler, body)
+    shared.spawn_g(g, scheduler, body)
 }
 
 /// Why a goroutine could not be spawned.

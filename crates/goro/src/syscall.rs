@@ -138,7 +138,7 @@ fn enter(current: Current, function: &'static str) -> PId {
     // be back in `Running` for the unwind, or the g's exit would find it in a syscall that
     // has no P recorded. Forgotten below, so the fast path pays nothing for it.
     let undo = UndoEntryOnUnwind(header);
-    // SAFETY: the runtime keeps every linked scheduler alive.
+    // SAFETY: the runtime keeps every linked scheduler alive, and this M still holds P `p`.
     unsafe { header.sched().on_entersyscall(current.gref(), p) };
     mem::forget(undo);
     m.set_syscall_p(p);
@@ -268,7 +268,7 @@ fn exit_without_own_p(current: Current, old_p: PId) {
 /// Asks the g's scheduler whether the g keeps running after its syscall.
 #[inline]
 fn after_exit(current: Current, p: PId) {
-    // SAFETY: the runtime keeps every linked scheduler alive.
+    // SAFETY: the runtime keeps every linked scheduler alive, and this M holds P `p` again.
     let decision = unsafe { current.header.sched().on_exitsyscall(current.gref(), p) };
     if decision == SyscallExit::Requeue {
         mcall(Request::RequeueRunning);

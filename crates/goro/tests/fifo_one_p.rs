@@ -173,3 +173,19 @@ fn outside_and_inside_readies_keep_one_order() {
     });
     assert_eq!(order, [2, 0, 3, 1]);
 }
+
+/// A second `start` reaches a running runtime's Fifo only through a call that breaks
+/// `SchedLink::start`'s terms. The Fifo rejects it before it changes the queue's layout, which
+/// the runtime's Ps may be using.
+#[test]
+#[should_panic(expected = "Fifo::start: called a second time (procs = 1)")]
+fn second_start_through_link_rejected() {
+    let rt = goro::Runtime::builder()
+        .procs(2)
+        .build()
+        .expect("runtime builds");
+    let link = rt.default_scheduler().link();
+    // SAFETY: none: the call breaks the terms on purpose, and the Fifo must reject it before
+    // it changes anything.
+    unsafe { link.start(1) };
+}

@@ -48,8 +48,9 @@ const _: () = assert!(CAPACITY.is_power_of_two() && CAPACITY >= 2);
 /// [`push_back`](RunQueue::push_back), [`pop`](RunQueue::pop), and
 /// [`steal_into`](RunQueue::steal_into) with this queue as the destination, may be called by
 /// one thread at a time: the owner, which is the thread that holds the P. They are `unsafe`
-/// because the queue cannot check that itself. [`WorkStealing`](crate::WorkStealing) enforces
-/// it with a flag per P and panics when two threads use one P at once.
+/// because the queue cannot check that itself. [`WorkStealing`](crate::WorkStealing) relies on
+/// the terms of [`Scheduler::start`](crate::Scheduler::start), and its debug builds panic when
+/// two threads use one P at once.
 pub struct RunQueue {
     /// The steal position in the high 32 bits, the real head in the low 32 bits.
     head: AtomicU64,
