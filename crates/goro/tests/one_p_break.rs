@@ -796,13 +796,14 @@ unsafe impl Scheduler for SpawningScheduler {
 }
 
 /// Yields, sleeps and makes both kinds of blocking call, 50 times in all, starting with the
-/// kind that `index` selects.
+/// kind that `index` selects. The sleeps last 2 ms, so that they park even under QEMU: a
+/// sleep whose deadline passed before it could park returns without parking.
 fn switch_in_four_ways(occupancy: &Arc<Occupancy>, index: usize) {
     let _counted = occupancy.count();
     for round in 0..50 {
         match (index + round) % 4 {
             0 => occupancy.switch(goro::yield_now),
-            1 => occupancy.switch(|| goro::sleep(Duration::from_micros(10))),
+            1 => occupancy.switch(|| goro::sleep(Duration::from_millis(2))),
             2 => occupancy
                 .switch(|| goro::blocking(|| std::thread::sleep(Duration::from_micros(40)))),
             _ => occupancy
