@@ -137,6 +137,28 @@ pub unsafe fn switch(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize
     unsafe { arch::switch(save_sp, resume_sp, arg) }
 }
 
+/// Switches between two contexts that suspended themselves from the same call site, such as
+/// goroutines that yield to each other through one function: [`switch`], tuned for that case.
+///
+/// On x86_64, [`switch`] resumes the other side with an indirect jump, which the branch
+/// predictor learns from history whatever the two call sites are. That leaves the
+/// return-address predictor one entry out of step with the stack, so the resumed side's next
+/// `ret` misses. This form resumes the other side with `ret` instead: predicted when the
+/// resumed side suspended itself from the call site that calls this function, after which
+/// the resumed side's returns are predicted too. Between different call sites, as in a
+/// coroutine's round trip, every such `ret` misses, so use [`switch`] there. On aarch64 and
+/// riscv64 [`switch`] already resumes with `ret`, and this is the same function.
+///
+/// # Safety
+///
+/// The same as [`switch`].
+#[inline(always)]
+pub unsafe fn switch_symmetric(save_sp: *mut usize, resume_sp: usize, arg: usize) -> usize {
+    debug_check_switch("switch_symmetric", save_sp, resume_sp);
+    // SAFETY: the caller upholds switch's contract, which is the raw function's.
+    unsafe { arch::switch_symmetric(save_sp, resume_sp, arg) }
+}
+
 /// Switches from a goroutine to its M's g0: [`switch`] under the name of its use.
 ///
 /// It stores the goroutine's FP control state and installs the one in g0's frame, which
@@ -359,10 +381,10 @@ pub unsafe fn on_stack(
 /// The `extern "C"` functions behind the switches and [`on_stack`], without the checks of the
 /// Rust wrappers, for callers in assembly or C and for tests that must call them directly.
 /// Their safety contracts are those of the wrappers: `switch` is behind [`switch`] and
-/// [`switch_to_g0`], and `switch_load_fp` behind [`switch_from_g0`]. [`switch_without_fp`]
-/// is inline asm and has no function here.
+/// [`switch_to_g0`], `switch_symmetric` behind [`switch_symmetric`], and `switch_load_fp`
+/// behind [`switch_from_g0`]. [`switch_without_fp`] is inline asm and has no function here.
 pub mod raw {
-    pub use crate::arch::{on_stack, switch, switch_load_fp};
+    pub use crate::arch::{on_stack, switch, switch_load_fp, switch_symmetric};
     /// On x86_64, `switch` with each of the two ways of installing the resumed side's FP
     /// control state fixed, rather than chosen by CPU vendor: for tests and measurements.
     #[cfg(target_arch = "x86_64")]

@@ -100,6 +100,14 @@ impl RingMode {
         member_fp_controls: [FpControl::DEFAULT, FpControl::ROUND_TO_ZERO_FLUSH],
     };
 
+    /// `switch_symmetric` everywhere: every side switches from the one call site in
+    /// `switch_with_junk`, the case that the function is for.
+    const SYMMETRIC: RingMode = RingMode {
+        main_switch: goro_context::raw::switch_symmetric,
+        member_switch: goro_context::raw::switch_symmetric,
+        ..RingMode::FULL
+    };
+
     /// `switch_without_fp` everywhere, on light contexts, and the defaults on every side.
     const WITHOUT_FP: RingMode = RingMode {
         init_stack: init_stack_without_fp,
@@ -193,6 +201,11 @@ fn junk_survives_ring_of_comparing_switches() {
 #[cfg(target_arch = "x86_64")]
 fn junk_survives_g0_ring_of_comparing_switches() {
     check_ring(RingMode::G0_COMPARE_FP);
+}
+
+#[test]
+fn junk_survives_ring_of_symmetric_switches() {
+    check_ring(RingMode::SYMMETRIC);
 }
 
 #[test]

@@ -24,8 +24,8 @@ use crate::sync::{AtomicBool, AtomicUsize, Ordering, UnsafeCell};
 /// locked queue behind its own before each of its operations, so a g readied elsewhere
 /// still runs after every g that became ready before it.
 ///
-/// A yield then makes no locked instruction: `goro-bench yield` on a 2-vCPU Intel Xeon VM went
-/// from 24.5 to 20.9 ns per yield (medians of 7 interleaved runs).
+/// A yield then makes no locked instruction, which saved 3.6 ns per yield of `goro-bench
+/// yield` on a 2-vCPU Intel Xeon VM (20.9 against 24.5 ns, medians of 7 interleaved runs).
 pub struct Fifo {
     /// The queued gs. With one P, only those readied by threads that hold no P.
     queue: SpinLock<GQueue>,

@@ -492,10 +492,11 @@ unsafe impl Scheduler for WorkStealing {
     ///
     /// As `next`.
     fn on_yield_next(&self, g: GRef, p: PId) -> Option<GRef> {
-        // NOTE: on a 2-vCPU Intel Xeon VM a yield costs about 30 ns with this scheduler
-        // (medians of 7 interleaved `goro-bench yield` runs), against 34 ns when release
-        // builds still claimed the P with a locked exchange. The remaining locked instruction
-        // is the pop's CAS on the run queue's head, which a thief may race for the same g.
+        // NOTE: on a 2-vCPU Intel Xeon VM a yield costs about 18 ns with this scheduler and
+        // 10 ns with Fifo (medians of 7 interleaved `goro-bench yield` runs). Skipping the P
+        // claim's locked exchange in release builds saved about 4.5 ns of it. The remaining
+        // locked instruction is the pop's CAS on the run queue's head, which a thief may race
+        // for the same g.
         let proc = self.proc(p, "WorkStealing::on_yield_next");
         let owner = proc.claim(p, "WorkStealing::on_yield_next");
         // Fast path: no injector check is due and the runnext slot is empty, so the pick is the

@@ -618,8 +618,10 @@ pub(crate) unsafe fn gosched(this: GRef) {
             // switch has saved it. This is still `g`'s thread.
             Some(resume_sp) => unsafe {
                 start_g(m, next, false);
-                // Saving `g` publishes its stack pointer to the M that may wait for it.
-                goro_context::switch(header.sched_sp_ptr(), resume_sp, 0);
+                // Saving `g` publishes its stack pointer to the M that may wait for it. The
+                // symmetric form suits a `next` that yielded from this same call site, the
+                // common case of goroutines that take turns.
+                goro_context::switch_symmetric(header.sched_sp_ptr(), resume_sp, 0);
             },
             // `next`'s M is still switching it out, and it may be waiting for `g` (see
             // `take_saved_sp`): save `g` first, and let g0 wait for `next` and run it.

@@ -217,6 +217,10 @@ define_switch! {
     fp_slow: ["3:", "msr fpcr, x10", "b 2b"];
 }
 
+/// [`switch`] itself, which already resumes the other side with `ret` (see
+/// `crate::switch_symmetric`).
+pub use self::switch as switch_symmetric;
+
 define_switch! {
     /// Like [`switch`], but writes the default FPCR into this context's slot instead of
     /// reading the register.
