@@ -136,7 +136,8 @@ const DEFAULT_FP_SLOT: u64 = DEFAULT_MXCSR as u64 | (DEFAULT_X87_CONTROL_WORD as
 /// Defines a naked switch function. Every variant writes and reads the frame drawn at the top
 /// of this file, so any variant may resume a context that any other variant suspended. They
 /// differ only in what they do with the FP control slot. `save` pushes the suspended side's
-/// slot, and `load` installs the resumed side's with rsp at that slot.
+/// slot and adjusts the CFA right after the push, and `load` installs the resumed side's with
+/// rsp at that slot.
 ///
 /// The resumed side continues with an indirect `jmp` to its return address. An invocation may
 /// name a second function after the first, marked `with ret`: it has the same body but
@@ -221,9 +222,10 @@ macro_rules! define_switch {
                 "push r15",
                 ".cfi_adjust_cfa_offset 8",
                 ".cfi_rel_offset r15, 0",
-                // Push the FP control slot, the lowest word of the frame.
+                // Push the FP control slot, the lowest word of the frame. Each `save` list
+                // adjusts the CFA right after the instruction that moves rsp, so that an
+                // unwinder stopped at any later instruction finds the return address.
                 $($save,)*
-                ".cfi_adjust_cfa_offset 8",
                 ".cfi_remember_state",
                 $($check,)*
                 // Move onto the resumed side's stack, then publish our saved stack pointer.
@@ -296,7 +298,7 @@ define_switch! {
     /// The same as [`crate::switch`].
     fn switch_symmetric with ret;
     // `fnstcw` is the form that does not wait for pending x87 exceptions.
-    save: ["sub rsp, 8", "stmxcsr [rsp]", "fnstcw [rsp + 4]"];
+    save: ["sub rsp, 8", ".cfi_adjust_cfa_offset 8", "stmxcsr [rsp]", "fnstcw [rsp + 4]"];
     // The resumed side's slot is at [rsi], on a stack that this thread owns until it resumes
     // that side, so it can be read before the move. A plain load of the policy suffices: the
     // byte changes once, from 0 to its final value, and 0 takes the path that is correct
@@ -325,7 +327,7 @@ define_switch! {
     ///
     /// The same as [`crate::switch`].
     fn switch_always_load_fp;
-    save: ["sub rsp, 8", "stmxcsr [rsp]", "fnstcw [rsp + 4]"];
+    save: ["sub rsp, 8", ".cfi_adjust_cfa_offset 8", "stmxcsr [rsp]", "fnstcw [rsp + 4]"];
     check: [];
     load: ["ldmxcsr [rsp]", "fldcw [rsp + 4]"];
     slow: [];
@@ -340,7 +342,7 @@ define_switch! {
     ///
     /// The same as [`crate::switch`].
     fn switch_compare_fp;
-    save: ["sub rsp, 8", "stmxcsr [rsp]", "fnstcw [rsp + 4]"];
+    save: ["sub rsp, 8", ".cfi_adjust_cfa_offset 8", "stmxcsr [rsp]", "fnstcw [rsp + 4]"];
     // As in `switch`.
     check: [
         "mov ecx, [rsp]",
@@ -364,7 +366,7 @@ define_switch! {
     ///
     /// The same as [`crate::switch_from_g0`].
     fn switch_load_fp;
-    save: ["mov rcx, {default_slot}", "push rcx"];
+    save: ["mov rcx, {default_slot}", "push rcx", ".cfi_adjust_cfa_offset 8"];
     // This side runs with the defaults, so the resumed side needs no load when its slot
     // records them too. Bytes 6 and 7 of a slot are not compared, because the forms that
     // store with `stmxcsr` leave them undefined.
