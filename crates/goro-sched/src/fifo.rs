@@ -293,6 +293,13 @@ mod tests {
             .collect()
     }
 
+    /// Takes every queued g on P `p` and returns their goids in the order `next` gave them.
+    fn drain(fifo: &Fifo, p: PId) -> Vec<u64> {
+        std::iter::from_fn(|| fifo.next(p))
+            .map(|g| g.header().goid())
+            .collect()
+    }
+
     fn gref(g: &GHeader) -> GRef {
         // SAFETY: the boxes outlive every use of the refs in these tests.
         unsafe { GRef::from_raw(NonNull::from(g)) }
@@ -306,9 +313,7 @@ mod tests {
             fifo.ready(gref(g), ReadyCause::Spawn, None);
         }
         assert!(fifo.has_work());
-        let order: Vec<u64> = std::iter::from_fn(|| fifo.next(PId(0)))
-            .map(|g| g.header().goid())
-            .collect();
+        let order = drain(&fifo, PId(0));
         assert_eq!(order, [1, 2, 3, 4, 5]);
         assert!(!fifo.has_work());
     }
@@ -322,9 +327,7 @@ mod tests {
         }
         let first = fifo.next(PId(0)).unwrap();
         fifo.on_yield(first, PId(0));
-        let order: Vec<u64> = std::iter::from_fn(|| fifo.next(PId(1)))
-            .map(|g| g.header().goid())
-            .collect();
+        let order = drain(&fifo, PId(1));
         assert_eq!(order, [2, 3, 1]);
     }
 
@@ -337,9 +340,7 @@ mod tests {
         }
         let next = fifo.on_yield_next(gref(&headers[0]), PId(0)).unwrap();
         assert_eq!(next.header().goid(), 2);
-        let order: Vec<u64> = std::iter::from_fn(|| fifo.next(PId(0)))
-            .map(|g| g.header().goid())
-            .collect();
+        let order = drain(&fifo, PId(0));
         assert_eq!(order, [3, 1]);
         // Alone, the yielder gets itself back and the queue stays empty.
         let again = fifo.on_yield_next(gref(&headers[0]), PId(0)).unwrap();
@@ -366,9 +367,7 @@ mod tests {
         fifo.ready(gref(&headers[2]), ReadyCause::Spawn, Some(PId(0)));
         fifo.ready(gref(&headers[3]), ReadyCause::SyscallExit, None);
         assert_eq!(fifo.len(), 4);
-        let order: Vec<u64> = std::iter::from_fn(|| fifo.next(PId(0)))
-            .map(|g| g.header().goid())
-            .collect();
+        let order = drain(&fifo, PId(0));
         assert_eq!(order, [1, 2, 3, 4]);
         assert!(!fifo.has_work());
         assert_eq!(fifo.len(), 0);
@@ -384,9 +383,7 @@ mod tests {
         let next = fifo.on_yield_next(gref(&headers[0]), PId(0)).unwrap();
         assert_eq!(next.header().goid(), 2);
         assert_eq!(fifo.len(), 2);
-        let order: Vec<u64> = std::iter::from_fn(|| fifo.next(PId(0)))
-            .map(|g| g.header().goid())
-            .collect();
+        let order = drain(&fifo, PId(0));
         assert_eq!(order, [3, 1]);
         let again = fifo.on_yield_next(gref(&headers[0]), PId(0)).unwrap();
         assert_eq!(again.header().goid(), 1);
