@@ -46,8 +46,9 @@ impl SchedHandle {
     ///
     /// Through those other references, the caller must never call the scheduler's `start` or
     /// any other hook but `name`, `has_work` and `local_len`: the runtime that starts the
-    /// scheduler becomes its only user (see [`Scheduler::start`]). A g passed to `ready` twice, or taken by `next` from outside
-    /// the runtime, would run on two threads at once or never run at all.
+    /// scheduler becomes its only user (see [`Scheduler::start`]). A g passed to `ready`
+    /// twice, or taken by `next` from outside the runtime, would run on two threads at once or
+    /// never run at all.
     pub unsafe fn from_arc<S: Scheduler>(scheduler: Arc<S>) -> SchedHandle {
         let data = Arc::as_ptr(&scheduler) as *const ();
         // SAFETY: `vtable_of::<S>()` calls `S`'s methods on a `*const S`, which `data` is. The
