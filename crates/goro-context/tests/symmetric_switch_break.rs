@@ -2,8 +2,8 @@
 //! instead of `pop rcx; jmp rcx`. It must behave exactly as `switch`:
 //!
 //! - every pair of switch forms, in both directions, carries each part of the FP control
-//!   state, under the compare policy that `init_frame` selects on Intel cores and under the
-//!   load policy that is in effect before the first `init_frame` of a process;
+//!   state. That holds under the compare policy that `init_frame` selects on Intel cores,
+//!   and under the load policy in effect before the first `init_frame` of a process;
 //! - callee-saved registers survive when a `switch_symmetric` resumes a context that another
 //!   form suspended, and the other way round;
 //! - a fresh context entered through `switch_symmetric` gets `arg` and the results pass back;
@@ -365,7 +365,7 @@ fn hand_built_exchange(main_state: FpControl, context_state: FpControl) -> [FpCo
     [main_after[0], main_after[1], seen]
 }
 
-/// The body of `load_policy_before_first_init_frame`, in a child process where no
+/// Runs the body of `load_policy_before_first_init_frame` in a child process, where no
 /// `init_frame` ran before it.
 #[test]
 #[ignore = "runs only as the child of load_policy_before_first_init_frame"]

@@ -93,12 +93,12 @@ pub unsafe trait Scheduler: Send + Sync + 'static {
     ///
     /// * the caller is the scheduler's only user: nothing else calls its hooks, except
     ///   `name`, `has_work` and `local_len`, which any thread may call;
-    /// * each hook that takes a P `p` (`next`, `on_yield`, `on_yield_next`, `on_park`,
-    ///   `on_entersyscall`, `on_exitsyscall`, `on_release_p`, `on_exit`, and `ready` with
-    ///   `Some(p)`) runs on the thread that holds P `p`, and a P moves between threads only
-    ///   through a Release by its last holder that the next holder's Acquire reads. So two
-    ///   threads never run such hooks for the same P at once, and each holder sees what the
-    ///   previous one wrote.
+    /// * each hook that takes a P `p` runs on the thread that holds P `p`. Those hooks are
+    ///   `next`, `on_yield`, `on_yield_next`, `on_park`, `on_entersyscall`,
+    ///   `on_exitsyscall`, `on_release_p`, `on_exit`, and `ready` with `Some(p)`;
+    /// * a P moves between threads only through a Release by its last holder that the next
+    ///   holder's Acquire reads. So two threads never run such hooks for the same P at once,
+    ///   and each holder sees what the previous one wrote.
     unsafe fn start(&self, procs: usize) {
         let _ = procs;
     }

@@ -174,9 +174,9 @@ fn outside_and_inside_readies_keep_one_order() {
     assert_eq!(order, [2, 0, 3, 1]);
 }
 
-/// A second `start` reaches a running runtime's Fifo only through a call that breaks
-/// `SchedLink::start`'s terms. The Fifo rejects it before it changes the queue's layout, which
-/// the runtime's Ps may be using.
+/// Checks that a running runtime's Fifo rejects a second `start` before it changes the queue's
+/// layout, which the runtime's Ps may be using. Only a call that breaks `SchedLink::start`'s
+/// terms can make that second `start`.
 #[test]
 #[should_panic(expected = "Fifo::start: called a second time (procs = 1)")]
 fn second_start_through_link_rejected() {
