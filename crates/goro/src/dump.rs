@@ -187,7 +187,7 @@ pub(crate) fn for_each_registered(shared: &Shared, mut f: impl FnMut(GRef)) {
             // SAFETY: every registered g was spawned by a runtime and has a record, alive
             // while the node is linked.
             let owner = unsafe { Record::of(g).as_ref() }.shared();
-            if ptr::eq(Arc::as_ptr(owner), shared) {
+            if ptr::eq(owner, shared) {
                 f(g);
             }
             node = current.next.load(Ordering::Relaxed);
@@ -400,7 +400,8 @@ pub(crate) fn collect(
         .map(|record| {
             // SAFETY: the reference taken above keeps the record alive.
             let dump = goroutine(unsafe { record.as_ref() }, &ms, now, backtraces);
-            // SAFETY: this drops exactly the reference taken above.
+            // SAFETY: this drops exactly the reference taken above; `shared`, the record's
+            // runtime, is borrowed for the whole call.
             unsafe { Record::release(*record) };
             dump
         })

@@ -41,6 +41,10 @@ struct JoinCellOf<T> {
     output: UnsafeCell<Option<Result<T, Panic>>>,
 }
 
+// The cell of a goroutine that returns `()` fits a block, so spawns take no heap allocation
+// for it (see `JoinCell::allocate`). A field that grows `JoinCell` fails the build here.
+const _: () = assert!(goro_stack::blocks::fits(Layout::new::<JoinCellOf<()>>()));
+
 /// Join state of a g, under the cell's lock.
 struct JoinState {
     complete: bool,
@@ -252,7 +256,7 @@ impl<T> JoinHandle<T> {
                     // target's record until its completion, which the cell's lock excludes.
                     let (mine, theirs) =
                         unsafe { (me.as_ref().shared(), record.as_ref().shared()) };
-                    (!Arc::ptr_eq(mine, theirs)).then(|| ForeignJoin::begin(mine.clone()))
+                    (!std::ptr::eq(mine, theirs)).then(|| ForeignJoin::begin(mine.arc()))
                 });
                 let target = if me.is_none() || foreign_join.is_some() {
                     state.record.map(crate::park::Goroutine::from_record)

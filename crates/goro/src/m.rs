@@ -768,7 +768,7 @@ pub(crate) fn ready(g: GRef, cause: ReadyCause) {
     // record's runtime outlives it.
     let shared = unsafe { Record::of(g).as_ref().shared() };
     let p = current_m()
-        .filter(|m| Arc::ptr_eq(&m.shared, shared))
+        .filter(|m| ptr::eq(&*m.shared, shared))
         .and_then(M::p);
     if cause == ReadyCause::Wake {
         trace::emit(|| Event::GoUnblock {

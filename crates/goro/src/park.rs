@@ -2,11 +2,13 @@
 
 use std::fmt;
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use goro_abi::{GRef, ReadyCause, WaitReason};
 
 use crate::m::{self, current_record};
+use crate::runtime::Shared;
 use crate::task::Record;
 
 const EMPTY: u32 = 0;
@@ -147,6 +149,11 @@ fn unpark_permit(record: &Record, permit: &Permit) {
 /// A handle to a goroutine, for waking it with [`Goroutine::unpark`]. Keeps the goroutine's
 /// block alive, not the goroutine running.
 pub struct Goroutine {
+    // The handle also owns a counted reference to the goroutine's runtime, reached through
+    // the record. The record alone does not keep the runtime alive after the goroutine exits,
+    // and the last reference to the record returns the stack to the runtime's pool. Without
+    // a second field, a join cell that holds a `Goroutine` still fits a block of the M's
+    // block cache.
     record: NonNull<Record>,
 }
 
@@ -158,7 +165,12 @@ unsafe impl Sync for Goroutine {}
 impl Goroutine {
     pub(crate) fn from_record(record: NonNull<Record>) -> Goroutine {
         // SAFETY: the caller holds the record alive (the running g, or another handle).
-        unsafe { record.as_ref() }.retain();
+        let rec = unsafe { record.as_ref() };
+        rec.retain();
+        // SAFETY: the record's runtime outlives the record (see `Record::shared`), and every
+        // runtime is created in an Arc (`Runtime::start`). The reference is this handle's;
+        // `drop` gives it back.
+        unsafe { Arc::increment_strong_count(rec.shared() as *const Shared) };
         Goroutine { record }
     }
 
@@ -205,8 +217,12 @@ impl Clone for Goroutine {
 
 impl Drop for Goroutine {
     fn drop(&mut self) {
-        // SAFETY: this handle owns one reference and gives it up here.
-        unsafe { Record::release(self.record) }
+        let runtime = self.shared() as *const Shared;
+        // SAFETY: this handle owns one reference and gives it up here. Its reference to the
+        // runtime keeps the runtime alive until after this call.
+        unsafe { Record::release(self.record) };
+        // SAFETY: the reference that `from_record` took for this handle.
+        unsafe { Arc::decrement_strong_count(runtime) };
     }
 }
 

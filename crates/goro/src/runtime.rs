@@ -807,8 +807,10 @@ impl Shared {
 
     /// Returns a new owning reference to this runtime's shared state.
     pub(crate) fn arc(&self) -> Arc<Shared> {
-        // SAFETY: every Shared is created in an Arc (`Runtime::start`), and the caller holds a
-        // reference through that Arc, so the count is at least one while we add one.
+        // SAFETY: every Shared is created in an Arc (`Runtime::start`), and a counted
+        // reference keeps `self` alive while the caller borrows it: the caller's own, or the
+        // one of the live goroutines or of a `Goroutine` handle (see `Record::shared`). So
+        // the count is at least one while we add one.
         unsafe {
             let ptr = self as *const Shared;
             Arc::increment_strong_count(ptr);
@@ -818,7 +820,7 @@ impl Shared {
 
     /// Spawns a goroutine whose block is `g`, linked to `scheduler`.
     pub(crate) fn spawn_g<G, F, T>(
-        self: &Arc<Self>,
+        &self,
         g: G,
         scheduler: &SchedHandle,
         body: F,
@@ -833,8 +835,11 @@ impl Shared {
         // `cancelling` comes first and the check reads it. Deadlock detection also compares
         // this count with the number of waiting goroutines.
         let live = self.live_goroutines.fetch_add(1, Ordering::SeqCst) + 1;
+        if live == 1 {
+            self.retain_for_goroutines();
+        }
         let reject = |error: SpawnError| {
-            self.live_goroutines.fetch_sub(1, Ordering::SeqCst);
+            self.count_exit();
             Err(error)
         };
         // A dropping runtime takes no new goroutines: it is waiting for its goroutines to end.
@@ -855,14 +860,15 @@ impl Shared {
         let goid = NEXT_GOID.fetch_add(1, Ordering::Relaxed);
         // SAFETY: `m`, if any, runs this thread (`stack_for_spawn` read it after its last
         // yield), and no `with_blocks` call is running on it.
-        let (record, join) = unsafe { Record::allocate(g, body, self.clone(), stack, goid, m) };
+        let (record, join) = unsafe { Record::allocate(g, body, self, stack, goid, m) };
         // SAFETY: the record was just allocated and is not shared yet.
         let rec = unsafe { record.as_ref() };
         let g = rec.g();
         let header = g.header();
         // SAFETY: the g is Idle and no other thread can reach it yet. The runtime holds
-        // `scheduler` (checked above) for as long as it lives, and every record holds the
-        // runtime, so the scheduler outlives the g's block.
+        // `scheduler` (checked above) for as long as it lives, and it outlives every
+        // reference to its records (see `Record::shared`), so the scheduler outlives the g's
+        // block.
         unsafe { header.set_sched(scheduler.link()) };
         // SAFETY: the stack below the block is ours and unused; g_entry is the runtime's entry
         // trampoline and gets the record, alive until the g exits.
@@ -979,7 +985,7 @@ impl Shared {
         // Unregistered before the g's own reference is dropped below: registry walks retain
         // the gs they find under the shard lock that `unregister` takes.
         crate::dump::unregister(rec);
-        self.live_goroutines.fetch_sub(1, Ordering::SeqCst);
+        self.count_exit();
         // SAFETY: the g is not finished yet, so its reference keeps the cell alive.
         let join = unsafe { rec.join_cell() };
         // SAFETY: as above.
@@ -992,6 +998,35 @@ impl Shared {
         // SAFETY: this is the g's own reference, used no more; `finish` runs on the g0 of
         // `m`, outside its `with_stack_cache`.
         unsafe { Record::release_at_exit(record, m) };
+    }
+
+    /// Takes the counted reference that the live goroutines share, for the first of them.
+    /// Called after the count went from 0 to 1, before that goroutine is published. Records
+    /// point to their runtime without a count (see `Record::shared`). This reference keeps the
+    /// runtime alive while any of its goroutines lives, also after the `Runtime` and its Ms
+    /// are gone, as for a goroutine left parked at the shutdown.
+    fn retain_for_goroutines(&self) {
+        // SAFETY: every Shared is created in an Arc (`Runtime::start`), and the caller, a
+        // spawn, holds a counted reference while it runs (the Runtime it was called on, or
+        // the M of the spawning goroutine).
+        unsafe { Arc::increment_strong_count(self as *const Shared) };
+    }
+
+    /// Counts one goroutine fewer: one that exited, or one whose spawn failed. The last one
+    /// drops the reference that `retain_for_goroutines` took.
+    ///
+    /// The increments and decrements of the shared reference pair up, because the count's
+    /// 0-to-1 and 1-to-0 changes alternate. The increment happens before the goroutine that
+    /// made the count 1 is published, so before any exit that makes the count 0 again. A spawn
+    /// that fails after making the count 1 takes the reference, then drops it itself.
+    fn count_exit(&self) {
+        // SeqCst: as in `spawn_g`, for `cancel_all` and `check_deadlock`, which read the count.
+        if self.live_goroutines.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // SAFETY: the reference taken by `retain_for_goroutines` for the goroutines that
+            // were live. The caller holds another counted reference (a spawn's, as above, or
+            // the exiting goroutine's M), so this never drops the runtime under it.
+            unsafe { Arc::decrement_strong_count(self as *const Shared) };
+        }
     }
 
     pub(crate) fn stats(&self) -> Stats {
@@ -1312,15 +1347,16 @@ where
 /// goroutine's stack after detaching the goroutine from its M, so a spawn from that hook
 /// finds the runtime through the goroutine's record instead.
 #[inline]
-fn calling_runtime() -> Option<&'static Arc<Shared>> {
+fn calling_runtime() -> Option<&'static Shared> {
     // The M keeps its runtime alive, and the runtime its schedulers: no reference counts are
     // touched here, since each is an atomic read-modify-write on a line that Ms share.
     if let Some(m) = current_m() {
-        return Some(&m.shared);
+        return Some(&*m.shared);
     }
     let record = m::current_record()?;
     // SAFETY: the running goroutine's record is alive while the goroutine runs its hook, and
-    // keeps its runtime alive. The reference does not outlive the caller's spawn.
+    // the runtime outlives its live goroutines. The reference does not outlive the caller's
+    // spawn.
     Some(unsafe { record.as_ref() }.shared())
 }
 

@@ -83,8 +83,11 @@ pub(crate) struct Record {
     on_stack: bool,
     /// The stack; taken out by the last reference, which returns it to the pool.
     pub(crate) stack: UnsafeCell<Option<Stack>>,
-    /// The runtime that runs the g.
-    shared: Arc<Shared>,
+    /// The runtime that runs the g, without a count: the runtime outlives every reference to
+    /// the record. Live goroutines share one counted reference (`Shared::count_exit`), and
+    /// each [`Goroutine`](crate::Goroutine) handle owns one. A count per record would cost two
+    /// read-modify-writes per goroutine on a line that every M writes.
+    shared: NonNull<Shared>,
     /// The user's permit, for `park` and `Goroutine::unpark`.
     pub(crate) permit: Permit,
     /// The runtime's own permit, for its blocking waits (join), so that they never consume a
@@ -134,7 +137,7 @@ impl Record {
     pub(crate) unsafe fn allocate<G, F, T>(
         g: G,
         body: F,
-        shared: Arc<Shared>,
+        shared: &Shared,
         stack: Stack,
         goid: u64,
         m: Option<&M>,
@@ -163,7 +166,7 @@ impl Record {
                 refs: AtomicUsize::new(1),
                 on_stack,
                 stack: UnsafeCell::new(Some(stack)),
-                shared,
+                shared: NonNull::from(shared),
                 permit: Permit::new(),
                 internal_permit: Permit::new(),
                 cancel_unwinding: std::sync::atomic::AtomicBool::new(false),
@@ -227,8 +230,10 @@ impl Record {
 
     /// The runtime that runs the g.
     #[inline]
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    pub(crate) fn shared(&self) -> &Shared {
+        // SAFETY: the runtime outlives every reference to the record (see the field), and the
+        // caller holds one for as long as it borrows `self`.
+        unsafe { self.shared.as_ref() }
     }
 
     /// The g this record belongs to.
@@ -267,12 +272,15 @@ impl Record {
     ///
     /// # Safety
     ///
-    /// The caller must own one reference, and use neither it nor `record` afterwards.
+    /// The caller must own one reference, and use neither it nor `record` afterwards. It must
+    /// keep the record's runtime alive until the call returns, because the last reference
+    /// returns the stack to that runtime's pool.
     pub(crate) unsafe fn release(record: NonNull<Record>) {
         // SAFETY: the caller's contract.
         if unsafe { Record::drop_reference(record) } {
             let m = crate::m::current_m();
-            // SAFETY: that was the last reference; `m` is the calling thread's M, if any.
+            // SAFETY: that was the last reference, `m` is the calling thread's M (if any), and
+            // the caller keeps the runtime alive.
             unsafe { Record::free(record, m) };
         }
     }
@@ -313,17 +321,16 @@ impl Record {
     ///
     /// # Safety
     ///
-    /// The last reference to `record` is gone. `m` is the calling thread's M, and the call
-    /// does not come from inside its `with_stack_cache`.
+    /// The last reference to `record` is gone, and the caller keeps the record's runtime
+    /// alive until the call returns. `m` is the calling thread's M, and the call does not
+    /// come from inside its `with_stack_cache`.
     unsafe fn free(record: NonNull<Record>, m: Option<&M>) {
         // SAFETY: no reference is left, so only this thread touches the block.
         let this = unsafe { record.as_ref() };
         // SAFETY: as above.
         let stack = unsafe { (*this.stack.get()).take() };
-        let runtime = Arc::as_ptr(&this.shared);
+        let runtime = this.shared.as_ptr().cast_const();
         let on_runtime = m.is_some_and(|m| Arc::as_ptr(&m.shared) == runtime);
-        // The runtime must outlive the block's drop when its pool takes the stack afterwards.
-        let shared = (stack.is_some() && !on_runtime).then(|| Arc::clone(&this.shared));
         // SAFETY: the stack was taken out above, as `drop_block` requires; `this` is used no
         // more. A block on the stack stays valid memory until the stack is put back below.
         unsafe { (this.vtable.drop_block)(record) };
@@ -335,15 +342,13 @@ impl Record {
         } else {
             None
         };
-        match (stack, m, shared) {
+        match (stack, m) {
             // SAFETY: `m` runs this thread, and this call is not inside its
             // `with_stack_cache` (the caller's contract, and the drop above returned).
-            (Some(stack), Some(m), _) => unsafe { m.with_stack_cache(|cache| cache.put(stack)) },
-            (Some(stack), None, Some(shared)) => shared.pool.put(stack),
-            // Not reached, because a goroutine stays on the Ms of its runtime. Dropping the
-            // stack unmaps it, or returns it to its slab, without the pool.
-            (Some(stack), None, None) => drop(stack),
-            (None, _, _) => {}
+            (Some(stack), Some(m)) => unsafe { m.with_stack_cache(|cache| cache.put(stack)) },
+            // SAFETY: the caller keeps the runtime alive until this call returns.
+            (Some(stack), None) => unsafe { (*runtime).pool.put(stack) },
+            (None, _) => {}
         }
     }
 }

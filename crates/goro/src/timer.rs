@@ -121,7 +121,7 @@ impl Timers {
 pub(crate) fn wake_at(deadline: Instant) {
     if let Some(record) = current_record() {
         // SAFETY: the running goroutine's record is alive while it runs.
-        let shared = unsafe { record.as_ref() }.shared().clone();
+        let shared = unsafe { record.as_ref() }.shared();
         shared.add_timer(deadline, Waiter::current());
     }
 }
@@ -144,15 +144,15 @@ pub fn sleep(duration: Duration) {
         return;
     }
     // SAFETY: the running goroutine's record is alive while it runs.
-    let shared = unsafe { record.as_ref() }.shared().clone();
+    let shared = unsafe { record.as_ref() }.shared();
     let mut remaining = duration;
     loop {
         let start = Instant::now();
         if let Some(deadline) = start.checked_add(remaining) {
-            sleep_until(&shared, deadline);
+            sleep_until(shared, deadline);
             return;
         }
-        sleep_until(&shared, start + MAX_TIMER);
+        sleep_until(shared, start + MAX_TIMER);
         remaining = remaining.saturating_sub(start.elapsed());
     }
 }
