@@ -26,8 +26,8 @@ mod unwind;
 
 use std::fmt;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering, fence};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering, fence};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
@@ -121,8 +121,74 @@ pub static GORO_ALLGS: AllGs = AllGs {
 /// One lock per shard of [`GORO_ALLGS`], held while a node is linked or unlinked. Each lock
 /// has its own cache line, because a spawner and the Ms that run its goroutines' exits take
 /// the locks of different shards at the same time.
-static SHARD_LOCKS: [CachePadded<Mutex<()>>; SHARDS] =
-    [const { CachePadded::new(Mutex::new(())) }; SHARDS];
+static SHARD_LOCKS: [CachePadded<ShardLock>; SHARDS] =
+    [const { CachePadded::new(ShardLock::new()) }; SHARDS];
+
+/// Polls of a held [`ShardLock`] with pause hints before a waiter starts yielding its thread.
+const SPINS_BEFORE_YIELD: u32 = 64;
+
+/// The lock of one registry shard.
+///
+/// Unlocking is a Release store, where a `std::sync::Mutex` unlocks with a swap to learn
+/// whether a thread sleeps on it. Every spawn and every exit take a shard lock, so that saves
+/// two read-modify-writes per goroutine, each on a line that the Ms share. Spawn and exit
+/// hold the lock for a few stores; only the rare walks (dumps, deadlock reports, shutdown)
+/// hold it longer. A waiter polls with pause hints, then yields its thread between polls, so
+/// that a holder that the OS preempted gets the CPU back.
+struct ShardLock {
+    locked: AtomicBool,
+}
+
+impl ShardLock {
+    const fn new() -> ShardLock {
+        ShardLock {
+            locked: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> ShardGuard<'_> {
+        // Acquire: pairs with the Release store in `ShardGuard::drop`, so the previous
+        // holder's list updates happen before this holder's reads. Relaxed on failure: a
+        // failed attempt reads nothing.
+        while self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.wait_until_unlocked();
+        }
+        ShardGuard { lock: self }
+    }
+
+    /// Waits until the lock looks free, reading without writing so that the waiter does not
+    /// take the line away from the holder.
+    #[cold]
+    fn wait_until_unlocked(&self) {
+        let mut spins = 0;
+        // Relaxed: a hint; the compare-exchange in `lock` decides.
+        while self.locked.load(Ordering::Relaxed) {
+            if spins < SPINS_BEFORE_YIELD {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// Proof that this thread holds a [`ShardLock`]; dropping it unlocks, also when a walk's
+/// callback panics.
+struct ShardGuard<'a> {
+    lock: &'a ShardLock,
+}
+
+impl Drop for ShardGuard<'_> {
+    fn drop(&mut self) {
+        // Release: pairs with the Acquire compare-exchange of the next holder.
+        self.lock.locked.store(false, Ordering::Release);
+    }
+}
 
 /// Adds the g of `record` to [`GORO_ALLGS`]. Called once by spawn, before the g is ready.
 pub(crate) fn register(record: &Record) {
@@ -130,7 +196,7 @@ pub(crate) fn register(record: &Record) {
     let g = record.g();
     node.g.store(g.as_ptr(), Ordering::Relaxed);
     let shard = g.header().goid() as usize % SHARDS;
-    let _lock = SHARD_LOCKS[shard].lock().unwrap_or_else(|e| e.into_inner());
+    let _lock = SHARD_LOCKS[shard].lock();
     let head = &GORO_ALLGS.heads[shard];
     let first = head.load(Ordering::Relaxed);
     let node_ptr = node as *const GDebug as *mut GDebug;
@@ -148,7 +214,7 @@ pub(crate) fn register(record: &Record) {
 pub(crate) fn unregister(record: &Record) {
     let node = &record.debug;
     let shard = record.g().header().goid() as usize % SHARDS;
-    let _lock = SHARD_LOCKS[shard].lock().unwrap_or_else(|e| e.into_inner());
+    let _lock = SHARD_LOCKS[shard].lock();
     let next = node.next.load(Ordering::Relaxed);
     let prev = node.prev.load(Ordering::Relaxed);
     if prev.is_null() {
@@ -175,7 +241,7 @@ pub(crate) fn unregister(record: &Record) {
 /// registry instead of two.
 pub(crate) fn for_each_registered(shared: &Shared, mut f: impl FnMut(GRef)) {
     for (lock, head) in SHARD_LOCKS.iter().zip(&GORO_ALLGS.heads) {
-        let _lock = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _lock = lock.lock();
         let mut node = head.load(Ordering::Relaxed);
         while !node.is_null() {
             // SAFETY: a linked node belongs to a live record, and unlinking it takes the lock

@@ -223,3 +223,67 @@ fn process_dump_lists_every_runtime() {
         "a dropped runtime leaves the dump: {ids:?}"
     );
 }
+
+/// Each dump taken while two goroutines spawn goroutines in a loop lists every goroutine that
+/// stays parked throughout, and no goroutine twice. Spawns and exits link and unlink registry
+/// nodes beside the parked goroutines' nodes, under the shard locks that dumps take too.
+#[test]
+fn dump_during_spawn_churn() {
+    const PARKED: usize = 16;
+    const SPAWNS: usize = 20_000;
+    watchdog(LIMIT, || {
+        let rt = Runtime::builder()
+            .procs(2)
+            .deadlock_detection(false)
+            .build()
+            .unwrap();
+        let (release, parked_on) = goro::sync::channel::<()>(0);
+        let parked: Vec<_> = (0..PARKED)
+            .map(|_| {
+                let parked_on = parked_on.clone();
+                rt.spawn(move || {
+                    let goid = goro::current().goid();
+                    let _ = parked_on.recv();
+                    goid
+                })
+                .unwrap()
+            })
+            .collect();
+        let parked_goids: Vec<u64> = parked.iter().map(|h| h.goid()).collect();
+        dump_when(&rt, |dump| {
+            parked_goids
+                .iter()
+                .all(|&goid| goroutine(dump, goid).status == GStatus::Waiting)
+        });
+        let spawners: Vec<_> = (0..2)
+            .map(|_| {
+                rt.spawn(|| {
+                    for i in 0..SPAWNS {
+                        drop(goro::spawn(move || std::hint::black_box(i)).unwrap());
+                    }
+                })
+                .unwrap()
+            })
+            .collect();
+        let mut dumps = 0;
+        while dumps < 10 || !spawners.iter().all(|s| s.is_finished()) {
+            let dump = rt.dump();
+            let mut goids: Vec<u64> = dump.goroutines.iter().map(|g| g.goid).collect();
+            for &goid in &parked_goids {
+                assert_eq!(goroutine(&dump, goid).status, GStatus::Waiting);
+            }
+            let listed = goids.len();
+            goids.sort_unstable();
+            goids.dedup();
+            assert_eq!(goids.len(), listed, "a goroutine listed twice:\n{dump}");
+            dumps += 1;
+        }
+        for spawner in spawners {
+            spawner.join().unwrap();
+        }
+        drop(release);
+        for (handle, goid) in parked.into_iter().zip(parked_goids) {
+            assert_eq!(handle.join().unwrap(), goid);
+        }
+    });
+}
