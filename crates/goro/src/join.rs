@@ -154,6 +154,14 @@ impl JoinCell {
     pub(crate) unsafe fn release(cell: NonNull<JoinCell>) {
         // SAFETY: the caller owns a reference, so the cell is alive.
         let this = unsafe { cell.as_ref() };
+        // The count starts at 2 (the g and its handle) and never grows. So a count of 1 means
+        // that the other owner is gone, and the cell is freed with no read-modify-write.
+        // Acquire: pairs with the other owner's Release decrement.
+        if this.refs.load(Ordering::Acquire) == 1 {
+            // SAFETY: the caller holds the last reference.
+            unsafe { (this.dealloc)(cell) };
+            return;
+        }
         // Release: every use of the cell by this owner happens before the free. The last
         // owner's Acquire fence below pairs with it, as in `Arc::drop`.
         if this.refs.fetch_sub(1, Ordering::Release) != 1 {

@@ -307,6 +307,14 @@ impl Record {
     unsafe fn drop_reference(record: NonNull<Record>) -> bool {
         // SAFETY: the caller owns a reference, so the record is alive.
         let this = unsafe { record.as_ref() };
+        // A count of 1 is the caller's reference alone, and no other thread can add one. New
+        // references come from existing ones, or from registry walks, which find only gs
+        // that have not exited and so still count their own reference. So the common last
+        // release, the g's exit, makes no read-modify-write. Acquire: pairs with the Release
+        // decrements of the earlier owners, whose uses of the block happen before the free.
+        if this.refs.load(Ordering::Acquire) == 1 {
+            return true;
+        }
         // Release: every use of the block by this owner happens before the free; the last
         // owner's Acquire fence below pairs with it (the argument of `Arc::drop`).
         if this.refs.fetch_sub(1, Ordering::Release) != 1 {
