@@ -111,8 +111,6 @@ fn pin_to_cpu(cpu: usize) {
     }
 }
 
-/// Spawns `count` empty goroutines or tasks with 2 processors and joins them all; reports
-/// time per goroutine.
 /// One goroutine spawns `count` empty goroutines with 2 Ps, drops their join handles and
 /// waits for them on a `goro::sync::WaitGroup`, as Go's spawn benchmark does; reports time
 /// per goroutine. Without handles, the goroutines' join cells and stacks are reused as they
@@ -140,6 +138,8 @@ pub fn run_spawn_wg(implementation: &str, count: usize) -> bool {
     true
 }
 
+/// Spawns `count` empty goroutines or tasks with 2 processors and joins them all; reports
+/// time per goroutine.
 pub fn run_spawn(implementation: &str, count: usize) -> bool {
     let elapsed = if let Some(runtime) = crate::goro_runtime(implementation, 2) {
         block_on_goro(&runtime, move || {

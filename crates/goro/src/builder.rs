@@ -166,8 +166,9 @@ impl Builder {
     /// that outpaces them piles up queued goroutines, each holding a stack. A spawn never
     /// yields between [`entersyscall`](crate::entersyscall) and
     /// [`exitsyscall`](crate::exitsyscall), on an M's g0, in a scheduler hook other than
-    /// `start` and `on_exitsyscall`, or while a panic unwinds. The rule holds for every spawn function called from one of the
-    /// runtime's goroutines. A spawn from another thread never yields.
+    /// `start` and `on_exitsyscall`, or while a panic unwinds. The rule holds for every spawn
+    /// function called from one of the runtime's goroutines. A spawn from another thread never
+    /// yields.
     ///
     /// Turn it off when goroutines spawn while holding something that must not be held across
     /// a switch. One is a `std::sync::Mutex` that the children lock too: with one P, a child
