@@ -217,12 +217,12 @@ impl Clone for Goroutine {
 
 impl Drop for Goroutine {
     fn drop(&mut self) {
-        let runtime = self.shared() as *const Shared;
-        // SAFETY: this handle owns one reference and gives it up here. Its reference to the
-        // runtime keeps the runtime alive until after this call.
+        // SAFETY: the reference that `from_record` took for this handle. Dropped after the
+        // release below, also when a custom g's drop panics in it.
+        let _runtime = unsafe { Arc::from_raw(self.shared() as *const Shared) };
+        // SAFETY: this handle owns one reference and gives it up here. `_runtime` keeps the
+        // runtime alive until after this call.
         unsafe { Record::release(self.record) };
-        // SAFETY: the reference that `from_record` took for this handle.
-        unsafe { Arc::decrement_strong_count(runtime) };
     }
 }
 

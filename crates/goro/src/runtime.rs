@@ -838,25 +838,22 @@ impl Shared {
         if live == 1 {
             self.retain_for_goroutines();
         }
-        let reject = |error: SpawnError| {
-            self.count_exit();
-            Err(error)
-        };
+        // Counts the goroutine out again if the spawn returns an error or unwinds before it
+        // publishes the goroutine: a spawn that waits for a stack yields, and the yield
+        // unwinds when the runtime starts dropping.
+        let count = SpawnCount { shared: self };
         // A dropping runtime takes no new goroutines: it is waiting for its goroutines to end.
         // A goroutine that unwinds may still spawn, from its destructors, because they cannot
         // propagate the error and make only a bounded number of spawns.
         if self.is_shutdown() || (self.is_cancelling() && !std::thread::panicking()) {
-            return reject(SpawnError::Shutdown);
+            return Err(SpawnError::Shutdown);
         }
         if !self.schedulers.iter().any(|s| s.is(scheduler.link())) {
-            return reject(SpawnError::UnknownScheduler {
+            return Err(SpawnError::UnknownScheduler {
                 name: scheduler.name(),
             });
         }
-        let (m, stack) = match self.stack_for_spawn() {
-            Ok(found) => found,
-            Err(error) => return reject(error),
-        };
+        let (m, stack) = self.stack_for_spawn()?;
         let goid = NEXT_GOID.fetch_add(1, Ordering::Relaxed);
         // SAFETY: `m`, if any, runs this thread (`stack_for_spawn` read it after its last
         // yield), and no `with_blocks` call is running on it.
@@ -898,6 +895,8 @@ impl Shared {
         // checked above) and in no queue.
         unsafe { scheduler.ready(g, ReadyCause::Spawn, m.and_then(M::p)) };
         guard.disarm();
+        // Published: from here the goroutine's exit counts it out.
+        std::mem::forget(count);
         // A spawn is progress: a deadlock reported earlier no longer holds.
         self.note_progress();
         self.wakep();
@@ -1018,7 +1017,8 @@ impl Shared {
     /// The increments and decrements of the shared reference pair up, because the count's
     /// 0-to-1 and 1-to-0 changes alternate. The increment happens before the goroutine that
     /// made the count 1 is published, so before any exit that makes the count 0 again. A spawn
-    /// that fails after making the count 1 takes the reference, then drops it itself.
+    /// that fails or unwinds after making the count 1 takes the reference, then drops it
+    /// itself.
     fn count_exit(&self) {
         // SeqCst: as in `spawn_g`, for `cancel_all` and `check_deadlock`, which read the count.
         if self.live_goroutines.fetch_sub(1, Ordering::SeqCst) == 1 {
@@ -1316,6 +1316,18 @@ impl Drop for Runtime {
         // yields or parks after the shutdown, or leaves a syscall then and finds no idle P.
         // A destructor that runs after the shutdown gets `SpawnError::Shutdown` from a spawn,
         // which one that runs during the cancellation does not.
+    }
+}
+
+/// A spawn's goroutine in `Shared::live_goroutines` until the spawn publishes it. Dropped on
+/// an error return or an unwind, it counts the goroutine out again.
+struct SpawnCount<'a> {
+    shared: &'a Shared,
+}
+
+impl Drop for SpawnCount<'_> {
+    fn drop(&mut self) {
+        self.shared.count_exit();
     }
 }
 
