@@ -132,8 +132,8 @@ const SPINS_BEFORE_YIELD: u32 = 64;
 /// Unlocking is a Release store, where a `std::sync::Mutex` unlocks with a swap to learn
 /// whether a thread sleeps on it. Every spawn and every exit take a shard lock, so that saves
 /// two read-modify-writes per goroutine, each on a line that the Ms share. Spawn and exit
-/// hold the lock for a few stores; only the rare walks (dumps, deadlock reports, shutdown)
-/// hold it longer. A waiter polls with pause hints, then yields its thread between polls, so
+/// hold the lock for a few stores, and only the rare walks (dumps, deadlock reports,
+/// shutdown) hold it longer. A waiter polls with pause hints, then yields its thread between polls, so
 /// that a holder that the OS preempted gets the CPU back.
 struct ShardLock {
     locked: AtomicBool,
@@ -165,7 +165,7 @@ impl ShardLock {
     #[cold]
     fn wait_until_unlocked(&self) {
         let mut spins = 0;
-        // Relaxed: a hint; the compare-exchange in `lock` decides.
+        // Relaxed: only a hint, because the compare-exchange in `lock` decides.
         while self.locked.load(Ordering::Relaxed) {
             if spins < SPINS_BEFORE_YIELD {
                 spins += 1;
@@ -177,8 +177,8 @@ impl ShardLock {
     }
 }
 
-/// Proof that this thread holds a [`ShardLock`]; dropping it unlocks, also when a walk's
-/// callback panics.
+/// Proof that this thread holds a [`ShardLock`]. Dropping it unlocks the lock, also when a
+/// walk's callback panics.
 struct ShardGuard<'a> {
     lock: &'a ShardLock,
 }
@@ -466,7 +466,7 @@ pub(crate) fn collect(
         .map(|record| {
             // SAFETY: the reference taken above keeps the record alive.
             let dump = goroutine(unsafe { record.as_ref() }, &ms, now, backtraces);
-            // SAFETY: this drops exactly the reference taken above; `shared`, the record's
+            // SAFETY: this drops exactly the reference taken above, and `shared`, the record's
             // runtime, is borrowed for the whole call.
             unsafe { Record::release(*record) };
             dump

@@ -167,10 +167,8 @@ impl Goroutine {
         // SAFETY: the caller holds the record alive (the running g, or another handle).
         let rec = unsafe { record.as_ref() };
         rec.retain();
-        // SAFETY: the record's runtime outlives the record (see `Record::shared`), and every
-        // runtime is created in an Arc (`Runtime::start`). The reference is this handle's;
-        // `drop` gives it back.
-        unsafe { Arc::increment_strong_count(rec.shared() as *const Shared) };
+        // This handle's reference to the runtime, which `drop` gives back.
+        std::mem::forget(rec.shared().arc());
         Goroutine { record }
     }
 

@@ -807,10 +807,11 @@ impl Shared {
 
     /// Returns a new owning reference to this runtime's shared state.
     pub(crate) fn arc(&self) -> Arc<Shared> {
-        // SAFETY: every Shared is created in an Arc (`Runtime::start`), and a counted
-        // reference keeps `self` alive while the caller borrows it: the caller's own, or the
-        // one of the live goroutines or of a `Goroutine` handle (see `Record::shared`). So
-        // the count is at least one while we add one.
+        // SAFETY: every Shared is created in an Arc (`Runtime::start`). A counted reference
+        // keeps `self` alive while the caller borrows it: the caller's own (a spawn holds the
+        // Runtime it was called on or its M's), or the one of the live goroutines or of a
+        // `Goroutine` handle (see `Record::shared`). So the count is at least one as we add
+        // one.
         unsafe {
             let ptr = self as *const Shared;
             Arc::increment_strong_count(ptr);
@@ -1005,10 +1006,8 @@ impl Shared {
     /// runtime alive while any of its goroutines lives, also after the `Runtime` and its Ms
     /// are gone, as for a goroutine left parked at the shutdown.
     fn retain_for_goroutines(&self) {
-        // SAFETY: every Shared is created in an Arc (`Runtime::start`), and the caller, a
-        // spawn, holds a counted reference while it runs (the Runtime it was called on, or
-        // the M of the spawning goroutine).
-        unsafe { Arc::increment_strong_count(self as *const Shared) };
+        // Given back by `count_exit`.
+        std::mem::forget(self.arc());
     }
 
     /// Counts one goroutine fewer: one that exited, or one whose spawn failed. The last one
