@@ -668,6 +668,10 @@ fn unwind_at_thread_limit(max_threads: usize) {
     occupancy.assert_within_procs();
 }
 
+// NOTE: under qemu-aarch64 (dev profile) this test hung in 6 of 12 standalone runs, also at
+// commits that predate the uncounted record pointer; natively 20 of 20 passed. The hang is
+// not explained yet. The thread-limit unwind gap in docs/architecture.md is the first
+// suspect.
 #[test]
 fn unwinding_goroutines_at_one_thread() {
     unwind_at_thread_limit(1);
